@@ -1,0 +1,123 @@
+//! SHA-256 digests and streaming hashing through an open descriptor.
+//!
+//! `sha2` picks SHA-NI / ARMv8 crypto at run time. Memory stays bounded by one buffer whatever
+//! the file size; the buffer size was chosen with `benches/hash.rs`.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use std::fmt;
+use std::io::Read;
+
+/// Read buffer for hashing: large enough to amortise syscalls, small enough for the L2 cache.
+pub const HASH_BUF: usize = 256 * 1024;
+
+/// A SHA-256 digest.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+pub struct Sha256Digest(pub [u8; 32]);
+
+impl Sha256Digest {
+    /// Parses 64 hex digits (either case).
+    pub fn from_hex(s: &str) -> Result<Self, String> {
+        if s.len() != 64 {
+            return Err(format!("{s:?}: expected 64 hex digits, got {} characters", s.len()));
+        }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).map_err(|e| format!("{s:?}: not hex: {e}"))?;
+        Ok(Sha256Digest(out))
+    }
+
+    /// Lower-case hex.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Digest of a byte slice.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self::from_hasher(Sha256::new_with_prefix(bytes))
+    }
+
+    pub(crate) fn from_hasher(h: Sha256) -> Self {
+        let out = h.finalize();
+        let mut d = [0u8; 32];
+        d.copy_from_slice(&out);
+        Sha256Digest(d)
+    }
+}
+
+impl fmt::Display for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.to_hex())
+    }
+}
+
+/// Hashes everything `reader` yields, calling `progress` with the running byte count.
+pub fn hash_reader(
+    mut reader: impl Read,
+    buf_size: usize,
+    mut progress: impl FnMut(u64),
+) -> std::io::Result<(Sha256Digest, u64)> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; buf_size.max(4096)];
+    let mut total = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        total += n as u64;
+        progress(total);
+    }
+    Ok((Sha256Digest::from_hasher(hasher), total))
+}
+
+/// Hashes a whole file by path (used by benches and `debug verify`).
+pub fn hash_path(path: &std::path::Path) -> std::io::Result<(Sha256Digest, u64)> {
+    let file = std::fs::File::open(path)?;
+    hash_reader(file, HASH_BUF, |_| {})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_vectors() {
+        assert_eq!(
+            Sha256Digest::of(b"").to_hex(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        let (d, n) = hash_reader(&b"abc"[..], 4096, |_| {}).unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(
+            d.to_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn hex_parsing_accepts_upper_case_and_rejects_junk() {
+        let lower = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        let d = Sha256Digest::from_hex(&lower.to_uppercase()).unwrap();
+        assert_eq!(d.to_hex(), lower);
+        assert!(Sha256Digest::from_hex("abc").is_err());
+        assert!(Sha256Digest::from_hex(&"g".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn chunking_does_not_change_the_digest() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
+        let (a, _) = hash_reader(&data[..], 4096, |_| {}).unwrap();
+        let (b, _) = hash_reader(&data[..], 65536, |_| {}).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a, Sha256Digest::of(&data));
+    }
+}

@@ -1,0 +1,506 @@
+//! Fetching assets: HTTP(S) with reqwest (rustls), and `file://` copies.
+//!
+//! The body streams into a per-process partial file in the state dir and is hashed in the
+//! same pass. There is a connect timeout and an idle timeout on every read, but no
+//! whole-request timeout: a large rootfs lives as long as bytes flow. Failures are retried
+//! with exponential backoff and jitter (connect errors, 5xx, 408, 429 with Retry-After,
+//! truncated bodies; never other 4xx), and a cut download resumes with `Range`/`If-Range`.
+//! The SHA-256 state is checkpointed next to the partial, so a resume after a crash does not
+//! re-read the prefix.
+
+use crate::digest::Sha256Digest;
+use crate::error::{Error, IoContext, Result};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use sha2::digest::common::hazmat::{SerializableState, SerializedState};
+use sha2::Digest as _;
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Network behaviour of a store.
+#[derive(Clone, Debug)]
+pub struct FetchOptions {
+    /// Rounds over the URL list after the first (so `retries + 1` tries per URL at most).
+    pub retries: u32,
+    /// TCP/TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Longest silence while reading a response.
+    pub idle_timeout: Duration,
+    /// First backoff delay; doubled each round, with full jitter.
+    pub backoff: Duration,
+    /// Largest backoff delay (and cap on Retry-After).
+    pub max_backoff: Duration,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            retries: 4,
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How often the partial is synced and its hash state checkpointed.
+const CHECKPOINT_EVERY: u64 = 64 * 1024 * 1024;
+
+/// What to fetch.
+pub struct Request<'a> {
+    /// Asset name (for errors).
+    pub name: &'a str,
+    /// Sources, in order.
+    pub urls: &'a [String],
+    /// Expected size, enforced.
+    pub size: Option<u64>,
+    /// Expected digest.
+    pub sha256: Sha256Digest,
+    /// Directory for partial files (the state dir's `tmp/`).
+    pub tmp_dir: &'a Path,
+    /// Stable key of the asset (from its path), prefix of its partial files.
+    pub key: &'a str,
+    /// Called with (bytes done, total if known).
+    pub progress: &'a (dyn Fn(u64, Option<u64>) + Sync),
+}
+
+/// A verified download, still in the state dir.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The partial file, complete and verified.
+    pub path: PathBuf,
+    /// Open read-write handle on it.
+    pub file: File,
+    /// Its size.
+    pub size: u64,
+    /// Body bytes received over the network (or copied) by this call.
+    pub bytes_downloaded: u64,
+    /// Bytes of a previous partial that were adopted instead of fetched again.
+    pub bytes_resumed: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Checkpoint {
+    url: String,
+    validator: Option<String>,
+    sha256: String,
+    offset: u64,
+    state: String,
+}
+
+/// The partial being written: file, running hash, and where the bytes came from.
+struct Partial {
+    path: PathBuf,
+    file: File,
+    hasher: Sha256,
+    offset: u64,
+    url: Option<String>,
+    validator: Option<String>,
+    since_checkpoint: u64,
+    resumed: u64,
+}
+
+impl Partial {
+    fn meta_path(&self) -> PathBuf {
+        meta_of(&self.path)
+    }
+
+    fn reset(&mut self) -> Result<()> {
+        self.file.set_len(0).at(&self.path, "truncate partial")?;
+        self.file.seek(SeekFrom::Start(0)).at(&self.path, "seek")?;
+        self.hasher = Sha256::new();
+        self.offset = 0;
+        self.validator = None;
+        self.resumed = 0;
+        let _ = std::fs::remove_file(self.meta_path());
+        Ok(())
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file.write_all(bytes).at(&self.path, "write partial")?;
+        self.hasher.update(bytes);
+        self.offset += bytes.len() as u64;
+        self.since_checkpoint += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, expected: &Sha256Digest) -> Result<()> {
+        self.since_checkpoint = 0;
+        // The data must be durable before a checkpoint vouches for it.
+        self.file.sync_data().at(&self.path, "fsync partial")?;
+        let state = self.hasher.serialize();
+        let cp = Checkpoint {
+            url: self.url.clone().unwrap_or_default(),
+            validator: self.validator.clone(),
+            sha256: expected.to_hex(),
+            offset: self.offset,
+            state: hex::encode(state.as_slice()),
+        };
+        let meta = self.meta_path();
+        let tmp = meta.with_extension("meta.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&cp).unwrap_or_default()).at(&tmp, "write checkpoint")?;
+        std::fs::rename(&tmp, &meta).at(&meta, "rename checkpoint")?;
+        Ok(())
+    }
+}
+
+fn meta_of(partial: &Path) -> PathBuf {
+    let mut s = partial.as_os_str().to_owned();
+    s.push(".meta");
+    PathBuf::from(s)
+}
+
+/// Opens this process's partial for `key`, adopting one left by a dead process (the caller
+/// holds the asset lock, so any other partial of this key is abandoned).
+fn open_partial(tmp_dir: &Path, key: &str, expected: &Sha256Digest) -> Result<Partial> {
+    std::fs::create_dir_all(tmp_dir).at(tmp_dir, "create tmp dir")?;
+    let ours = tmp_dir.join(format!("{key}.{}.part", std::process::id()));
+    let mut adopted: Option<(PathBuf, Checkpoint)> = None;
+    if let Ok(entries) = std::fs::read_dir(tmp_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !(name.starts_with(&format!("{key}.")) && name.ends_with(".part")) {
+                continue;
+            }
+            let path = entry.path();
+            let cp = std::fs::read(meta_of(&path))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Checkpoint>(&b).ok())
+                .filter(|cp| cp.sha256 == expected.to_hex());
+            match (cp, &adopted) {
+                (Some(cp), None) => adopted = Some((path, cp)),
+                _ => {
+                    let _ = std::fs::remove_file(&path);
+                    let _ = std::fs::remove_file(meta_of(&path));
+                }
+            }
+        }
+    }
+    if let Some((path, cp)) = adopted {
+        if path != ours {
+            std::fs::rename(&path, &ours).at(&ours, "adopt partial")?;
+            let _ = std::fs::rename(meta_of(&path), meta_of(&ours));
+        }
+        let state = hex::decode(&cp.state).ok().and_then(|b| {
+            let arr = SerializedState::<Sha256>::try_from(b.as_slice()).ok()?;
+            Sha256::deserialize(&arr).ok()
+        });
+        let file = OpenOptions::new().read(true).write(true).open(&ours).at(&ours, "open partial")?;
+        let len = file.metadata().at(&ours, "fstat")?.len();
+        if let Some(hasher) = state.filter(|_| len >= cp.offset) {
+            file.set_len(cp.offset).at(&ours, "truncate partial")?;
+            let mut file = file;
+            file.seek(SeekFrom::Start(cp.offset)).at(&ours, "seek")?;
+            return Ok(Partial {
+                path: ours,
+                file,
+                hasher,
+                offset: cp.offset,
+                url: Some(cp.url),
+                validator: cp.validator,
+                since_checkpoint: 0,
+                resumed: cp.offset,
+            });
+        }
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&ours)
+        .at(&ours, "create partial")?;
+    let _ = std::fs::remove_file(meta_of(&ours));
+    Ok(Partial {
+        path: ours,
+        file,
+        hasher: Sha256::new(),
+        offset: 0,
+        url: None,
+        validator: None,
+        since_checkpoint: 0,
+        resumed: 0,
+    })
+}
+
+/// Why one try failed, and whether trying again can help.
+#[derive(Debug)]
+enum TryError {
+    /// Worth another try later (connect error, 5xx, 408, 429, cut body); with a server hint.
+    Transient(String, Option<Duration>),
+    /// This URL will not work (other 4xx, size exceeded, wrong digest): move on.
+    Permanent(String),
+    /// Local failure (disk): stop everything.
+    Local(Error),
+}
+
+/// One HTTP client and runtime per store, so connections are reused across assets.
+pub struct Fetcher {
+    rt: tokio::runtime::Runtime,
+    client: reqwest::Client,
+    opts: FetchOptions,
+}
+
+impl Drop for Fetcher {
+    fn drop(&mut self) {
+        // Dropping a runtime inside an async context would panic; a host may drop the store there.
+        let rt = std::mem::replace(
+            &mut self.rt,
+            tokio::runtime::Builder::new_current_thread().build().expect("empty runtime"),
+        );
+        rt.shutdown_background();
+    }
+}
+
+impl Fetcher {
+    /// Builds the client and its runtime.
+    pub fn new(opts: FetchOptions) -> Result<Fetcher> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("bootvault-fetch")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("tokio runtime", "start", e))?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(opts.connect_timeout)
+            .read_timeout(opts.idle_timeout)
+            .user_agent(concat!("bootvault/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Fetch {
+                name: "-".into(),
+                attempts: vec![format!("cannot build HTTP client: {e}")],
+            })?;
+        Ok(Fetcher { rt, client, opts })
+    }
+
+    /// Fetches `req` into a verified partial file. Blocking; call from a worker thread.
+    pub fn fetch(&self, req: &Request<'_>) -> Result<Fetched> {
+        if req.urls.is_empty() {
+            return Err(Error::Fetch {
+                name: req.name.into(),
+                attempts: vec!["no URL to fetch from".into()],
+            });
+        }
+        let mut partial = open_partial(req.tmp_dir, req.key, &req.sha256)?;
+        let mut downloaded = 0u64;
+        let mut attempts: Vec<String> = Vec::new();
+        let mut dead = vec![false; req.urls.len()];
+        for round in 0..=self.opts.retries {
+            let mut hint: Option<Duration> = None;
+            for (i, url) in req.urls.iter().enumerate() {
+                if dead[i] {
+                    continue;
+                }
+                // A partial from another URL cannot be resumed against this one.
+                if partial.offset > 0 && partial.url.as_deref() != Some(url.as_str()) {
+                    partial.reset()?;
+                }
+                partial.url = Some(url.clone());
+                let before = partial.offset;
+                let result = if url.starts_with("file:") {
+                    copy_file(url, &mut partial, req)
+                } else {
+                    self.rt.block_on(self.try_http(url, &mut partial, req))
+                };
+                downloaded += partial.offset.saturating_sub(before);
+                match result {
+                    Ok(()) => match self.finish(partial, req, downloaded) {
+                        Ok(done) => return Ok(done),
+                        Err((p, why)) => {
+                            partial = p;
+                            dead[i] = true;
+                            attempts.push(format!("{url}: {why}"));
+                        }
+                    },
+                    Err(TryError::Local(e)) => {
+                        let _ = std::fs::remove_file(&partial.path);
+                        let _ = std::fs::remove_file(partial.meta_path());
+                        return Err(e);
+                    }
+                    Err(TryError::Permanent(why)) => {
+                        dead[i] = true;
+                        partial.reset()?;
+                        attempts.push(format!("{url}: {why}"));
+                    }
+                    Err(TryError::Transient(why, retry_after)) => {
+                        hint = hint.max(retry_after);
+                        attempts.push(format!("{url}: {why} (try {})", round + 1));
+                        let _ = partial.checkpoint(&req.sha256);
+                    }
+                }
+            }
+            if dead.iter().all(|d| *d) || round == self.opts.retries {
+                break;
+            }
+            let exp = self.opts.backoff.saturating_mul(1 << round.min(16));
+            let jittered = exp.mul_f64(rand::random::<f64>()).min(self.opts.max_backoff);
+            std::thread::sleep(hint.map(|h| h.min(self.opts.max_backoff)).unwrap_or(jittered).max(jittered));
+        }
+        // Keep a resumable partial (and its checkpoint) for the next prepare.
+        if partial.offset > 0 && partial.checkpoint(&req.sha256).is_ok() {
+            tracing::debug!("kept partial {} at {} bytes", partial.path.display(), partial.offset);
+        } else {
+            let _ = std::fs::remove_file(&partial.path);
+            let _ = std::fs::remove_file(partial.meta_path());
+        }
+        Err(Error::Fetch {
+            name: req.name.into(),
+            attempts,
+        })
+    }
+
+    /// Checks digest and size of a complete partial.
+    #[allow(clippy::result_large_err)]
+    fn finish(&self, mut p: Partial, req: &Request<'_>, downloaded: u64) -> std::result::Result<Fetched, (Partial, String)> {
+        let hasher = std::mem::replace(&mut p.hasher, Sha256::new());
+        let digest = Sha256Digest::from_hasher(hasher);
+        if let Some(size) = req.size {
+            if p.offset != size {
+                let why = format!("got {} bytes, expected {size}", p.offset);
+                let _ = p.reset();
+                return Err((p, why));
+            }
+        }
+        if digest != req.sha256 {
+            let why = format!("sha256 mismatch: expected {}, actual {}", req.sha256, digest);
+            let _ = p.reset();
+            return Err((p, why));
+        }
+        let _ = std::fs::remove_file(p.meta_path());
+        Ok(Fetched {
+            path: p.path,
+            file: p.file,
+            size: p.offset,
+            bytes_downloaded: downloaded,
+            bytes_resumed: p.resumed,
+        })
+    }
+
+    async fn try_http(&self, url: &str, p: &mut Partial, req: &Request<'_>) -> std::result::Result<(), TryError> {
+        let mut rb = self.client.get(url);
+        let resuming = p.offset > 0;
+        if resuming {
+            rb = rb.header(reqwest::header::RANGE, format!("bytes={}-", p.offset));
+            if let Some(v) = &p.validator {
+                rb = rb.header(reqwest::header::IF_RANGE, v.as_str());
+            }
+        }
+        let resp = rb.send().await.map_err(|e| TryError::Transient(describe(&e), None))?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        match status.as_u16() {
+            200 => {
+                if resuming {
+                    // The server ignored Range (or the resource changed): start over cleanly.
+                    p.reset().map_err(TryError::Local)?;
+                }
+            }
+            206 if resuming => {
+                let start = resp
+                    .headers()
+                    .get(reqwest::header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|s| s.strip_prefix("bytes "))
+                    .and_then(|s| s.split('-').next())
+                    .and_then(|s| s.parse::<u64>().ok());
+                if start != Some(p.offset) {
+                    p.reset().map_err(TryError::Local)?;
+                    return Err(TryError::Transient("server answered another range".into(), None));
+                }
+            }
+            416 => {
+                p.reset().map_err(TryError::Local)?;
+                return Err(TryError::Transient("range not satisfiable; restarting".into(), None));
+            }
+            408 | 429 => return Err(TryError::Transient(format!("HTTP {status}"), retry_after)),
+            s if s >= 500 => return Err(TryError::Transient(format!("HTTP {status}"), retry_after)),
+            _ => return Err(TryError::Permanent(format!("HTTP {status}"))),
+        }
+        let validator = resp
+            .headers()
+            .get(reqwest::header::ETAG)
+            .filter(|v| !v.as_bytes().starts_with(b"W/"))
+            .or_else(|| resp.headers().get(reqwest::header::LAST_MODIFIED))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if !resuming || p.offset == 0 {
+            p.validator = validator;
+        }
+        let total = resp.content_length().map(|len| p.offset + len);
+        if let (Some(size), Some(total)) = (req.size, total) {
+            if total != size {
+                return Err(TryError::Permanent(format!(
+                    "Content-Length says {total} bytes, manifest size is {size}"
+                )));
+            }
+        }
+        let total_hint = req.size.or(total);
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| TryError::Transient(format!("body cut at {} bytes: {}", p.offset, describe(&e)), None))?;
+            if let Some(size) = req.size {
+                if p.offset + chunk.len() as u64 > size {
+                    return Err(TryError::Permanent(format!("body runs past the manifest size {size}")));
+                }
+            }
+            p.append(&chunk).map_err(TryError::Local)?;
+            (req.progress)(p.offset, total_hint);
+            if p.since_checkpoint >= CHECKPOINT_EVERY {
+                p.checkpoint(&req.sha256).map_err(TryError::Local)?;
+            }
+        }
+        if let Some(total) = total.or(req.size) {
+            if p.offset < total {
+                return Err(TryError::Transient(format!("body ended at {} of {total} bytes", p.offset), None));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+/// `file://` source: a local copy, hashed in the same pass.
+fn copy_file(url: &str, p: &mut Partial, req: &Request<'_>) -> std::result::Result<(), TryError> {
+    use std::io::Read;
+    let path = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.to_file_path().ok())
+        .ok_or_else(|| TryError::Permanent("not a local file URL".into()))?;
+    p.reset().map_err(TryError::Local)?;
+    let mut src = File::open(&path).map_err(|e| TryError::Permanent(format!("{}: {e}", path.display())))?;
+    let mut buf = vec![0u8; crate::digest::HASH_BUF];
+    loop {
+        let n = src.read(&mut buf).map_err(|e| TryError::Permanent(format!("{}: {e}", path.display())))?;
+        if n == 0 {
+            return Ok(());
+        }
+        if let Some(size) = req.size {
+            if p.offset + n as u64 > size {
+                return Err(TryError::Permanent(format!("file is larger than the manifest size {size}")));
+            }
+        }
+        p.append(&buf[..n]).map_err(TryError::Local)?;
+        (req.progress)(p.offset, req.size);
+    }
+}

@@ -1,0 +1,730 @@
+//! The verification ledger: a redb file shared by every process that uses the store.
+//!
+//! Tables are versioned by name (`records_v1`, `events_v1`) and a `meta` table holds the
+//! schema version, which the steps in `migrations/` bump. Values are bytes with a leading
+//! format tag, then bincode 2; a value that does not decode is a miss, never a panic.
+//!
+//! Every open uses redb's `MultiWriter` mode. Reads (the warm path) use a read-only handle and
+//! one read transaction, so they never write and never fsync. Writes are short transactions
+//! taken with `try_begin_write` under a deadline, after all hashing is done. A missing,
+//! corrupt or newer ledger degrades to "no records": it never fails a prepare and never yields
+//! trust. A corrupt one is moved aside and recreated; a newer one is left untouched.
+
+use crate::digest::Sha256Digest;
+use crate::error::{Error, Result};
+use crate::stamp::Stamp;
+use redb::{
+    Builder, ConcurrencyMode, Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase,
+    ReadableTable, ReadableTableMetadata, TableDefinition, TransactionError, WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// `meta`: key → u64 (holds `schema_version`).
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// `records_v1`: path relative to ROOT → tagged record bytes.
+pub(crate) const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records_v1");
+/// `events_v1`: (ns since epoch, random) → tagged event bytes.
+pub(crate) const EVENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("events_v1");
+/// Key of the schema version in `meta`.
+pub(crate) const SCHEMA_KEY: &str = "schema_version";
+
+/// Leading tag of a record value.
+const RECORD_FORMAT_V1: u8 = 1;
+/// Leading tag of an event value.
+const EVENT_FORMAT_V1: u8 = 1;
+/// How many events the ledger keeps (oldest dropped first).
+pub const EVENT_CAP: u64 = 4096;
+
+/// How a record earned its trust.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Method {
+    /// The file on disk was hashed.
+    Hashed,
+    /// The file was fetched and hashed in the same pass as it was written.
+    Downloaded,
+    /// Imported from an arcbox-boot `.verified.json` (size and mtime matched at import).
+    LegacyImport,
+    /// The fs-verity digest was measured.
+    Verity,
+}
+
+impl Method {
+    /// The spelling in JSON and tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Hashed => "hashed",
+            Method::Downloaded => "downloaded",
+            Method::LegacyImport => "legacy-import",
+            Method::Verity => "verity",
+        }
+    }
+}
+
+/// One verification, as stored in `records_v1`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The digest the content hashed to.
+    pub sha256: Sha256Digest,
+    /// Stamp fields at verification time.
+    pub size: u64,
+    /// mtime, ns.
+    pub mtime_ns: i64,
+    /// ctime, ns.
+    pub ctime_ns: i64,
+    /// Inode.
+    pub ino: u64,
+    /// Device.
+    pub dev: u64,
+    /// The manifest version of the prepare that verified it.
+    pub manifest_version: String,
+    /// When it was verified (filesystem clock where known), ns.
+    pub verified_at_ns: i64,
+    /// How trust was earned.
+    pub method: Method,
+    /// Taken in the same clock tick as the file's last change: never trusted.
+    pub racy: bool,
+}
+
+impl Record {
+    /// A record of `stamp` hashing to `sha256`.
+    pub fn new(
+        sha256: Sha256Digest,
+        stamp: &Stamp,
+        manifest_version: &str,
+        verified_at_ns: i64,
+        method: Method,
+        racy: bool,
+    ) -> Record {
+        Record {
+            sha256,
+            size: stamp.size,
+            mtime_ns: stamp.mtime_ns,
+            ctime_ns: stamp.ctime_ns,
+            ino: stamp.ino,
+            dev: stamp.dev,
+            manifest_version: manifest_version.to_string(),
+            verified_at_ns,
+            method,
+            racy,
+        }
+    }
+
+    /// Tag byte, then bincode.
+    pub fn encode(&self) -> Vec<u8> {
+        encode_tagged(RECORD_FORMAT_V1, self)
+    }
+
+    /// Decodes a value; `None` for an unknown tag or bytes that do not decode.
+    pub fn decode(bytes: &[u8]) -> Option<Record> {
+        decode_tagged(RECORD_FORMAT_V1, bytes)
+    }
+}
+
+/// One entry of the events table: a non-cached outcome and its reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// When, ns since the epoch.
+    pub at_ns: i64,
+    /// Asset path relative to ROOT.
+    pub path: String,
+    /// Asset name.
+    pub name: String,
+    /// `verified`, `downloaded`, `repaired`, `failed`, `imported`, `removed`.
+    pub outcome: String,
+    /// Why (the verdict, or the error).
+    pub reason: String,
+    /// Manifest version of the prepare.
+    pub manifest_version: String,
+    /// Process that wrote it.
+    pub pid: u32,
+}
+
+impl Event {
+    /// Tag byte, then bincode.
+    pub fn encode(&self) -> Vec<u8> {
+        encode_tagged(EVENT_FORMAT_V1, self)
+    }
+    /// Decodes a value; `None` when it does not decode.
+    pub fn decode(bytes: &[u8]) -> Option<Event> {
+        decode_tagged(EVENT_FORMAT_V1, bytes)
+    }
+}
+
+fn encode_tagged<T: Serialize>(tag: u8, value: &T) -> Vec<u8> {
+    let mut out = vec![tag];
+    // Encoding plain structs into a Vec cannot fail.
+    out.extend(
+        bincode::serde::encode_to_vec(value, bincode::config::standard()).unwrap_or_default(),
+    );
+    out
+}
+
+fn decode_tagged<T: for<'de> Deserialize<'de>>(tag: u8, bytes: &[u8]) -> Option<T> {
+    let (&first, rest) = bytes.split_first()?;
+    if first != tag {
+        return None;
+    }
+    let (value, used) =
+        bincode::serde::decode_from_slice::<T, _>(rest, bincode::config::standard()).ok()?;
+    (used == rest.len()).then_some(value)
+}
+
+/// What a read of the ledger found, besides the records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LedgerState {
+    /// A ledger of this schema.
+    Ok,
+    /// No ledger file yet.
+    Absent,
+    /// The ledger could not be read; it will be moved aside and rebuilt on the next write.
+    Corrupt,
+    /// A ledger written by a newer bootvault: left untouched, treated as empty.
+    Newer,
+    /// Another handle holds the file in an incompatible mode.
+    Unavailable,
+}
+
+enum Handle {
+    Closed,
+    Read(Arc<ReadOnlyDatabase>),
+    Write(Arc<Database>),
+    Newer,
+}
+
+/// The ledger of one store.
+pub struct Ledger {
+    path: PathBuf,
+    root: PathBuf,
+    locks: PathBuf,
+    handle: Mutex<Handle>,
+    write_deadline: Duration,
+    warned: AtomicBool,
+}
+
+fn builder() -> Builder {
+    let mut b = Builder::new();
+    b.set_concurrency_mode(ConcurrencyMode::MultiWriter);
+    // The ledger is small; the default 1 GiB cache would only cost address space.
+    b.set_cache_size(4 * 1024 * 1024);
+    b
+}
+
+fn redb_err(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Ledger {
+        path: path.to_path_buf(),
+        message: format!("{what}: {e}"),
+    }
+}
+
+/// Runs `f`, turning a panic inside redb (possible on a damaged file) into an error.
+fn guarded<T>(path: &Path, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(_) => Err(redb_err(path, what, "panicked on a damaged file")),
+    }
+}
+
+enum OpenFailure {
+    Corrupt(String),
+    Newer,
+    Other(String),
+}
+
+fn classify(path: &Path, e: redb::DatabaseError) -> OpenFailure {
+    use redb::{DatabaseError as D, StorageError as S};
+    match e {
+        D::DatabaseAlreadyOpen | D::LockProtocolMismatch | D::TransactionInProgress => {
+            OpenFailure::Other(e.to_string())
+        }
+        D::Storage(S::Io(io)) if io.kind() != std::io::ErrorKind::InvalidData => {
+            OpenFailure::Other(io.to_string())
+        }
+        D::Storage(S::Corrupted(msg)) if msg.contains("file format version") && has_redb_magic(path) => {
+            OpenFailure::Newer
+        }
+        other => OpenFailure::Corrupt(other.to_string()),
+    }
+}
+
+fn has_redb_magic(path: &Path) -> bool {
+    use std::io::Read;
+    let mut buf = [0u8; 9];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .is_ok()
+        && buf == [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A]
+}
+
+fn schema_version(txn: &ReadTransaction) -> std::result::Result<u64, redb::Error> {
+    match txn.open_table(META) {
+        Ok(t) => Ok(t.get(SCHEMA_KEY)?.map(|v| v.value()).unwrap_or(0)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl Ledger {
+    /// A ledger at `path` for the store rooted at `root`; nothing is opened yet.
+    pub fn new(path: PathBuf, root: PathBuf, locks: PathBuf) -> Ledger {
+        Ledger {
+            path,
+            root,
+            locks,
+            handle: Mutex::new(Handle::Closed),
+            write_deadline: Duration::from_secs(10),
+            warned: AtomicBool::new(false),
+        }
+    }
+
+    /// The ledger file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Sets how long a write waits for other writers before it gives up (the verification
+    /// still counts; only the record is not kept).
+    pub fn set_write_deadline(&mut self, d: Duration) {
+        self.write_deadline = d;
+    }
+
+    fn warn_once(&self, msg: &str) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!("{msg}");
+        }
+    }
+
+    /// Reads the records of `keys` in one read transaction. Never writes, never fails: any
+    /// problem yields no records and says why in the state.
+    pub fn read_many(&self, keys: &[&str]) -> (Vec<Option<Record>>, LedgerState) {
+        let none = || vec![None; keys.len()];
+        let reader = match self.reader() {
+            Ok(Some(r)) => r,
+            Ok(None) => return (none(), LedgerState::Absent),
+            Err(state) => return (none(), state),
+        };
+        let result = guarded(&self.path, "read", || {
+            let txn = reader
+                .begin_read()
+                .map_err(|e| redb_err(&self.path, "begin read", e))?;
+            let version = schema_version(&txn).map_err(|e| redb_err(&self.path, "meta", e))?;
+            if version > crate::migrations::CURRENT {
+                return Ok(None);
+            }
+            let table = match txn.open_table(RECORDS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Some(none())),
+                Err(e) => return Err(redb_err(&self.path, "open records", e)),
+            };
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                let value = table
+                    .get(*key)
+                    .map_err(|e| redb_err(&self.path, "get", e))?;
+                out.push(value.and_then(|v| Record::decode(v.value())));
+            }
+            Ok(Some(out))
+        });
+        match result {
+            Ok(Some(records)) => (records, LedgerState::Ok),
+            Ok(None) => {
+                self.warn_once(&format!(
+                    "ledger {} was written by a newer bootvault; leaving it untouched and re-hashing",
+                    self.path.display()
+                ));
+                (none(), LedgerState::Newer)
+            }
+            Err(e) => {
+                self.warn_once(&format!("{e}; re-hashing"));
+                self.reset_reader();
+                (none(), LedgerState::Corrupt)
+            }
+        }
+    }
+
+    fn reset_reader(&self) {
+        let mut h = self.handle.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(*h, Handle::Read(_)) {
+            *h = Handle::Closed;
+        }
+    }
+
+    /// A handle to read from: the write handle when this process has one, else a read-only
+    /// one (opened once and kept). `Ok(None)` when there is no ledger file.
+    fn reader(&self) -> std::result::Result<Option<Arc<dyn ReadableDatabase + Send + Sync>>, LedgerState> {
+        let mut h = self.handle.lock().unwrap_or_else(|p| p.into_inner());
+        match &*h {
+            Handle::Read(db) => return Ok(Some(db.clone())),
+            Handle::Write(db) => return Ok(Some(db.clone())),
+            Handle::Newer => return Err(LedgerState::Newer),
+            Handle::Closed => {}
+        }
+        if !self.path.exists() {
+            return Ok(None);
+        }
+        let opened = catch_unwind(AssertUnwindSafe(|| builder().open_read_only(&self.path)));
+        match opened {
+            Ok(Ok(db)) => {
+                let db = Arc::new(db);
+                *h = Handle::Read(db.clone());
+                Ok(Some(db))
+            }
+            Ok(Err(e)) => match classify(&self.path, e) {
+                OpenFailure::Newer => {
+                    *h = Handle::Newer;
+                    Err(LedgerState::Newer)
+                }
+                OpenFailure::Corrupt(msg) => {
+                    self.warn_once(&format!("ledger {}: {msg}; re-hashing", self.path.display()));
+                    Err(LedgerState::Corrupt)
+                }
+                // e.g. a crashed writer left it needing repair: the next write repairs it.
+                OpenFailure::Other(msg) => {
+                    tracing::debug!("ledger {}: read-only open: {msg}", self.path.display());
+                    Err(LedgerState::Unavailable)
+                }
+            },
+            Err(_) => Err(LedgerState::Corrupt),
+        }
+    }
+
+    /// The write handle, opening (and creating, migrating, or rebuilding) the ledger as needed.
+    /// `Ok(None)` when the ledger is newer than this binary and must not be touched.
+    fn writer(&self) -> Result<Option<Arc<Database>>> {
+        let mut h = self.handle.lock().unwrap_or_else(|p| p.into_inner());
+        match &*h {
+            Handle::Write(db) => return Ok(Some(db.clone())),
+            Handle::Newer => return Ok(None),
+            Handle::Read(_) | Handle::Closed => {}
+        }
+        // Drop a read-only handle first: one process should hold one handle per file.
+        *h = Handle::Closed;
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create state dir", e))?;
+        }
+        let db = match self.open_rw()? {
+            Some(db) => db,
+            None => {
+                *h = Handle::Newer;
+                self.warn_once(&format!(
+                    "ledger {} was written by a newer bootvault; leaving it untouched",
+                    self.path.display()
+                ));
+                return Ok(None);
+            }
+        };
+        let db = Arc::new(db);
+        match self.migrate(&db)? {
+            true => {
+                *h = Handle::Write(db.clone());
+                Ok(Some(db))
+            }
+            false => {
+                *h = Handle::Newer;
+                Ok(None)
+            }
+        }
+    }
+
+    fn open_rw(&self) -> Result<Option<Database>> {
+        let attempt = || catch_unwind(AssertUnwindSafe(|| builder().create(&self.path)));
+        match attempt() {
+            Ok(Ok(db)) => return Ok(Some(db)),
+            Ok(Err(e)) => match classify(&self.path, e) {
+                OpenFailure::Newer => return Ok(None),
+                OpenFailure::Other(msg) => return Err(redb_err(&self.path, "open", msg)),
+                OpenFailure::Corrupt(_) => {}
+            },
+            Err(_) => {}
+        }
+        // Corrupt: move it aside under the ledger lock (re-checking under the lock, so two
+        // processes never both move a file and lose the other's fresh ledger).
+        let _guard = crate::lock::FileLock::exclusive(&self.locks, "ledger")?;
+        match attempt() {
+            Ok(Ok(db)) => return Ok(Some(db)),
+            Ok(Err(e)) => match classify(&self.path, e) {
+                OpenFailure::Newer => return Ok(None),
+                OpenFailure::Other(msg) => return Err(redb_err(&self.path, "open", msg)),
+                OpenFailure::Corrupt(msg) => {
+                    tracing::warn!("ledger {} is corrupt ({msg}); moving it aside", self.path.display())
+                }
+            },
+            Err(_) => tracing::warn!("ledger {} is corrupt; moving it aside", self.path.display()),
+        }
+        let aside = self.path.with_extension(format!("redb.corrupt-{}", crate::stamp::wall_now_ns()));
+        std::fs::rename(&self.path, &aside).map_err(|e| Error::io(&self.path, "move corrupt ledger aside", e))?;
+        match attempt() {
+            Ok(Ok(db)) => Ok(Some(db)),
+            Ok(Err(e)) => Err(redb_err(&self.path, "recreate", e)),
+            Err(_) => Err(redb_err(&self.path, "recreate", "panicked")),
+        }
+    }
+
+    /// Brings the schema up to date. `false` when the ledger is newer than this binary.
+    fn migrate(&self, db: &Database) -> Result<bool> {
+        let version = {
+            let txn = db.begin_read().map_err(|e| redb_err(&self.path, "begin read", e))?;
+            schema_version(&txn).map_err(|e| redb_err(&self.path, "meta", e))?
+        };
+        if version == crate::migrations::CURRENT {
+            return Ok(true);
+        }
+        if version > crate::migrations::CURRENT {
+            return Ok(false);
+        }
+        let root = self.root.clone();
+        self.write_with(db, move |txn| {
+            // Another process may have migrated since the read above.
+            let now = {
+                let meta = txn.open_table(META)?;
+                meta.get(SCHEMA_KEY)?.map(|v| v.value()).unwrap_or(0)
+            };
+            if now > crate::migrations::CURRENT {
+                return Ok(false);
+            }
+            let fresh = now == 0;
+            crate::migrations::apply(txn, now)?;
+            if fresh {
+                let legacy = root.join(crate::migrations::legacy::FILE_NAME);
+                if legacy.exists() {
+                    match crate::migrations::legacy::import(txn, &root, &legacy) {
+                        Ok(n) => tracing::info!("imported {n} entries from {}", legacy.display()),
+                        Err(e) => tracing::warn!("{e}"),
+                    }
+                }
+            }
+            Ok(true)
+        })
+    }
+
+    fn write_with<R>(
+        &self,
+        db: &Database,
+        f: impl FnOnce(&WriteTransaction) -> std::result::Result<R, redb::Error>,
+    ) -> Result<R> {
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(200);
+        let txn = loop {
+            match db.try_begin_write() {
+                Ok(txn) => break txn,
+                Err(TransactionError::WouldBlock) if start.elapsed() < self.write_deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(20));
+                }
+                Err(TransactionError::WouldBlock) => {
+                    return Err(redb_err(&self.path, "write", format!(
+                        "another writer held the ledger for over {:?}", self.write_deadline
+                    )));
+                }
+                Err(e) => return Err(redb_err(&self.path, "begin write", e)),
+            }
+        };
+        let value = f(&txn).map_err(|e| redb_err(&self.path, "write", e))?;
+        txn.commit().map_err(|e| redb_err(&self.path, "commit", e))?;
+        Ok(value)
+    }
+
+    /// Runs `f` in one short write transaction. `Ok(false)` when the ledger is newer than this
+    /// binary and was left untouched.
+    pub fn write(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> std::result::Result<(), redb::Error>,
+    ) -> Result<bool> {
+        let path = self.path.clone();
+        guarded(&path, "write", || {
+            let Some(db) = self.writer()? else {
+                return Ok(false);
+            };
+            self.write_with(&db, f)?;
+            Ok(true)
+        })
+    }
+
+    /// Stores a record (and its event) for `key`.
+    pub fn put(&self, key: &str, record: &Record, event: Option<&Event>) -> Result<bool> {
+        let bytes = record.encode();
+        self.write(|txn| {
+            txn.open_table(RECORDS)?.insert(key, bytes.as_slice())?;
+            if let Some(ev) = event {
+                append_event(txn, ev)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Appends events only (failures, stale reasons).
+    pub fn log(&self, events: &[Event]) -> Result<bool> {
+        self.write(|txn| {
+            for ev in events {
+                append_event(txn, ev)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes the records of `keys`; returns how many existed.
+    pub fn remove(&self, keys: &[String]) -> Result<usize> {
+        let mut removed = 0;
+        self.write(|txn| {
+            let mut t = txn.open_table(RECORDS)?;
+            for k in keys {
+                if t.remove(k.as_str())?.is_some() {
+                    removed += 1;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(removed)
+    }
+
+    /// Every record (for `debug ls` and `gc`), sorted by path.
+    pub fn all(&self) -> (Vec<(String, Record)>, LedgerState) {
+        self.scan(|txn| {
+            let table = match txn.open_table(RECORDS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            for item in table.iter()? {
+                let (k, v) = item?;
+                if let Some(r) = Record::decode(v.value()) {
+                    out.push((k.value().to_string(), r));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Recent events, newest first, optionally for one path.
+    pub fn events(&self, path: Option<&str>, limit: usize) -> Vec<Event> {
+        let (events, _) = self.scan(|txn| {
+            let table = match txn.open_table(EVENTS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            for item in table.iter()?.rev() {
+                let (_, v) = item?;
+                if let Some(ev) = Event::decode(v.value()) {
+                    if path.is_none_or(|p| ev.path == p) {
+                        out.push(ev);
+                        if out.len() >= limit {
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        });
+        events
+    }
+
+    /// The schema version on disk (0 when absent or unreadable).
+    pub fn schema_version(&self) -> u64 {
+        let (v, _) = self.scan(|txn| Ok(vec![schema_version(txn)?]));
+        v.first().copied().unwrap_or(0)
+    }
+
+    fn scan<T>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> std::result::Result<Vec<T>, redb::Error>,
+    ) -> (Vec<T>, LedgerState) {
+        let reader = match self.reader() {
+            Ok(Some(r)) => r,
+            Ok(None) => return (Vec::new(), LedgerState::Absent),
+            Err(state) => return (Vec::new(), state),
+        };
+        let r = guarded(&self.path, "read", || {
+            let txn = reader
+                .begin_read()
+                .map_err(|e| redb_err(&self.path, "begin read", e))?;
+            f(&txn).map_err(|e| redb_err(&self.path, "read", e))
+        });
+        match r {
+            Ok(v) => (v, LedgerState::Ok),
+            Err(e) => {
+                self.warn_once(&e.to_string());
+                (Vec::new(), LedgerState::Corrupt)
+            }
+        }
+    }
+}
+
+fn append_event(txn: &WriteTransaction, ev: &Event) -> std::result::Result<(), redb::Error> {
+    let mut t = txn.open_table(EVENTS)?;
+    let key = (ev.at_ns.max(0) as u64, rand::random::<u64>());
+    t.insert(key, ev.encode().as_slice())?;
+    let len = t.len()?;
+    for _ in EVENT_CAP..len {
+        if t.pop_first()?.is_none() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stamp::FileKind;
+
+    fn sample() -> Record {
+        let s = Stamp {
+            size: 10,
+            mtime_ns: 1,
+            ctime_ns: 2,
+            ino: 3,
+            dev: 4,
+            kind: FileKind::Regular,
+        };
+        Record::new(Sha256Digest([1; 32]), &s, "2026.11.0", 5, Method::Downloaded, false)
+    }
+
+    #[test]
+    fn record_round_trips_and_rejects_unknown_tags_and_junk() {
+        let r = sample();
+        let bytes = r.encode();
+        assert_eq!(bytes[0], RECORD_FORMAT_V1);
+        assert_eq!(Record::decode(&bytes), Some(r));
+        let mut other = bytes.clone();
+        other[0] = 99;
+        assert_eq!(Record::decode(&other), None);
+        assert_eq!(Record::decode(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(Record::decode(&[]), None);
+        let mut longer = bytes;
+        longer.push(0);
+        assert_eq!(Record::decode(&longer), None);
+    }
+
+    #[test]
+    fn ledger_round_trip_events_are_capped_and_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::new(dir.path().join("l.redb"), dir.path().into(), dir.path().join("locks"));
+        assert_eq!(l.read_many(&["a"]).1, LedgerState::Absent);
+        let ev = |i: i64| Event {
+            at_ns: i,
+            path: "a".into(),
+            name: "a".into(),
+            outcome: "verified".into(),
+            reason: format!("n{i}"),
+            manifest_version: "v".into(),
+            pid: 1,
+        };
+        assert!(l.put("a", &sample(), Some(&ev(1))).unwrap());
+        let (recs, state) = l.read_many(&["a", "b"]);
+        assert_eq!(state, LedgerState::Ok);
+        assert_eq!(recs, vec![Some(sample()), None]);
+        let many: Vec<_> = (2..(EVENT_CAP as i64 + 10)).map(ev).collect();
+        l.log(&many).unwrap();
+        let events = l.events(Some("a"), usize::MAX);
+        assert_eq!(events.len() as u64, EVENT_CAP);
+        assert_eq!(events[0].at_ns, EVENT_CAP as i64 + 9);
+        assert_eq!(l.schema_version(), crate::migrations::CURRENT);
+    }
+}

@@ -1,0 +1,35 @@
+//! bootvault: a store of verified VM boot assets.
+//!
+//! Given a [`Manifest`] (name, path, SHA-256, size, URLs and policy per asset), a [`Store`]
+//! makes every asset present and verified under its ROOT, and remembers each verification in a
+//! redb ledger so that a warm prepare trusts unchanged files without reading them. The modules,
+//! one per concept: [`manifest`] parses and validates both manifest formats; [`digest`] hashes
+//! streams with SHA-256; [`stamp`] is the stat signature and the racy-clean rule; [`judge`] is
+//! the pure trust decision behind `prepare`, `debug check` and `debug why`; [`ledger`] holds the
+//! redb tables and value encodings, upgraded by the steps in [`migrations`]; [`lock`] gives
+//! single-flight per asset across processes; [`fetch`] downloads with retries and resume;
+//! [`place`] keeps paths inside ROOT and places files atomically; [`store`] is the facade;
+//! [`origin`] is a loopback HTTP server for the demo and the tests; [`demo`] builds the demo set.
+
+pub mod demo;
+pub mod digest;
+pub mod error;
+pub mod fetch;
+pub mod judge;
+pub mod ledger;
+pub mod lock;
+pub mod manifest;
+#[path = "../migrations/mod.rs"]
+pub mod migrations;
+pub mod origin;
+pub mod place;
+pub mod stamp;
+pub mod store;
+
+pub use digest::Sha256Digest;
+pub use error::{Error, Result};
+pub use manifest::{Asset, Manifest, ParseOptions, Policy};
+pub use store::{AssetReport, Outcome, Progress, Report, Store, StoreBuilder};
+
+/// Name of the default state directory inside ROOT.
+pub const STATE_DIR_NAME: &str = ".bootvault";

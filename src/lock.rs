@@ -1,0 +1,75 @@
+//! Cross-process locks: one lock file per asset under `STATE/locks/`, held with `flock`.
+//!
+//! A lock makes hashing and placing of one asset single-flight across processes. The lock
+//! file's name is derived from the asset path, so any path is safe as a file name. Warm
+//! prepares take no lock at all, so they are never blocked behind a download.
+
+use crate::digest::Sha256Digest;
+use crate::error::{Error, Result};
+use rustix::fs::{FlockOperation, flock};
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+/// A held lock; released on drop (closing the descriptor releases the flock).
+#[derive(Debug)]
+pub struct FileLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl FileLock {
+    fn open(dir: &Path, key: &str) -> Result<(File, PathBuf)> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create lock dir", e))?;
+        let name = format!("{}.lock", &Sha256Digest::of(key.as_bytes()).to_hex()[..32]);
+        let path = dir.join(name);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, "open lock file", e))?;
+        Ok((file, path))
+    }
+
+    /// Blocks until the lock for `key` is held.
+    pub fn exclusive(dir: &Path, key: &str) -> Result<FileLock> {
+        let (file, path) = Self::open(dir, key)?;
+        loop {
+            match flock(&file, FlockOperation::LockExclusive) {
+                Ok(()) => return Ok(FileLock { _file: file, path }),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(Error::io(&path, "lock", e.into())),
+            }
+        }
+    }
+
+    /// Takes the lock for `key` if it is free; `None` when another holder has it.
+    pub fn try_exclusive(dir: &Path, key: &str) -> Result<Option<FileLock>> {
+        let (file, path) = Self::open(dir, key)?;
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(FileLock { _file: file, path })),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(Error::io(&path, "lock", e.into())),
+        }
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_holder_is_refused_until_the_first_drops() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = FileLock::exclusive(dir.path(), "kernel/vmlinux").unwrap();
+        assert!(FileLock::try_exclusive(dir.path(), "kernel/vmlinux").unwrap().is_none());
+        assert!(FileLock::try_exclusive(dir.path(), "other").unwrap().is_some());
+        drop(a);
+        assert!(FileLock::try_exclusive(dir.path(), "kernel/vmlinux").unwrap().is_some());
+    }
+}

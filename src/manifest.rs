@@ -1,0 +1,563 @@
+//! The manifest: which assets a store must hold, where, with which digest, and from where.
+//!
+//! Two formats are accepted: the native one of the contract, and arcbox-boot's, detected by
+//! its fields and mapped onto the native form (see the README). Validation is done by hand over
+//! a `serde_json::Value` so that every error names the asset and the field.
+
+use crate::digest::Sha256Digest;
+use crate::error::{Error, Result};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::collections::HashSet;
+
+/// How much proof an asset needs on each prepare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// Trusted while its stamp matches the ledger record.
+    Cached,
+    /// Content re-hashed on every prepare.
+    Always,
+}
+
+impl Policy {
+    /// Parses `cached` or `always`.
+    pub fn parse(s: &str) -> Option<Policy> {
+        match s {
+            "cached" => Some(Policy::Cached),
+            "always" => Some(Policy::Always),
+            _ => None,
+        }
+    }
+
+    /// The manifest spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Cached => "cached",
+            Policy::Always => "always",
+        }
+    }
+}
+
+/// One asset of a manifest, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Asset {
+    /// Unique name, `[A-Za-z0-9._+-]+`.
+    pub name: String,
+    /// Relative, `/`-separated path under ROOT.
+    pub path: String,
+    /// Expected content digest.
+    pub sha256: Sha256Digest,
+    /// Expected size, enforced when given.
+    pub size: Option<u64>,
+    /// Absolute source URLs (`http`, `https`, `file`), in the order they are tried.
+    pub urls: Vec<String>,
+    /// Verification policy.
+    pub verify: Policy,
+    /// Permission bits applied when placed (never group- or other-writable).
+    pub mode: Option<u32>,
+}
+
+/// A validated manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    /// The manifest version, recorded with every verification.
+    pub version: String,
+    /// The base URL relative `urls` were resolved against.
+    pub base_url: Option<String>,
+    /// The assets, in manifest order.
+    pub assets: Vec<Asset>,
+}
+
+/// Options for reading an arcbox-boot manifest.
+#[derive(Clone, Debug, Default)]
+pub struct ParseOptions {
+    /// Architecture to select (`x86_64` or `arm64`); default: the host's.
+    pub arch: Option<String>,
+    /// Base URL for the arcbox-boot paths (or an override of the native `base_url`).
+    pub base_url: Option<String>,
+}
+
+/// The host architecture in arcbox-boot's spelling.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+struct Ctx<'a> {
+    origin: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, message: impl Into<String>) -> Error {
+        Error::Manifest {
+            origin: self.origin.to_string(),
+            message: message.into(),
+        }
+    }
+    fn asset_err(&self, asset: &str, field: &str, why: impl std::fmt::Display) -> Error {
+        self.err(format!("asset {asset:?}: field \"{field}\": {why}"))
+    }
+}
+
+impl Manifest {
+    /// Reads and validates a manifest file.
+    pub fn from_file(path: &std::path::Path, opts: &ParseOptions) -> Result<Manifest> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Manifest {
+            origin: path.display().to_string(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, &path.display().to_string(), opts)
+    }
+
+    /// Parses and validates a native manifest from JSON text.
+    pub fn from_json_str(text: &str) -> Result<Manifest> {
+        Self::parse(text, "<json>", &ParseOptions::default())
+    }
+
+    /// Parses either format; `origin` names the source in errors.
+    pub fn parse(text: &str, origin: &str, opts: &ParseOptions) -> Result<Manifest> {
+        let cx = Ctx { origin };
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| cx.err(format!("not valid JSON: {e}")))?;
+        let obj = value
+            .as_object()
+            .ok_or_else(|| cx.err("the top level must be a JSON object"))?;
+        if is_arcbox(obj) {
+            parse_arcbox(&cx, obj, opts)
+        } else {
+            parse_native(&cx, obj, opts)
+        }
+    }
+
+    /// Finds an asset by name, or else by path.
+    pub fn find(&self, name_or_path: &str) -> Option<&Asset> {
+        let trimmed = name_or_path.trim_start_matches("./");
+        self.assets
+            .iter()
+            .find(|a| a.name == name_or_path)
+            .or_else(|| self.assets.iter().find(|a| a.path == trimmed))
+    }
+
+    /// The native JSON form of this manifest (round-trips through [`Manifest::from_json_str`]).
+    pub fn to_json(&self) -> Value {
+        let assets: Vec<Value> = self
+            .assets
+            .iter()
+            .map(|a| {
+                let mut m = Map::new();
+                m.insert("name".into(), a.name.clone().into());
+                m.insert("path".into(), a.path.clone().into());
+                m.insert("sha256".into(), a.sha256.to_hex().into());
+                if let Some(size) = a.size {
+                    m.insert("size".into(), size.into());
+                }
+                m.insert(
+                    "urls".into(),
+                    Value::Array(a.urls.iter().map(|u| u.clone().into()).collect()),
+                );
+                m.insert("verify".into(), a.verify.as_str().into());
+                if let Some(mode) = a.mode {
+                    m.insert("mode".into(), format!("{mode:04o}").into());
+                }
+                Value::Object(m)
+            })
+            .collect();
+        let mut top = Map::new();
+        top.insert("version".into(), self.version.clone().into());
+        if let Some(b) = &self.base_url {
+            top.insert("base_url".into(), b.clone().into());
+        }
+        top.insert("assets".into(), Value::Array(assets));
+        Value::Object(top)
+    }
+}
+
+fn is_arcbox(obj: &Map<String, Value>) -> bool {
+    ["schema_version", "asset_version", "targets", "binaries"]
+        .iter()
+        .any(|k| obj.contains_key(*k))
+}
+
+fn check_fields(
+    cx: &Ctx,
+    obj: &Map<String, Value>,
+    allowed: &[&str],
+    what: impl Fn(&str) -> String,
+) -> Result<()> {
+    for key in obj.keys() {
+        if !allowed.contains(&key.as_str()) {
+            return Err(cx.err(format!(
+                "{}: unknown field \"{key}\" (expected one of: {})",
+                what(key),
+                allowed.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn parse_native(cx: &Ctx, obj: &Map<String, Value>, opts: &ParseOptions) -> Result<Manifest> {
+    check_fields(cx, obj, &["version", "base_url", "assets"], |_| {
+        "top level".to_string()
+    })?;
+    let version = match obj.get("version") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        Some(Value::String(_)) => return Err(cx.err("field \"version\": must not be empty")),
+        Some(_) => return Err(cx.err("field \"version\": must be a string")),
+        None => return Err(cx.err("field \"version\": required")),
+    };
+    let base_url = match (&opts.base_url, obj.get("base_url")) {
+        (Some(over), _) => Some(over.clone()),
+        (None, None | Some(Value::Null)) => None,
+        (None, Some(Value::String(s))) => Some(s.clone()),
+        (None, Some(_)) => return Err(cx.err("field \"base_url\": must be a string")),
+    };
+    let base = match &base_url {
+        Some(b) => Some(parse_base(b).map_err(|why| cx.err(format!("field \"base_url\": {why}")))?),
+        None => None,
+    };
+    let list = match obj.get("assets") {
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(cx.err("field \"assets\": must be an array")),
+        None => return Err(cx.err("field \"assets\": required")),
+    };
+    let mut assets = Vec::with_capacity(list.len());
+    for (i, item) in list.iter().enumerate() {
+        assets.push(parse_native_asset(cx, i, item, base.as_ref())?);
+    }
+    let manifest = Manifest {
+        version,
+        base_url,
+        assets,
+    };
+    check_unique(cx, &manifest)?;
+    Ok(manifest)
+}
+
+fn parse_native_asset(
+    cx: &Ctx,
+    index: usize,
+    item: &Value,
+    base: Option<&reqwest::Url>,
+) -> Result<Asset> {
+    let label = format!("#{index}");
+    let obj = item
+        .as_object()
+        .ok_or_else(|| cx.err(format!("asset {label}: must be an object")))?;
+    let name = match obj.get("name") {
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(cx.asset_err(&label, "name", "must be a string")),
+        None => return Err(cx.asset_err(&label, "name", "required")),
+    };
+    check_fields(
+        cx,
+        obj,
+        &["name", "path", "sha256", "size", "urls", "verify", "mode"],
+        |_| format!("asset {name:?}"),
+    )?;
+    validate_name(&name).map_err(|why| cx.asset_err(&name, "name", why))?;
+    let path = match obj.get("path") {
+        None | Some(Value::Null) => name.clone(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(cx.asset_err(&name, "path", "must be a string")),
+    };
+    validate_path(&path).map_err(|why| cx.asset_err(&name, "path", why))?;
+    let sha256 = match obj.get("sha256") {
+        Some(Value::String(s)) => {
+            Sha256Digest::from_hex(s).map_err(|why| cx.asset_err(&name, "sha256", why))?
+        }
+        Some(_) => return Err(cx.asset_err(&name, "sha256", "must be a string")),
+        None => return Err(cx.asset_err(&name, "sha256", "required")),
+    };
+    let size = match obj.get("size") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .ok_or_else(|| cx.asset_err(&name, "size", "must be a non-negative integer"))?,
+        ),
+    };
+    let urls = match obj.get("urls") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(list)) => {
+            let mut urls = Vec::with_capacity(list.len());
+            for u in list {
+                let s = u
+                    .as_str()
+                    .ok_or_else(|| cx.asset_err(&name, "urls", "entries must be strings"))?;
+                urls.push(resolve_url(s, base).map_err(|why| cx.asset_err(&name, "urls", why))?);
+            }
+            urls
+        }
+        Some(_) => return Err(cx.asset_err(&name, "urls", "must be an array of strings")),
+    };
+    let verify = match obj.get("verify") {
+        None | Some(Value::Null) => Policy::Cached,
+        Some(Value::String(s)) => Policy::parse(s).ok_or_else(|| {
+            cx.asset_err(&name, "verify", format!("{s:?}: expected \"cached\" or \"always\""))
+        })?,
+        Some(_) => return Err(cx.asset_err(&name, "verify", "must be a string")),
+    };
+    let mode = match obj.get("mode") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => {
+            Some(parse_mode(s).map_err(|why| cx.asset_err(&name, "mode", why))?)
+        }
+        Some(_) => return Err(cx.asset_err(&name, "mode", "must be an octal string like \"0644\"")),
+    };
+    Ok(Asset {
+        name,
+        path,
+        sha256,
+        size,
+        urls,
+        verify,
+        mode,
+    })
+}
+
+fn check_unique(cx: &Ctx, m: &Manifest) -> Result<()> {
+    let mut names = HashSet::new();
+    let mut paths = HashSet::new();
+    for a in &m.assets {
+        if !names.insert(a.name.as_str()) {
+            return Err(cx.asset_err(&a.name, "name", "duplicate name"));
+        }
+        if !paths.insert(a.path.as_str()) {
+            return Err(cx.asset_err(&a.name, "path", format!("duplicate path {:?}", a.path)));
+        }
+    }
+    // A path may not be a directory of another asset's path.
+    for a in &m.assets {
+        let mut prefix = String::new();
+        for comp in a.path.split('/') {
+            if !prefix.is_empty() && paths.contains(prefix.as_str()) {
+                return Err(cx.asset_err(
+                    &a.name,
+                    "path",
+                    format!("{:?} lies inside the path of another asset ({prefix:?})", a.path),
+                ));
+            }
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(comp);
+        }
+    }
+    Ok(())
+}
+
+/// Checks an asset name: `[A-Za-z0-9._+-]+`.
+pub fn validate_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-')))
+    {
+        return Err(format!("{name:?}: character {c:?} is not allowed (use [A-Za-z0-9._+-])"));
+    }
+    Ok(())
+}
+
+/// Checks an asset path: relative, `/`-separated, no `..`, `.` or empty component, no
+/// backslash or NUL, and not inside the default state directory.
+pub fn validate_path(path: &str) -> std::result::Result<(), String> {
+    if path.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if path.starts_with('/') {
+        return Err(format!("{path:?}: must be relative (no leading '/')"));
+    }
+    if path.contains('\\') {
+        return Err(format!("{path:?}: backslash is not allowed; use '/'"));
+    }
+    if path.contains('\0') {
+        return Err(format!("{path:?}: NUL is not allowed"));
+    }
+    for comp in path.split('/') {
+        match comp {
+            "" => return Err(format!("{path:?}: empty component")),
+            "." => return Err(format!("{path:?}: '.' component")),
+            ".." => return Err(format!("{path:?}: '..' component")),
+            _ => {}
+        }
+    }
+    if path.split('/').next() == Some(crate::STATE_DIR_NAME) {
+        return Err(format!("{path:?}: {} is reserved for bootvault's state", crate::STATE_DIR_NAME));
+    }
+    Ok(())
+}
+
+fn parse_mode(s: &str) -> std::result::Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    if digits.is_empty() || digits.len() > 4 || !digits.chars().all(|c| ('0'..='7').contains(&c)) {
+        return Err(format!("{s:?}: expected an octal string like \"0644\""));
+    }
+    let mode = u32::from_str_radix(digits, 8).map_err(|e| format!("{s:?}: {e}"))?;
+    if mode > 0o777 {
+        return Err(format!("{s:?}: only permission bits (at most 0777) are allowed"));
+    }
+    Ok(mode)
+}
+
+fn parse_base(s: &str) -> std::result::Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(s).map_err(|e| format!("{s:?}: {e}"))?;
+    match url.scheme() {
+        "http" | "https" | "file" => Ok(url),
+        other => Err(format!("{s:?}: unsupported scheme {other:?}")),
+    }
+}
+
+fn resolve_url(s: &str, base: Option<&reqwest::Url>) -> std::result::Result<String, String> {
+    match reqwest::Url::parse(s) {
+        Ok(url) => match url.scheme() {
+            "http" | "https" | "file" => Ok(url.to_string()),
+            other => Err(format!("{s:?}: unsupported scheme {other:?} (http, https or file)")),
+        },
+        Err(url::ParseError::RelativeUrlWithoutBase) => {
+            let base = base.ok_or_else(|| format!("{s:?} is relative but there is no base_url"))?;
+            // A base without a trailing slash would drop its last segment; treat it as a folder.
+            let mut base = base.clone();
+            if !base.path().ends_with('/') {
+                let p = format!("{}/", base.path());
+                base.set_path(&p);
+            }
+            base.join(s)
+                .map(|u| u.to_string())
+                .map_err(|e| format!("{s:?}: {e}"))
+        }
+        Err(e) => Err(format!("{s:?}: {e}")),
+    }
+}
+
+// ---- arcbox-boot manifests -----------------------------------------------------------------
+
+fn parse_arcbox(cx: &Ctx, obj: &Map<String, Value>, opts: &ParseOptions) -> Result<Manifest> {
+    check_fields(
+        cx,
+        obj,
+        &["schema_version", "asset_version", "targets", "kernel_cmdline", "binaries"],
+        |_| "arcbox-boot manifest".to_string(),
+    )?;
+    let version = match obj.get("asset_version") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => return Err(cx.err("field \"asset_version\": required non-empty string")),
+    };
+    if let Some(sv) = obj.get("schema_version") {
+        let sv = sv
+            .as_u64()
+            .ok_or_else(|| cx.err("field \"schema_version\": must be an integer"))?;
+        let major = version.split('.').next().and_then(|m| m.parse::<u64>().ok());
+        if major.is_some_and(|m| m != sv) {
+            return Err(cx.err(format!(
+                "field \"schema_version\": {sv} does not match the major of asset_version {version:?}"
+            )));
+        }
+    }
+    let arch = opts.arch.clone().unwrap_or_else(|| host_arch().to_string());
+    let base_url = opts.base_url.clone();
+    let base = match &base_url {
+        Some(b) => Some(parse_base(b).map_err(|why| cx.err(format!("--base-url: {why}")))?),
+        None => None,
+    };
+    let mut assets = Vec::new();
+    let targets = obj
+        .get("targets")
+        .and_then(Value::as_object)
+        .ok_or_else(|| cx.err("field \"targets\": required object"))?;
+    let target = targets
+        .get(&arch)
+        .and_then(Value::as_object)
+        .ok_or_else(|| cx.err(format!("field \"targets\": no entry for arch {arch:?}")))?;
+    // Kernel and rootfs are what the VM boots from: re-hash them on every prepare (see SECURITY.md).
+    for (key, path) in [("kernel", "kernel"), ("rootfs", "rootfs.erofs")] {
+        if let Some(entry) = target.get(key) {
+            let label = format!("targets.{arch}.{key}");
+            assets.push(arcbox_entry(cx, &label, key, path, entry, base.as_ref(), Policy::Always, None)?);
+        }
+    }
+    if let Some(bins) = obj.get("binaries") {
+        let bins = bins
+            .as_array()
+            .ok_or_else(|| cx.err("field \"binaries\": must be an array"))?;
+        for (i, bin) in bins.iter().enumerate() {
+            let b = bin
+                .as_object()
+                .ok_or_else(|| cx.err(format!("binaries[{i}]: must be an object")))?;
+            let name = b
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| cx.err(format!("binaries[{i}]: field \"name\": required string")))?;
+            check_fields(cx, b, &["name", "version", "targets", "install_dir"], |_| {
+                format!("binary {name:?}")
+            })?;
+            validate_name(name).map_err(|why| cx.asset_err(name, "name", why))?;
+            let dir = match b.get("install_dir") {
+                None | Some(Value::Null) => "bin".to_string(),
+                Some(Value::String(s)) => s.trim_end_matches('/').to_string(),
+                Some(_) => return Err(cx.asset_err(name, "install_dir", "must be a string")),
+            };
+            let Some(entry) = b.get("targets").and_then(Value::as_object).and_then(|t| t.get(&arch))
+            else {
+                // A binary not built for this architecture is simply not part of this store.
+                continue;
+            };
+            let path = if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
+            let label = format!("binaries[{i}].targets.{arch}");
+            assets.push(arcbox_entry(cx, &label, name, &path, entry, base.as_ref(), Policy::Cached, Some(0o755))?);
+        }
+    }
+    let manifest = Manifest {
+        version,
+        base_url,
+        assets,
+    };
+    check_unique(cx, &manifest)?;
+    Ok(manifest)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn arcbox_entry(
+    cx: &Ctx,
+    label: &str,
+    name: &str,
+    path: &str,
+    entry: &Value,
+    base: Option<&reqwest::Url>,
+    verify: Policy,
+    mode: Option<u32>,
+) -> Result<Asset> {
+    let obj = entry
+        .as_object()
+        .ok_or_else(|| cx.err(format!("{label}: must be an object")))?;
+    let src = obj
+        .get("path")
+        .and_then(Value::as_str)
+        .ok_or_else(|| cx.asset_err(name, &format!("{label}.path"), "required string"))?;
+    let sha = obj
+        .get("sha256")
+        .and_then(Value::as_str)
+        .ok_or_else(|| cx.asset_err(name, &format!("{label}.sha256"), "required string"))?;
+    let sha256 =
+        Sha256Digest::from_hex(sha).map_err(|why| cx.asset_err(name, &format!("{label}.sha256"), why))?;
+    validate_path(path).map_err(|why| cx.asset_err(name, "install_dir", why))?;
+    let size = obj.get("size").and_then(Value::as_u64);
+    let urls = match base {
+        Some(_) => vec![resolve_url(src, base).map_err(|why| cx.asset_err(name, &format!("{label}.path"), why))?],
+        // Without --base-url only absolute sources can be used; otherwise verify in place.
+        None => resolve_url(src, None).map(|u| vec![u]).unwrap_or_default(),
+    };
+    Ok(Asset {
+        name: name.to_string(),
+        path: path.to_string(),
+        sha256,
+        size,
+        urls,
+        verify,
+        mode,
+    })
+}

@@ -1,0 +1,156 @@
+//! The stat signature of a file, and the racy-clean rule.
+//!
+//! A stamp is what `fstat` says about a file: size, mtime, ctime, inode, device and type.
+//! ctime is the tripwire: user space cannot set it, so restoring mtime after a rewrite still
+//! changes the stamp. A stamp taken in the same filesystem clock tick as the file's last change
+//! is *racy*: a rewrite later in that tick would leave the stamp unchanged (git's "racy clean",
+//! ccache's 2 s rule). The moment is read from the filesystem itself (the ctime of a fresh
+//! anonymous file on it, as git uses its index file), which avoids clock skew.
+
+use serde::{Deserialize, Serialize};
+use std::fs::Metadata;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// What kind of file a path holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileKind {
+    /// A regular file: the only kind that can be trusted.
+    Regular,
+    /// A symbolic link (never trusted, never written through).
+    Symlink,
+    /// A directory.
+    Directory,
+    /// Anything else (fifo, socket, device).
+    Other,
+}
+
+/// The stat signature of one file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, ns since the epoch.
+    pub mtime_ns: i64,
+    /// Inode change time, ns since the epoch.
+    pub ctime_ns: i64,
+    /// Inode number.
+    pub ino: u64,
+    /// Device number.
+    pub dev: u64,
+    /// File type.
+    pub kind: FileKind,
+}
+
+impl Stamp {
+    /// The stamp of a `stat`/`fstat`/`lstat` result.
+    pub fn from_metadata(m: &Metadata) -> Stamp {
+        let ft = m.file_type();
+        let kind = if ft.is_file() {
+            FileKind::Regular
+        } else if ft.is_symlink() {
+            FileKind::Symlink
+        } else if ft.is_dir() {
+            FileKind::Directory
+        } else {
+            FileKind::Other
+        };
+        Stamp {
+            size: m.size(),
+            mtime_ns: m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec()),
+            ctime_ns: m.ctime().saturating_mul(1_000_000_000).saturating_add(m.ctime_nsec()),
+            ino: m.ino(),
+            dev: m.dev(),
+            kind,
+        }
+    }
+
+    /// `lstat` of a path; `None` when nothing is there.
+    pub fn of_path(path: &Path) -> std::io::Result<Option<Stamp>> {
+        match std::fs::symlink_metadata(path) {
+            Ok(m) => Ok(Some(Stamp::from_metadata(&m))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `fstat` of an open file.
+    pub fn of_file(file: &std::fs::File) -> std::io::Result<Stamp> {
+        file.metadata().map(|m| Stamp::from_metadata(&m))
+    }
+
+    /// The racy rule: a stamp is racy unless both its mtime and ctime are strictly older than
+    /// `fs_now_ns`, a moment read from the same filesystem before the content was read.
+    pub fn is_racy(&self, fs_now_ns: i64) -> bool {
+        self.mtime_ns >= fs_now_ns || self.ctime_ns >= fs_now_ns
+    }
+}
+
+/// Current time as the filesystem holding `dir` sees it: the ctime of a fresh anonymous file
+/// there (`O_TMPFILE` where supported, otherwise a named temp file removed at once).
+pub fn fs_now(dir: &Path) -> std::io::Result<i64> {
+    let f = tempfile::tempfile_in(dir)?;
+    Ok(Stamp::of_file(&f)?.ctime_ns)
+}
+
+/// Waits until the filesystem clock of `dir` has moved past `ctime_ns`, so that any later
+/// change of a file with that ctime gets a different ctime. Returns the first moment seen
+/// past it, or `None` if the clock did not move within `limit` (a coarse filesystem clock).
+pub fn settle(dir: &Path, ctime_ns: i64, limit: Duration) -> std::io::Result<Option<i64>> {
+    let start = Instant::now();
+    loop {
+        let now = fs_now(dir)?;
+        if now > ctime_ns {
+            return Ok(Some(now));
+        }
+        if start.elapsed() >= limit {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Wall-clock time in ns since the epoch.
+pub fn wall_now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(mtime: i64, ctime: i64) -> Stamp {
+        Stamp {
+            size: 1,
+            mtime_ns: mtime,
+            ctime_ns: ctime,
+            ino: 1,
+            dev: 1,
+            kind: FileKind::Regular,
+        }
+    }
+
+    #[test]
+    fn racy_when_either_time_is_not_strictly_older() {
+        assert!(stamp(100, 50).is_racy(100));
+        assert!(stamp(50, 100).is_racy(100));
+        assert!(stamp(50, 150).is_racy(100));
+        assert!(!stamp(99, 99).is_racy(100));
+    }
+
+    #[test]
+    fn filesystem_clock_moves_past_a_fresh_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"x").unwrap();
+        let s = Stamp::of_path(&p).unwrap().unwrap();
+        assert_eq!(s.kind, FileKind::Regular);
+        let after = settle(dir.path(), s.ctime_ns, Duration::from_secs(5)).unwrap();
+        assert!(after.unwrap() > s.ctime_ns);
+        assert!(!s.is_racy(after.unwrap()));
+    }
+}
