@@ -60,7 +60,11 @@ pub fn plan(root: &Path, legacy: &Path) -> Result<(Vec<(String, Record)>, Import
     for (key, entry) in file.entries {
         let p = Path::new(&key);
         // Relative keys were relative to the directory that held the cache.
-        let abs = if p.is_absolute() { p.to_path_buf() } else { legacy_dir.join(p) };
+        let abs = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            legacy_dir.join(p)
+        };
         let rel = match relative_to(&abs, root).or_else(|| relative_to(&abs, &canon_root)) {
             Some(r) => r,
             None => {
@@ -84,7 +88,9 @@ pub fn plan(root: &Path, legacy: &Path) -> Result<(Vec<(String, Record)>, Import
         };
         let mtime = entry.mtime_secs.saturating_mul(1_000_000_000) + entry.mtime_nanos;
         if stamp.size != entry.size || stamp.mtime_ns != mtime {
-            report.skipped.push((key, "size or mtime changed since it was cached".into()));
+            report
+                .skipped
+                .push((key, "size or mtime changed since it was cached".into()));
             continue;
         }
         let record = Record::new(digest, &stamp, "legacy", now, Method::LegacyImport, false);

@@ -7,11 +7,11 @@
 //! version. A ledger whose version is above [`CURRENT`] was written by a newer bootvault: it is
 //! left untouched and the store re-hashes (see `Ledger::migrate`).
 
+pub mod legacy;
 #[path = "0001_records.rs"]
 mod m0001_records;
 #[path = "0002_events.rs"]
 mod m0002_events;
-pub mod legacy;
 
 use redb::WriteTransaction;
 

@@ -19,7 +19,10 @@ impl Sha256Digest {
     /// Parses 64 hex digits (either case).
     pub fn from_hex(s: &str) -> Result<Self, String> {
         if s.len() != 64 {
-            return Err(format!("{s:?}: expected 64 hex digits, got {} characters", s.len()));
+            return Err(format!(
+                "{s:?}: expected 64 hex digits, got {} characters",
+                s.len()
+            ));
         }
         let mut out = [0u8; 32];
         hex::decode_to_slice(s, &mut out).map_err(|e| format!("{s:?}: not hex: {e}"))?;

@@ -12,9 +12,9 @@ use crate::digest::Sha256Digest;
 use crate::error::{Error, IoContext, Result};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 use sha2::Sha256;
 use sha2::digest::common::hazmat::{SerializableState, SerializedState};
-use sha2::Digest as _;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -142,7 +142,8 @@ impl Partial {
         };
         let meta = self.meta_path();
         let tmp = meta.with_extension("meta.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&cp).unwrap_or_default()).at(&tmp, "write checkpoint")?;
+        std::fs::write(&tmp, serde_json::to_vec(&cp).unwrap_or_default())
+            .at(&tmp, "write checkpoint")?;
         std::fs::rename(&tmp, &meta).at(&meta, "rename checkpoint")?;
         Ok(())
     }
@@ -190,7 +191,11 @@ fn open_partial(tmp_dir: &Path, key: &str, expected: &Sha256Digest) -> Result<Pa
             let arr = SerializedState::<Sha256>::try_from(b.as_slice()).ok()?;
             Sha256::deserialize(&arr).ok()
         });
-        let file = OpenOptions::new().read(true).write(true).open(&ours).at(&ours, "open partial")?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&ours)
+            .at(&ours, "open partial")?;
         let len = file.metadata().at(&ours, "fstat")?.len();
         if let Some(hasher) = state.filter(|_| len >= cp.offset) {
             file.set_len(cp.offset).at(&ours, "truncate partial")?;
@@ -251,7 +256,9 @@ impl Drop for Fetcher {
         // Dropping a runtime inside an async context would panic; a host may drop the store there.
         let rt = std::mem::replace(
             &mut self.rt,
-            tokio::runtime::Builder::new_current_thread().build().expect("empty runtime"),
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("empty runtime"),
         );
         rt.shutdown_background();
     }
@@ -338,12 +345,22 @@ impl Fetcher {
                 break;
             }
             let exp = self.opts.backoff.saturating_mul(1 << round.min(16));
-            let jittered = exp.mul_f64(rand::random::<f64>()).min(self.opts.max_backoff);
-            std::thread::sleep(hint.map(|h| h.min(self.opts.max_backoff)).unwrap_or(jittered).max(jittered));
+            let jittered = exp
+                .mul_f64(rand::random::<f64>())
+                .min(self.opts.max_backoff);
+            std::thread::sleep(
+                hint.map(|h| h.min(self.opts.max_backoff))
+                    .unwrap_or(jittered)
+                    .max(jittered),
+            );
         }
         // Keep a resumable partial (and its checkpoint) for the next prepare.
         if partial.offset > 0 && partial.checkpoint(&req.sha256).is_ok() {
-            tracing::debug!("kept partial {} at {} bytes", partial.path.display(), partial.offset);
+            tracing::debug!(
+                "kept partial {} at {} bytes",
+                partial.path.display(),
+                partial.offset
+            );
         } else {
             let _ = std::fs::remove_file(&partial.path);
             let _ = std::fs::remove_file(partial.meta_path());
@@ -356,7 +373,12 @@ impl Fetcher {
 
     /// Checks digest and size of a complete partial.
     #[allow(clippy::result_large_err)]
-    fn finish(&self, mut p: Partial, req: &Request<'_>, downloaded: u64) -> std::result::Result<Fetched, (Partial, String)> {
+    fn finish(
+        &self,
+        mut p: Partial,
+        req: &Request<'_>,
+        downloaded: u64,
+    ) -> std::result::Result<Fetched, (Partial, String)> {
         let hasher = std::mem::replace(&mut p.hasher, Sha256::new());
         let digest = Sha256Digest::from_hasher(hasher);
         if let Some(size) = req.size {
@@ -367,7 +389,10 @@ impl Fetcher {
             }
         }
         if digest != req.sha256 {
-            let why = format!("sha256 mismatch: expected {}, actual {}", req.sha256, digest);
+            let why = format!(
+                "sha256 mismatch: expected {}, actual {}",
+                req.sha256, digest
+            );
             let _ = p.reset();
             return Err((p, why));
         }
@@ -381,7 +406,12 @@ impl Fetcher {
         })
     }
 
-    async fn try_http(&self, url: &str, p: &mut Partial, req: &Request<'_>) -> std::result::Result<(), TryError> {
+    async fn try_http(
+        &self,
+        url: &str,
+        p: &mut Partial,
+        req: &Request<'_>,
+    ) -> std::result::Result<(), TryError> {
         let mut rb = self.client.get(url);
         let resuming = p.offset > 0;
         if resuming {
@@ -390,7 +420,10 @@ impl Fetcher {
                 rb = rb.header(reqwest::header::IF_RANGE, v.as_str());
             }
         }
-        let resp = rb.send().await.map_err(|e| TryError::Transient(describe(&e), None))?;
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| TryError::Transient(describe(&e), None))?;
         let status = resp.status();
         let retry_after = resp
             .headers()
@@ -415,15 +448,23 @@ impl Fetcher {
                     .and_then(|s| s.parse::<u64>().ok());
                 if start != Some(p.offset) {
                     p.reset().map_err(TryError::Local)?;
-                    return Err(TryError::Transient("server answered another range".into(), None));
+                    return Err(TryError::Transient(
+                        "server answered another range".into(),
+                        None,
+                    ));
                 }
             }
             416 => {
                 p.reset().map_err(TryError::Local)?;
-                return Err(TryError::Transient("range not satisfiable; restarting".into(), None));
+                return Err(TryError::Transient(
+                    "range not satisfiable; restarting".into(),
+                    None,
+                ));
             }
             408 | 429 => return Err(TryError::Transient(format!("HTTP {status}"), retry_after)),
-            s if s >= 500 => return Err(TryError::Transient(format!("HTTP {status}"), retry_after)),
+            s if s >= 500 => {
+                return Err(TryError::Transient(format!("HTTP {status}"), retry_after));
+            }
             _ => return Err(TryError::Permanent(format!("HTTP {status}"))),
         }
         let validator = resp
@@ -447,10 +488,17 @@ impl Fetcher {
         let total_hint = req.size.or(total);
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| TryError::Transient(format!("body cut at {} bytes: {}", p.offset, describe(&e)), None))?;
+            let chunk = chunk.map_err(|e| {
+                TryError::Transient(
+                    format!("body cut at {} bytes: {}", p.offset, describe(&e)),
+                    None,
+                )
+            })?;
             if let Some(size) = req.size {
                 if p.offset + chunk.len() as u64 > size {
-                    return Err(TryError::Permanent(format!("body runs past the manifest size {size}")));
+                    return Err(TryError::Permanent(format!(
+                        "body runs past the manifest size {size}"
+                    )));
                 }
             }
             p.append(&chunk).map_err(TryError::Local)?;
@@ -461,7 +509,10 @@ impl Fetcher {
         }
         if let Some(total) = total.or(req.size) {
             if p.offset < total {
-                return Err(TryError::Transient(format!("body ended at {} of {total} bytes", p.offset), None));
+                return Err(TryError::Transient(
+                    format!("body ended at {} of {total} bytes", p.offset),
+                    None,
+                ));
             }
         }
         Ok(())
@@ -488,16 +539,21 @@ fn copy_file(url: &str, p: &mut Partial, req: &Request<'_>) -> std::result::Resu
         .and_then(|u| u.to_file_path().ok())
         .ok_or_else(|| TryError::Permanent("not a local file URL".into()))?;
     p.reset().map_err(TryError::Local)?;
-    let mut src = File::open(&path).map_err(|e| TryError::Permanent(format!("{}: {e}", path.display())))?;
+    let mut src =
+        File::open(&path).map_err(|e| TryError::Permanent(format!("{}: {e}", path.display())))?;
     let mut buf = vec![0u8; crate::digest::HASH_BUF];
     loop {
-        let n = src.read(&mut buf).map_err(|e| TryError::Permanent(format!("{}: {e}", path.display())))?;
+        let n = src
+            .read(&mut buf)
+            .map_err(|e| TryError::Permanent(format!("{}: {e}", path.display())))?;
         if n == 0 {
             return Ok(());
         }
         if let Some(size) = req.size {
             if p.offset + n as u64 > size {
-                return Err(TryError::Permanent(format!("file is larger than the manifest size {size}")));
+                return Err(TryError::Permanent(format!(
+                    "file is larger than the manifest size {size}"
+                )));
             }
         }
         p.append(&buf[..n]).map_err(TryError::Local)?;

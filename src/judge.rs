@@ -204,8 +204,14 @@ mod tests {
     fn matching_record_is_fresh_only_under_cached_policy() {
         let s = live();
         let r = record_for(&s);
-        assert_eq!(judge(Some(&r), Some(&s), &expected(), Policy::Cached), Verdict::Fresh);
-        assert_eq!(judge(Some(&r), Some(&s), &expected(), Policy::Always), Verdict::Always);
+        assert_eq!(
+            judge(Some(&r), Some(&s), &expected(), Policy::Cached),
+            Verdict::Fresh
+        );
+        assert_eq!(
+            judge(Some(&r), Some(&s), &expected(), Policy::Always),
+            Verdict::Always
+        );
         assert!(!Verdict::Always.is_trusted());
     }
 
@@ -225,7 +231,10 @@ mod tests {
             let mut changed = s;
             mutate(&mut changed);
             // Size is also enforced against the manifest; judge the pure stamp change here.
-            let exp = Expected { sha256: DIGEST, size: None };
+            let exp = Expected {
+                sha256: DIGEST,
+                size: None,
+            };
             let v = judge(Some(&r), Some(&changed), &exp, Policy::Cached);
             assert_eq!(v, Verdict::Stale(vec![field]), "{field:?}");
             assert_eq!(v.state(), "stale");
@@ -247,13 +256,30 @@ mod tests {
     fn same_tick_rewrite_is_never_trusted_when_the_record_is_racy() {
         // An injected same-tick stamp: the rewrite leaves every field identical.
         let s = live();
-        let r = Record::new(DIGEST, &s, "v1", s.ctime_ns, Method::Hashed, s.is_racy(s.ctime_ns));
+        let r = Record::new(
+            DIGEST,
+            &s,
+            "v1",
+            s.ctime_ns,
+            Method::Hashed,
+            s.is_racy(s.ctime_ns),
+        );
         assert!(r.racy);
         let v = judge(Some(&r), Some(&s), &expected(), Policy::Cached);
         assert_eq!(v, Verdict::Stale(vec![Field::Racy]));
         // The same record taken one tick later would be clean.
-        let later = Record::new(DIGEST, &s, "v1", s.ctime_ns + 1, Method::Hashed, s.is_racy(s.ctime_ns + 1));
-        assert_eq!(judge(Some(&later), Some(&s), &expected(), Policy::Cached), Verdict::Fresh);
+        let later = Record::new(
+            DIGEST,
+            &s,
+            "v1",
+            s.ctime_ns + 1,
+            Method::Hashed,
+            s.is_racy(s.ctime_ns + 1),
+        );
+        assert_eq!(
+            judge(Some(&later), Some(&s), &expected(), Policy::Cached),
+            Verdict::Fresh
+        );
     }
 
     #[test]
@@ -276,20 +302,32 @@ mod tests {
         other.ino = 99;
         other.ctime_ns += 1;
         let v = judge(Some(&r), Some(&other), &expected(), Policy::Cached);
-        assert_eq!(v, Verdict::Stale(vec![Field::Ctime, Field::Ino, Field::Racy]));
+        assert_eq!(
+            v,
+            Verdict::Stale(vec![Field::Ctime, Field::Ino, Field::Racy])
+        );
     }
 
     #[test]
     fn missing_unrecorded_wrong_size_and_non_regular() {
         let s = live();
         let r = record_for(&s);
-        assert_eq!(judge(Some(&r), None, &expected(), Policy::Cached), Verdict::Missing);
-        assert_eq!(judge(None, Some(&s), &expected(), Policy::Cached), Verdict::Unrecorded);
+        assert_eq!(
+            judge(Some(&r), None, &expected(), Policy::Cached),
+            Verdict::Missing
+        );
+        assert_eq!(
+            judge(None, Some(&s), &expected(), Policy::Cached),
+            Verdict::Unrecorded
+        );
         let mut short = s;
         short.size = 10;
         assert_eq!(
             judge(Some(&r), Some(&short), &expected(), Policy::Cached),
-            Verdict::WrongSize { expected: 4096, actual: 10 }
+            Verdict::WrongSize {
+                expected: 4096,
+                actual: 10
+            }
         );
         for kind in [FileKind::Symlink, FileKind::Directory, FileKind::Other] {
             let mut odd = s;
@@ -307,7 +345,10 @@ mod tests {
             Verdict::Always,
             Verdict::Missing,
             Verdict::NotRegular(FileKind::Symlink),
-            Verdict::WrongSize { expected: 1, actual: 2 },
+            Verdict::WrongSize {
+                expected: 1,
+                actual: 2,
+            },
             Verdict::Unrecorded,
             Verdict::Stale(vec![Field::Racy]),
         ];

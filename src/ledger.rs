@@ -244,7 +244,9 @@ fn classify(path: &Path, e: redb::DatabaseError) -> OpenFailure {
         D::Storage(S::Io(io)) if io.kind() != std::io::ErrorKind::InvalidData => {
             OpenFailure::Other(io.to_string())
         }
-        D::Storage(S::Corrupted(msg)) if msg.contains("file format version") && has_redb_magic(path) => {
+        D::Storage(S::Corrupted(msg))
+            if msg.contains("file format version") && has_redb_magic(path) =>
+        {
             OpenFailure::Newer
         }
         other => OpenFailure::Corrupt(other.to_string()),
@@ -355,7 +357,9 @@ impl Ledger {
 
     /// A handle to read from: the write handle when this process has one, else a read-only
     /// one (opened once and kept). `Ok(None)` when there is no ledger file.
-    fn reader(&self) -> std::result::Result<Option<Arc<dyn ReadableDatabase + Send + Sync>>, LedgerState> {
+    fn reader(
+        &self,
+    ) -> std::result::Result<Option<Arc<dyn ReadableDatabase + Send + Sync>>, LedgerState> {
         let mut h = self.handle.lock().unwrap_or_else(|p| p.into_inner());
         match &*h {
             Handle::Read(db) => return Ok(Some(db.clone())),
@@ -379,7 +383,10 @@ impl Ledger {
                     Err(LedgerState::Newer)
                 }
                 OpenFailure::Corrupt(msg) => {
-                    self.warn_once(&format!("ledger {}: {msg}; re-hashing", self.path.display()));
+                    self.warn_once(&format!(
+                        "ledger {}: {msg}; re-hashing",
+                        self.path.display()
+                    ));
                     Err(LedgerState::Corrupt)
                 }
                 // e.g. a crashed writer left it needing repair: the next write repairs it.
@@ -450,13 +457,19 @@ impl Ledger {
                 OpenFailure::Newer => return Ok(None),
                 OpenFailure::Other(msg) => return Err(redb_err(&self.path, "open", msg)),
                 OpenFailure::Corrupt(msg) => {
-                    tracing::warn!("ledger {} is corrupt ({msg}); moving it aside", self.path.display())
+                    tracing::warn!(
+                        "ledger {} is corrupt ({msg}); moving it aside",
+                        self.path.display()
+                    )
                 }
             },
             Err(_) => tracing::warn!("ledger {} is corrupt; moving it aside", self.path.display()),
         }
-        let aside = self.path.with_extension(format!("redb.corrupt-{}", crate::stamp::wall_now_ns()));
-        std::fs::rename(&self.path, &aside).map_err(|e| Error::io(&self.path, "move corrupt ledger aside", e))?;
+        let aside = self
+            .path
+            .with_extension(format!("redb.corrupt-{}", crate::stamp::wall_now_ns()));
+        std::fs::rename(&self.path, &aside)
+            .map_err(|e| Error::io(&self.path, "move corrupt ledger aside", e))?;
         match attempt() {
             Ok(Ok(db)) => Ok(Some(db)),
             Ok(Err(e)) => Err(redb_err(&self.path, "recreate", e)),
@@ -467,7 +480,9 @@ impl Ledger {
     /// Brings the schema up to date. `false` when the ledger is newer than this binary.
     fn migrate(&self, db: &Database) -> Result<bool> {
         let version = {
-            let txn = db.begin_read().map_err(|e| redb_err(&self.path, "begin read", e))?;
+            let txn = db
+                .begin_read()
+                .map_err(|e| redb_err(&self.path, "begin read", e))?;
             schema_version(&txn).map_err(|e| redb_err(&self.path, "meta", e))?
         };
         if version == crate::migrations::CURRENT {
@@ -516,15 +531,21 @@ impl Ledger {
                     pause = (pause * 2).min(Duration::from_millis(20));
                 }
                 Err(TransactionError::WouldBlock) => {
-                    return Err(redb_err(&self.path, "write", format!(
-                        "another writer held the ledger for over {:?}", self.write_deadline
-                    )));
+                    return Err(redb_err(
+                        &self.path,
+                        "write",
+                        format!(
+                            "another writer held the ledger for over {:?}",
+                            self.write_deadline
+                        ),
+                    ));
                 }
                 Err(e) => return Err(redb_err(&self.path, "begin write", e)),
             }
         };
         let value = f(&txn).map_err(|e| redb_err(&self.path, "write", e))?;
-        txn.commit().map_err(|e| redb_err(&self.path, "commit", e))?;
+        txn.commit()
+            .map_err(|e| redb_err(&self.path, "commit", e))?;
         Ok(value)
     }
 
@@ -564,6 +585,19 @@ impl Ledger {
             }
             Ok(())
         })
+    }
+
+    /// Imports an arcbox-boot `.verified.json` (see `migrations::legacy`).
+    pub fn import_legacy(&self, legacy: &Path) -> Result<crate::migrations::legacy::ImportReport> {
+        let (records, report) = crate::migrations::legacy::plan(&self.root, legacy)?;
+        self.write(|txn| {
+            let mut t = txn.open_table(RECORDS)?;
+            for (rel, r) in &records {
+                t.insert(rel.as_str(), r.encode().as_slice())?;
+            }
+            Ok(())
+        })?;
+        Ok(report)
     }
 
     /// Removes the records of `keys`; returns how many existed.
@@ -683,7 +717,14 @@ mod tests {
             dev: 4,
             kind: FileKind::Regular,
         };
-        Record::new(Sha256Digest([1; 32]), &s, "2026.11.0", 5, Method::Downloaded, false)
+        Record::new(
+            Sha256Digest([1; 32]),
+            &s,
+            "2026.11.0",
+            5,
+            Method::Downloaded,
+            false,
+        )
     }
 
     #[test]
@@ -705,7 +746,11 @@ mod tests {
     #[test]
     fn ledger_round_trip_events_are_capped_and_newest_first() {
         let dir = tempfile::tempdir().unwrap();
-        let l = Ledger::new(dir.path().join("l.redb"), dir.path().into(), dir.path().join("locks"));
+        let l = Ledger::new(
+            dir.path().join("l.redb"),
+            dir.path().into(),
+            dir.path().join("locks"),
+        );
         assert_eq!(l.read_many(&["a"]).1, LedgerState::Absent);
         let ev = |i: i64| Event {
             at_ns: i,

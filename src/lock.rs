@@ -67,9 +67,21 @@ mod tests {
     fn second_holder_is_refused_until_the_first_drops() {
         let dir = tempfile::tempdir().unwrap();
         let a = FileLock::exclusive(dir.path(), "kernel/vmlinux").unwrap();
-        assert!(FileLock::try_exclusive(dir.path(), "kernel/vmlinux").unwrap().is_none());
-        assert!(FileLock::try_exclusive(dir.path(), "other").unwrap().is_some());
+        assert!(
+            FileLock::try_exclusive(dir.path(), "kernel/vmlinux")
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            FileLock::try_exclusive(dir.path(), "other")
+                .unwrap()
+                .is_some()
+        );
         drop(a);
-        assert!(FileLock::try_exclusive(dir.path(), "kernel/vmlinux").unwrap().is_some());
+        assert!(
+            FileLock::try_exclusive(dir.path(), "kernel/vmlinux")
+                .unwrap()
+                .is_some()
+        );
     }
 }

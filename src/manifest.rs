@@ -296,7 +296,11 @@ fn parse_native_asset(
     let verify = match obj.get("verify") {
         None | Some(Value::Null) => Policy::Cached,
         Some(Value::String(s)) => Policy::parse(s).ok_or_else(|| {
-            cx.asset_err(&name, "verify", format!("{s:?}: expected \"cached\" or \"always\""))
+            cx.asset_err(
+                &name,
+                "verify",
+                format!("{s:?}: expected \"cached\" or \"always\""),
+            )
         })?,
         Some(_) => return Err(cx.asset_err(&name, "verify", "must be a string")),
     };
@@ -305,7 +309,9 @@ fn parse_native_asset(
         Some(Value::String(s)) => {
             Some(parse_mode(s).map_err(|why| cx.asset_err(&name, "mode", why))?)
         }
-        Some(_) => return Err(cx.asset_err(&name, "mode", "must be an octal string like \"0644\"")),
+        Some(_) => {
+            return Err(cx.asset_err(&name, "mode", "must be an octal string like \"0644\""));
+        }
     };
     Ok(Asset {
         name,
@@ -337,7 +343,10 @@ fn check_unique(cx: &Ctx, m: &Manifest) -> Result<()> {
                 return Err(cx.asset_err(
                     &a.name,
                     "path",
-                    format!("{:?} lies inside the path of another asset ({prefix:?})", a.path),
+                    format!(
+                        "{:?} lies inside the path of another asset ({prefix:?})",
+                        a.path
+                    ),
                 ));
             }
             if !prefix.is_empty() {
@@ -358,7 +367,9 @@ pub fn validate_name(name: &str) -> std::result::Result<(), String> {
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-')))
     {
-        return Err(format!("{name:?}: character {c:?} is not allowed (use [A-Za-z0-9._+-])"));
+        return Err(format!(
+            "{name:?}: character {c:?} is not allowed (use [A-Za-z0-9._+-])"
+        ));
     }
     Ok(())
 }
@@ -387,7 +398,10 @@ pub fn validate_path(path: &str) -> std::result::Result<(), String> {
         }
     }
     if path.split('/').next() == Some(crate::STATE_DIR_NAME) {
-        return Err(format!("{path:?}: {} is reserved for bootvault's state", crate::STATE_DIR_NAME));
+        return Err(format!(
+            "{path:?}: {} is reserved for bootvault's state",
+            crate::STATE_DIR_NAME
+        ));
     }
     Ok(())
 }
@@ -399,7 +413,9 @@ fn parse_mode(s: &str) -> std::result::Result<u32, String> {
     }
     let mode = u32::from_str_radix(digits, 8).map_err(|e| format!("{s:?}: {e}"))?;
     if mode > 0o777 {
-        return Err(format!("{s:?}: only permission bits (at most 0777) are allowed"));
+        return Err(format!(
+            "{s:?}: only permission bits (at most 0777) are allowed"
+        ));
     }
     Ok(mode)
 }
@@ -416,7 +432,9 @@ fn resolve_url(s: &str, base: Option<&reqwest::Url>) -> std::result::Result<Stri
     match reqwest::Url::parse(s) {
         Ok(url) => match url.scheme() {
             "http" | "https" | "file" => Ok(url.to_string()),
-            other => Err(format!("{s:?}: unsupported scheme {other:?} (http, https or file)")),
+            other => Err(format!(
+                "{s:?}: unsupported scheme {other:?} (http, https or file)"
+            )),
         },
         Err(url::ParseError::RelativeUrlWithoutBase) => {
             let base = base.ok_or_else(|| format!("{s:?} is relative but there is no base_url"))?;
@@ -440,7 +458,13 @@ fn parse_arcbox(cx: &Ctx, obj: &Map<String, Value>, opts: &ParseOptions) -> Resu
     check_fields(
         cx,
         obj,
-        &["schema_version", "asset_version", "targets", "kernel_cmdline", "binaries"],
+        &[
+            "schema_version",
+            "asset_version",
+            "targets",
+            "kernel_cmdline",
+            "binaries",
+        ],
         |_| "arcbox-boot manifest".to_string(),
     )?;
     let version = match obj.get("asset_version") {
@@ -451,7 +475,10 @@ fn parse_arcbox(cx: &Ctx, obj: &Map<String, Value>, opts: &ParseOptions) -> Resu
         let sv = sv
             .as_u64()
             .ok_or_else(|| cx.err("field \"schema_version\": must be an integer"))?;
-        let major = version.split('.').next().and_then(|m| m.parse::<u64>().ok());
+        let major = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse::<u64>().ok());
         if major.is_some_and(|m| m != sv) {
             return Err(cx.err(format!(
                 "field \"schema_version\": {sv} does not match the major of asset_version {version:?}"
@@ -477,7 +504,16 @@ fn parse_arcbox(cx: &Ctx, obj: &Map<String, Value>, opts: &ParseOptions) -> Resu
     for (key, path) in [("kernel", "kernel"), ("rootfs", "rootfs.erofs")] {
         if let Some(entry) = target.get(key) {
             let label = format!("targets.{arch}.{key}");
-            assets.push(arcbox_entry(cx, &label, key, path, entry, base.as_ref(), Policy::Always, None)?);
+            assets.push(arcbox_entry(
+                cx,
+                &label,
+                key,
+                path,
+                entry,
+                base.as_ref(),
+                Policy::Always,
+                None,
+            )?);
         }
     }
     if let Some(bins) = obj.get("binaries") {
@@ -492,23 +528,42 @@ fn parse_arcbox(cx: &Ctx, obj: &Map<String, Value>, opts: &ParseOptions) -> Resu
                 .get("name")
                 .and_then(Value::as_str)
                 .ok_or_else(|| cx.err(format!("binaries[{i}]: field \"name\": required string")))?;
-            check_fields(cx, b, &["name", "version", "targets", "install_dir"], |_| {
-                format!("binary {name:?}")
-            })?;
+            check_fields(
+                cx,
+                b,
+                &["name", "version", "targets", "install_dir"],
+                |_| format!("binary {name:?}"),
+            )?;
             validate_name(name).map_err(|why| cx.asset_err(name, "name", why))?;
             let dir = match b.get("install_dir") {
                 None | Some(Value::Null) => "bin".to_string(),
                 Some(Value::String(s)) => s.trim_end_matches('/').to_string(),
                 Some(_) => return Err(cx.asset_err(name, "install_dir", "must be a string")),
             };
-            let Some(entry) = b.get("targets").and_then(Value::as_object).and_then(|t| t.get(&arch))
+            let Some(entry) = b
+                .get("targets")
+                .and_then(Value::as_object)
+                .and_then(|t| t.get(&arch))
             else {
                 // A binary not built for this architecture is simply not part of this store.
                 continue;
             };
-            let path = if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
+            let path = if dir.is_empty() {
+                name.to_string()
+            } else {
+                format!("{dir}/{name}")
+            };
             let label = format!("binaries[{i}].targets.{arch}");
-            assets.push(arcbox_entry(cx, &label, name, &path, entry, base.as_ref(), Policy::Cached, Some(0o755))?);
+            assets.push(arcbox_entry(
+                cx,
+                &label,
+                name,
+                &path,
+                entry,
+                base.as_ref(),
+                Policy::Cached,
+                Some(0o755),
+            )?);
         }
     }
     let manifest = Manifest {
@@ -542,12 +597,15 @@ fn arcbox_entry(
         .get("sha256")
         .and_then(Value::as_str)
         .ok_or_else(|| cx.asset_err(name, &format!("{label}.sha256"), "required string"))?;
-    let sha256 =
-        Sha256Digest::from_hex(sha).map_err(|why| cx.asset_err(name, &format!("{label}.sha256"), why))?;
+    let sha256 = Sha256Digest::from_hex(sha)
+        .map_err(|why| cx.asset_err(name, &format!("{label}.sha256"), why))?;
     validate_path(path).map_err(|why| cx.asset_err(name, "install_dir", why))?;
     let size = obj.get("size").and_then(Value::as_u64);
     let urls = match base {
-        Some(_) => vec![resolve_url(src, base).map_err(|why| cx.asset_err(name, &format!("{label}.path"), why))?],
+        Some(_) => vec![
+            resolve_url(src, base)
+                .map_err(|why| cx.asset_err(name, &format!("{label}.path"), why))?,
+        ],
         // Without --base-url only absolute sources can be used; otherwise verify in place.
         None => resolve_url(src, None).map(|u| vec![u]).unwrap_or_default(),
     };

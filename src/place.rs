@@ -41,7 +41,10 @@ pub fn resolve(root: &Path, rel: &str, name: &str) -> Result<PathBuf> {
                     return Err(Error::UnsafePath {
                         name: name.into(),
                         path: cur.clone(),
-                        why: format!("symlinked parent leads outside ROOT to {}", target.display()),
+                        why: format!(
+                            "symlinked parent leads outside ROOT to {}",
+                            target.display()
+                        ),
                     });
                 }
             }
@@ -84,7 +87,8 @@ pub struct Hashed {
 pub fn hash_in_place(path: &Path, name: &str, progress: &mut dyn FnMut(u64)) -> Result<Hashed> {
     let file = open_nofollow(path).at(path, "open for hashing")?;
     let before = Stamp::of_file(&file).at(path, "fstat")?;
-    let (digest, bytes) = crate::digest::hash_reader(&file, HASH_BUF, |n| progress(n)).at(path, "read")?;
+    let (digest, bytes) =
+        crate::digest::hash_reader(&file, HASH_BUF, |n| progress(n)).at(path, "read")?;
     let after = Stamp::of_file(&file).at(path, "fstat")?;
     if before != after || bytes != after.size {
         return Err(Error::Unstable {
@@ -100,7 +104,9 @@ pub fn hash_in_place(path: &Path, name: &str, progress: &mut dyn FnMut(u64)) -> 
 }
 
 fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).at(dir, "fsync directory")
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .at(dir, "fsync directory")
 }
 
 /// Places the verified file `src` (open as `file`, in the state dir) at `dest`.
@@ -108,12 +114,21 @@ fn fsync_dir(dir: &Path) -> Result<()> {
 /// On the same filesystem: chmod, fsync, rename, fsync the directory. Across filesystems the
 /// bytes are copied into an anonymous file (`O_TMPFILE`) beside `dest`, hashed again on the
 /// way, linked under a temp name and renamed. Returns the stamp of the placed file.
-pub fn place(src: &Path, file: &File, dest: &Path, mode: u32, expected: &Sha256Digest, name: &str) -> Result<(Stamp, u64)> {
+pub fn place(
+    src: &Path,
+    file: &File,
+    dest: &Path,
+    mode: u32,
+    expected: &Sha256Digest,
+    name: &str,
+) -> Result<(Stamp, u64)> {
     let parent = dest.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).at(parent, "create directory")?;
-    file.set_permissions(std::fs::Permissions::from_mode(mode)).at(src, "chmod")?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+        .at(src, "chmod")?;
     file.sync_all().at(src, "fsync")?;
-    let same_fs = file.metadata().at(src, "fstat")?.dev() == std::fs::metadata(parent).at(parent, "stat")?.dev();
+    let same_fs = file.metadata().at(src, "fstat")?.dev()
+        == std::fs::metadata(parent).at(parent, "stat")?.dev();
     if same_fs {
         std::fs::rename(src, dest).at(dest, "rename into place")?;
         fsync_dir(parent)?;
@@ -122,7 +137,15 @@ pub fn place(src: &Path, file: &File, dest: &Path, mode: u32, expected: &Sha256D
     copy_across(file, src, parent, dest, mode, expected, name)
 }
 
-fn copy_across(file: &File, src: &Path, parent: &Path, dest: &Path, mode: u32, expected: &Sha256Digest, name: &str) -> Result<(Stamp, u64)> {
+fn copy_across(
+    file: &File,
+    src: &Path,
+    parent: &Path,
+    dest: &Path,
+    mode: u32,
+    expected: &Sha256Digest,
+    name: &str,
+) -> Result<(Stamp, u64)> {
     let mut reader = file.try_clone().at(src, "dup")?;
     std::io::Seek::rewind(&mut reader).at(src, "rewind")?;
     let (mut out, tmp_name) = anonymous_or_named(parent)?;
@@ -147,7 +170,8 @@ fn copy_across(file: &File, src: &Path, parent: &Path, dest: &Path, mode: u32, e
             actual: digest.to_hex(),
         });
     }
-    out.set_permissions(std::fs::Permissions::from_mode(mode)).at(dest, "chmod")?;
+    out.set_permissions(std::fs::Permissions::from_mode(mode))
+        .at(dest, "chmod")?;
     out.sync_all().at(dest, "fsync copy")?;
     let tmp_path = match tmp_name {
         Some(p) => p,
@@ -163,25 +187,42 @@ fn copy_across(file: &File, src: &Path, parent: &Path, dest: &Path, mode: u32, e
     // Between link and rename the name was visible; a write through it shows as a size change
     // or a content change in ctime beyond the rename's own.
     if before.size != after.size || before.mtime_ns != after.mtime_ns {
-        return Err(Error::Unstable { name: name.into(), path: dest.into() });
+        return Err(Error::Unstable {
+            name: name.into(),
+            path: dest.into(),
+        });
     }
     let _ = std::fs::remove_file(src);
     Ok((after, copied))
 }
 
 fn temp_name(parent: &Path) -> PathBuf {
-    parent.join(format!(".bootvault-{}-{:016x}.tmp", std::process::id(), rand::random::<u64>()))
+    parent.join(format!(
+        ".bootvault-{}-{:016x}.tmp",
+        std::process::id(),
+        rand::random::<u64>()
+    ))
 }
 
 /// An `O_TMPFILE` in `parent` (invisible until linked), or a named temp file where the
 /// filesystem lacks it.
 fn anonymous_or_named(parent: &Path) -> Result<(File, Option<PathBuf>)> {
     use rustix::fs::{Mode, OFlags};
-    match rustix::fs::open(parent, OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC, Mode::from_raw_mode(0o600)) {
+    match rustix::fs::open(
+        parent,
+        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    ) {
         Ok(fd) => Ok((File::from(fd), None)),
         Err(_) => {
             let p = temp_name(parent);
-            let f = OpenOptions::new().write(true).read(true).create_new(true).mode(0o600).open(&p).at(&p, "create temp file")?;
+            let f = OpenOptions::new()
+                .write(true)
+                .read(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&p)
+                .at(&p, "create temp file")?;
             Ok((f, Some(p)))
         }
     }
@@ -191,8 +232,14 @@ fn link_anonymous(file: &File, parent: &Path) -> Result<PathBuf> {
     use std::os::fd::AsRawFd;
     let p = temp_name(parent);
     let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
-    rustix::fs::linkat(rustix::fs::CWD, proc_path.as_str(), rustix::fs::CWD, &p, rustix::fs::AtFlags::SYMLINK_FOLLOW)
-        .map_err(|e| Error::io(&p, "link anonymous file", e.into()))?;
+    rustix::fs::linkat(
+        rustix::fs::CWD,
+        proc_path.as_str(),
+        rustix::fs::CWD,
+        &p,
+        rustix::fs::AtFlags::SYMLINK_FOLLOW,
+    )
+    .map_err(|e| Error::io(&p, "link anonymous file", e.into()))?;
     Ok(p)
 }
 

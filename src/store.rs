@@ -55,9 +55,17 @@ pub enum Progress<'a> {
     /// Another process holds the asset's lock; waiting for it.
     Waiting { name: &'a str },
     /// Bytes arriving.
-    Downloading { name: &'a str, done: u64, total: Option<u64> },
+    Downloading {
+        name: &'a str,
+        done: u64,
+        total: Option<u64>,
+    },
     /// Bytes being hashed.
-    Verifying { name: &'a str, done: u64, total: u64 },
+    Verifying {
+        name: &'a str,
+        done: u64,
+        total: u64,
+    },
     /// Done.
     Ready { name: &'a str, outcome: Outcome },
     /// Failed.
@@ -113,7 +121,9 @@ impl Report {
 
     /// Whether every asset was `cached` (a warm prepare).
     pub fn all_cached(&self) -> bool {
-        self.assets.iter().all(|a| a.outcome == Some(Outcome::Cached))
+        self.assets
+            .iter()
+            .all(|a| a.outcome == Some(Outcome::Cached))
     }
 }
 
@@ -226,7 +236,9 @@ impl Store {
             root: root.into(),
             state_dir: None,
             opts: Options {
-                jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+                jobs: std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2),
                 offline: false,
                 verify: None,
                 fetch: FetchOptions::default(),
@@ -270,7 +282,11 @@ impl Store {
 
     /// Stats every asset and reads every record in one read transaction; judges each with
     /// `policy` (or the asset's own). Reads only.
-    pub fn inspect(&self, manifest: &Manifest, policy: Option<Policy>) -> (Vec<Inspection>, LedgerState) {
+    pub fn inspect(
+        &self,
+        manifest: &Manifest,
+        policy: Option<Policy>,
+    ) -> (Vec<Inspection>, LedgerState) {
         let keys: Vec<&str> = manifest.assets.iter().map(|a| a.path.as_str()).collect();
         let lives: Vec<Option<Stamp>> = manifest
             .assets
@@ -284,7 +300,10 @@ impl Store {
             .zip(lives)
             .zip(records)
             .map(|((asset, live), record)| {
-                let expected = Expected { sha256: asset.sha256, size: asset.size };
+                let expected = Expected {
+                    sha256: asset.sha256,
+                    size: asset.size,
+                };
                 let p = policy.unwrap_or_else(|| self.policy(asset));
                 let verdict = judge(record.as_ref(), live.as_ref(), &expected, p);
                 Inspection {
@@ -305,7 +324,12 @@ impl Store {
         let start = Instant::now();
         let mut state = self.ledger.read_many(&[]).1;
         // First use of a store that holds an arcbox-boot cache: import it before judging.
-        if state == LedgerState::Absent && self.root.join(crate::migrations::legacy::FILE_NAME).exists() {
+        if state == LedgerState::Absent
+            && self
+                .root
+                .join(crate::migrations::legacy::FILE_NAME)
+                .exists()
+        {
             let _ = self.ledger.write(|_| Ok(()));
         }
         let (inspections, s) = self.inspect(manifest, None);
@@ -313,19 +337,32 @@ impl Store {
         let mut reports: Vec<Option<AssetReport>> = vec![None; manifest.assets.len()];
         let mut queue = VecDeque::new();
         for (i, ins) in inspections.into_iter().enumerate() {
-            self.emit(Progress::Checking { name: &ins.asset.name });
+            self.emit(Progress::Checking {
+                name: &ins.asset.name,
+            });
             if ins.verdict.is_trusted() {
-                self.emit(Progress::Ready { name: &ins.asset.name, outcome: Outcome::Cached });
-                reports[i] = Some(self.cached_report(&ins.asset, ins.live.map(|l| l.size), Duration::ZERO));
+                self.emit(Progress::Ready {
+                    name: &ins.asset.name,
+                    outcome: Outcome::Cached,
+                });
+                reports[i] =
+                    Some(self.cached_report(&ins.asset, ins.live.map(|l| l.size), Duration::ZERO));
             } else {
-                queue.push_back(Work { index: i, verdict: ins.verdict });
+                queue.push_back(Work {
+                    index: i,
+                    verdict: ins.verdict,
+                });
             }
         }
         if !queue.is_empty() {
             let probe = self.fs_clock();
             let queue = Mutex::new(queue);
             let results = Mutex::new(Vec::new());
-            let workers = self.opts.jobs.min(queue.lock().map(|q| q.len()).unwrap_or(1)).max(1);
+            let workers = self
+                .opts
+                .jobs
+                .min(queue.lock().map(|q| q.len()).unwrap_or(1))
+                .max(1);
             std::thread::scope(|scope| {
                 for _ in 0..workers {
                     scope.spawn(|| {
@@ -334,8 +371,12 @@ impl Store {
                             let Some(work) = next else { break };
                             let asset = &manifest.assets[work.index];
                             let t = Instant::now();
-                            let report = self.prepare_one(asset, &manifest.version, work.verdict, probe, t);
-                            results.lock().unwrap_or_else(|p| p.into_inner()).push((work.index, report));
+                            let report =
+                                self.prepare_one(asset, &manifest.version, work.verdict, probe, t);
+                            results
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push((work.index, report));
                         }
                     });
                 }
@@ -379,14 +420,24 @@ impl Store {
         }
     }
 
-    fn prepare_one(&self, asset: &Asset, version: &str, verdict: Verdict, probe: i64, t: Instant) -> AssetReport {
+    fn prepare_one(
+        &self,
+        asset: &Asset,
+        version: &str,
+        verdict: Verdict,
+        probe: i64,
+        t: Instant,
+    ) -> AssetReport {
         let mut counters = (0u64, 0u64);
         let reason = verdict.reason();
         let result = self.prepare_locked(asset, version, verdict, probe, &mut counters);
         let (bytes_hashed, bytes_downloaded) = counters;
         match result {
             Ok((outcome, size)) => {
-                self.emit(Progress::Ready { name: &asset.name, outcome });
+                self.emit(Progress::Ready {
+                    name: &asset.name,
+                    outcome,
+                });
                 AssetReport {
                     name: asset.name.clone(),
                     path: self.root.join(&asset.path),
@@ -402,8 +453,13 @@ impl Store {
             }
             Err(e) => {
                 let msg = e.to_string();
-                self.emit(Progress::Failed { name: &asset.name, error: &msg });
-                let _ = self.ledger.log(&[self.event(asset, version, "failed", &msg)]);
+                self.emit(Progress::Failed {
+                    name: &asset.name,
+                    error: &msg,
+                });
+                let _ = self
+                    .ledger
+                    .log(&[self.event(asset, version, "failed", &msg)]);
                 AssetReport {
                     name: asset.name.clone(),
                     path: self.root.join(&asset.path),
@@ -451,7 +507,10 @@ impl Store {
             }
         };
         let path = place::resolve(&self.root, &asset.path, &asset.name)?;
-        let expected = Expected { sha256: asset.sha256, size: asset.size };
+        let expected = Expected {
+            sha256: asset.sha256,
+            size: asset.size,
+        };
         let policy = self.policy(asset);
         // Look again under the lock: another process may have verified or placed it.
         let live = Stamp::of_path(&path).at(&path, "stat")?;
@@ -460,16 +519,31 @@ impl Store {
         if verdict_now.is_trusted() {
             return Ok((Outcome::Cached, live.map(|l| l.size).unwrap_or(0)));
         }
-        let reason = if verdict_now == verdict { verdict.reason() } else { verdict_now.reason() };
+        let reason = if verdict_now == verdict {
+            verdict.reason()
+        } else {
+            verdict_now.reason()
+        };
         let mut wrong: Option<String> = None;
         match live.map(|l| l.kind) {
             Some(FileKind::Regular) => {
-                if let Verdict::WrongSize { expected: e, actual: a } = verdict_now {
+                if let Verdict::WrongSize {
+                    expected: e,
+                    actual: a,
+                } = verdict_now
+                {
                     wrong = Some(format!("size {a}, expected {e}"));
                 } else {
                     let hashed = self.hash_settled(asset, &path, probe, counters)?;
                     if hashed.0.digest == asset.sha256 {
-                        let rec = Record::new(hashed.0.digest, &hashed.0.stamp, version, hashed.1, Method::Hashed, hashed.2);
+                        let rec = Record::new(
+                            hashed.0.digest,
+                            &hashed.0.stamp,
+                            version,
+                            hashed.1,
+                            Method::Hashed,
+                            hashed.2,
+                        );
                         self.record(asset, &rec, version, "verified", &reason);
                         return Ok((Outcome::Verified, hashed.0.stamp.size));
                     }
@@ -480,17 +554,38 @@ impl Store {
             None => {}
         }
         if self.opts.offline || asset.urls.is_empty() {
-            let why = if self.opts.offline { "offline" } else { "no URL to fetch from" };
+            let why = if self.opts.offline {
+                "offline"
+            } else {
+                "no URL to fetch from"
+            };
             return Err(match (live, wrong) {
-                (None, _) => Error::Missing { name: asset.name.clone(), path, why: why.into() },
+                (None, _) => Error::Missing {
+                    name: asset.name.clone(),
+                    path,
+                    why: why.into(),
+                },
                 (Some(l), _) if l.kind == FileKind::Symlink => Error::UnsafePath {
                     name: asset.name.clone(),
                     path,
                     why: format!("a symlink is at the asset path; never trusted ({why})"),
                 },
-                (Some(l), _) if l.kind == FileKind::Regular && asset.size.is_some_and(|s| s != l.size) => {
-                    let actual = crate::digest::hash_path(&path).map(|(d, _)| d.to_hex()).unwrap_or_else(|_| "unreadable".into());
-                    Error::Mismatch { name: asset.name.clone(), path, expected: asset.sha256.to_hex(), actual: format!("{actual} (size {} bytes, expected {})", l.size, asset.size.unwrap_or(0)) }
+                (Some(l), _)
+                    if l.kind == FileKind::Regular && asset.size.is_some_and(|s| s != l.size) =>
+                {
+                    let actual = crate::digest::hash_path(&path)
+                        .map(|(d, _)| d.to_hex())
+                        .unwrap_or_else(|_| "unreadable".into());
+                    Error::Mismatch {
+                        name: asset.name.clone(),
+                        path,
+                        expected: asset.sha256.to_hex(),
+                        actual: format!(
+                            "{actual} (size {} bytes, expected {})",
+                            l.size,
+                            asset.size.unwrap_or(0)
+                        ),
+                    }
                 }
                 (Some(_), Some(w)) => Error::Mismatch {
                     name: asset.name.clone(),
@@ -498,10 +593,18 @@ impl Store {
                     expected: asset.sha256.to_hex(),
                     actual: w.trim_start_matches("sha256 ").to_string(),
                 },
-                (Some(_), None) => Error::Missing { name: asset.name.clone(), path, why: why.into() },
+                (Some(_), None) => Error::Missing {
+                    name: asset.name.clone(),
+                    path,
+                    why: why.into(),
+                },
             });
         }
-        let outcome = if live.is_some() { Outcome::Repaired } else { Outcome::Downloaded };
+        let outcome = if live.is_some() {
+            Outcome::Repaired
+        } else {
+            Outcome::Downloaded
+        };
         let (rec, size) = self.fetch_and_place(asset, &path, version, counters)?;
         let label = outcome.as_str();
         let why = match &wrong {
@@ -511,23 +614,46 @@ impl Store {
         if let Some(rec) = rec {
             self.record(asset, &rec, version, label, &why);
         } else {
-            let _ = self.ledger.log(&[self.event(asset, version, label, &format!("{why}; changed right after placement, not recorded"))]);
+            let _ = self.ledger.log(&[self.event(
+                asset,
+                version,
+                label,
+                &format!("{why}; changed right after placement, not recorded"),
+            )]);
         }
         Ok((outcome, size))
     }
 
     /// Hashes in place; a racy result is hashed once more after the filesystem clock has
     /// moved on, so the record it leaves is clean. Returns (hash, verified_at, racy).
-    fn hash_settled(&self, asset: &Asset, path: &Path, probe: i64, counters: &mut (u64, u64)) -> Result<(place::Hashed, i64, bool)> {
+    fn hash_settled(
+        &self,
+        asset: &Asset,
+        path: &Path,
+        probe: i64,
+        counters: &mut (u64, u64),
+    ) -> Result<(place::Hashed, i64, bool)> {
         let total = asset.size.unwrap_or(0);
-        let mut progress = |done: u64| self.emit(Progress::Verifying { name: &asset.name, done, total: total.max(done) });
+        let mut progress = |done: u64| {
+            self.emit(Progress::Verifying {
+                name: &asset.name,
+                done,
+                total: total.max(done),
+            })
+        };
         let first = place::hash_in_place(path, &asset.name, &mut progress)?;
         counters.0 += first.bytes;
         if !first.stamp.is_racy(probe) || first.digest != asset.sha256 {
             return Ok((first, probe, false));
         }
         let dir = path.parent().unwrap_or(&self.root);
-        let Some(now) = stamp::settle(dir, first.stamp.ctime_ns.max(first.stamp.mtime_ns), Duration::from_millis(50)).ok().flatten() else {
+        let Some(now) = stamp::settle(
+            dir,
+            first.stamp.ctime_ns.max(first.stamp.mtime_ns),
+            Duration::from_millis(50),
+        )
+        .ok()
+        .flatten() else {
             return Ok((first, probe, true));
         };
         let second = place::hash_in_place(path, &asset.name, &mut progress)?;
@@ -537,15 +663,27 @@ impl Store {
     }
 
     fn fetcher(&self) -> Result<&Fetcher> {
-        let f = self.fetcher.get_or_init(|| Fetcher::new(self.opts.fetch.clone()).map_err(|e| e.to_string()));
-        f.as_ref().map_err(|e| Error::Fetch { name: "-".into(), attempts: vec![e.clone()] })
+        let f = self
+            .fetcher
+            .get_or_init(|| Fetcher::new(self.opts.fetch.clone()).map_err(|e| e.to_string()));
+        f.as_ref().map_err(|e| Error::Fetch {
+            name: "-".into(),
+            attempts: vec![e.clone()],
+        })
     }
 
-    fn fetch_and_place(&self, asset: &Asset, path: &Path, version: &str, counters: &mut (u64, u64)) -> Result<(Option<Record>, u64)> {
+    fn fetch_and_place(
+        &self,
+        asset: &Asset,
+        path: &Path,
+        version: &str,
+        counters: &mut (u64, u64),
+    ) -> Result<(Option<Record>, u64)> {
         let tmp = self.state.join("tmp");
         let key = Self::lock_key(&asset.path);
         let name = asset.name.as_str();
-        let progress = |done: u64, total: Option<u64>| self.emit(Progress::Downloading { name, done, total });
+        let progress =
+            |done: u64, total: Option<u64>| self.emit(Progress::Downloading { name, done, total });
         let req = crate::fetch::Request {
             name,
             urls: &asset.urls,
@@ -559,7 +697,14 @@ impl Store {
         counters.1 += fetched.bytes_downloaded;
         counters.0 += fetched.size - fetched.bytes_resumed;
         let mode = place::effective_mode(asset.mode);
-        let placed = place::place(&fetched.path, &fetched.file, path, mode, &asset.sha256, name);
+        let placed = place::place(
+            &fetched.path,
+            &fetched.file,
+            path,
+            mode,
+            &asset.sha256,
+            name,
+        );
         if placed.is_err() {
             let _ = std::fs::remove_file(&fetched.path);
         }
@@ -568,11 +713,31 @@ impl Store {
         // Settle: wait for the filesystem clock to pass the placement, then check the inode
         // is unchanged, so the record is not racy.
         let dir = path.parent().unwrap_or(&self.root);
-        let settled = stamp::settle(dir, stamp_placed.ctime_ns.max(stamp_placed.mtime_ns), Duration::from_millis(50)).ok().flatten();
+        let settled = stamp::settle(
+            dir,
+            stamp_placed.ctime_ns.max(stamp_placed.mtime_ns),
+            Duration::from_millis(50),
+        )
+        .ok()
+        .flatten();
         let now = Stamp::of_path(path).ok().flatten();
         let rec = match (settled, now) {
-            (Some(at), Some(s)) if s == stamp_placed => Some(Record::new(asset.sha256, &s, version, at, Method::Downloaded, false)),
-            (None, Some(s)) if s == stamp_placed => Some(Record::new(asset.sha256, &s, version, stamp::wall_now_ns(), Method::Downloaded, true)),
+            (Some(at), Some(s)) if s == stamp_placed => Some(Record::new(
+                asset.sha256,
+                &s,
+                version,
+                at,
+                Method::Downloaded,
+                false,
+            )),
+            (None, Some(s)) if s == stamp_placed => Some(Record::new(
+                asset.sha256,
+                &s,
+                version,
+                stamp::wall_now_ns(),
+                Method::Downloaded,
+                true,
+            )),
             _ => None,
         };
         Ok((rec, fetched.size))
@@ -587,7 +752,10 @@ impl Store {
     }
 
     /// `debug verify`: re-hashes every asset, reading content, writing nothing.
-    pub fn verify_all(&self, manifest: &Manifest) -> Vec<(Asset, PathBuf, std::result::Result<Sha256Digest, String>)> {
+    pub fn verify_all(
+        &self,
+        manifest: &Manifest,
+    ) -> Vec<(Asset, PathBuf, std::result::Result<Sha256Digest, String>)> {
         manifest
             .assets
             .iter()
@@ -596,7 +764,9 @@ impl Store {
                 let r = match std::fs::symlink_metadata(&p) {
                     Err(_) => Err("missing".to_string()),
                     Ok(m) if !m.is_file() => Err("not a regular file".to_string()),
-                    Ok(_) => place::hash_in_place(&p, &a.name, &mut |_| {}).map(|h| h.digest).map_err(|e| e.to_string()),
+                    Ok(_) => place::hash_in_place(&p, &a.name, &mut |_| {})
+                        .map(|h| h.digest)
+                        .map_err(|e| e.to_string()),
                 };
                 (a.clone(), p, r)
             })
@@ -605,13 +775,21 @@ impl Store {
 
     /// `gc`: files and records not in `manifest`. Returns (files removed, records removed).
     pub fn gc(&self, manifest: &Manifest, dry_run: bool) -> Result<(Vec<String>, Vec<String>)> {
-        let keep: std::collections::HashSet<&str> = manifest.assets.iter().map(|a| a.path.as_str()).collect();
+        let keep: std::collections::HashSet<&str> =
+            manifest.assets.iter().map(|a| a.path.as_str()).collect();
         let (records, _) = self.ledger.all();
-        let stale_records: Vec<String> = records.into_iter().map(|(k, _)| k).filter(|k| !keep.contains(k.as_str())).collect();
+        let stale_records: Vec<String> = records
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| !keep.contains(k.as_str()))
+            .collect();
         let mut files = Vec::new();
         let canon_state = std::fs::canonicalize(&self.state).unwrap_or_else(|_| self.state.clone());
         walk(&self.root, &self.root, &canon_state, &mut files)?;
-        let stale_files: Vec<String> = files.into_iter().filter(|f| !keep.contains(f.as_str())).collect();
+        let stale_files: Vec<String> = files
+            .into_iter()
+            .filter(|f| !keep.contains(f.as_str()))
+            .collect();
         if !dry_run {
             for f in &stale_files {
                 let p = self.root.join(f);
@@ -638,7 +816,10 @@ fn walk(root: &Path, dir: &Path, state: &Path, out: &mut Vec<String>) -> Result<
         let p = entry.path();
         let ft = entry.file_type().at(&p, "stat")?;
         if ft.is_dir() {
-            if p == state || p.file_name() == Some(std::ffi::OsStr::new(crate::STATE_DIR_NAME)) || std::fs::canonicalize(&p).is_ok_and(|c| c == state) {
+            if p == state
+                || p.file_name() == Some(std::ffi::OsStr::new(crate::STATE_DIR_NAME))
+                || std::fs::canonicalize(&p).is_ok_and(|c| c == state)
+            {
                 continue;
             }
             walk(root, &p, state, out)?;

@@ -1,0 +1,355 @@
+//! `bootvault debug ls|show|check|verify|why`: read-only views of the store.
+
+use super::{CmdResult, EXIT_FAILED, ManifestArgs, StoreArgs, finish_output, out, out_json};
+use bootvault::judge::{Expected, Verdict, judge};
+use bootvault::ledger::{Event, Record};
+use bootvault::stamp::Stamp;
+use bootvault::{Asset, Manifest, Policy, Store};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+#[derive(Subcommand, Debug)]
+pub enum DebugCommand {
+    /// List every ledger record.
+    Ls(LsArgs),
+    /// One asset: its record, live stamp and recent events.
+    Show(OneArgs),
+    /// Stat every asset against its record (reads no content).
+    Check(ManifestOptArgs),
+    /// Re-hash every asset (full read).
+    Verify(ManifestOptArgs),
+    /// Why an asset is (not) trusted: recent events and the live stamp diff.
+    Why(OneArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct OneArgs {
+    /// Asset name (with --manifest) or path relative to ROOT.
+    #[arg(value_name = "NAME|PATH")]
+    target: String,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Manifest, to resolve names and expected digests.
+    #[arg(long, value_name = "FILE")]
+    manifest: Option<PathBuf>,
+    #[command(flatten)]
+    manifest_args: ManifestArgs,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ManifestOptArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Manifest; without it, every ledger record is checked against its own digest.
+    #[arg(long, value_name = "FILE")]
+    manifest: Option<PathBuf>,
+    #[command(flatten)]
+    manifest_args: ManifestArgs,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(cmd: DebugCommand) -> CmdResult {
+    match cmd {
+        DebugCommand::Ls(a) => ls(a),
+        DebugCommand::Show(a) => one(a, false),
+        DebugCommand::Why(a) => one(a, true),
+        DebugCommand::Check(a) => check(a),
+        DebugCommand::Verify(a) => verify(a),
+    }
+}
+
+pub fn record_json(path: &str, r: &Record) -> Value {
+    json!({
+        "path": path,
+        "sha256": r.sha256.to_hex(),
+        "size": r.size,
+        "mtime_ns": r.mtime_ns,
+        "ctime_ns": r.ctime_ns,
+        "ino": r.ino,
+        "dev": r.dev,
+        "manifest_version": r.manifest_version,
+        "verified_at_ns": r.verified_at_ns,
+        "method": r.method.as_str(),
+        "racy": r.racy,
+    })
+}
+
+fn stamp_json(s: &Stamp) -> Value {
+    json!({
+        "size": s.size, "mtime_ns": s.mtime_ns, "ctime_ns": s.ctime_ns,
+        "ino": s.ino, "dev": s.dev, "type": format!("{:?}", s.kind).to_lowercase(),
+    })
+}
+
+fn event_json(e: &Event) -> Value {
+    json!({
+        "at_ns": e.at_ns, "path": e.path, "name": e.name, "outcome": e.outcome,
+        "reason": e.reason, "manifest_version": e.manifest_version, "pid": e.pid,
+    })
+}
+
+fn load(path: &Option<PathBuf>, args: &ManifestArgs) -> Result<Option<Manifest>, bootvault::Error> {
+    path.as_ref().map(|p| args.load(p)).transpose()
+}
+
+/// Assets to look at: the manifest's, or one pseudo-asset per ledger record.
+fn targets(store: &Store, manifest: Option<Manifest>) -> Manifest {
+    manifest.unwrap_or_else(|| {
+        let (records, _) = store.ledger().all();
+        Manifest {
+            version: "ledger".into(),
+            base_url: None,
+            assets: records
+                .into_iter()
+                .map(|(path, r)| Asset {
+                    name: path.clone(),
+                    path,
+                    sha256: r.sha256,
+                    size: None,
+                    urls: Vec::new(),
+                    verify: Policy::Cached,
+                    mode: None,
+                })
+                .collect(),
+        }
+    })
+}
+
+fn ls(a: LsArgs) -> CmdResult {
+    let store = a.store.open()?;
+    let (records, _) = store.ledger().all();
+    let printed = if a.json {
+        out_json(
+            &json!({ "records": records.iter().map(|(p, r)| record_json(p, r)).collect::<Vec<_>>() }),
+        )
+    } else {
+        let mut s = format!(
+            "{:<40} {:<14} {:>12} {:<12} {}\n",
+            "PATH", "METHOD", "SIZE", "SHA256", "MANIFEST"
+        );
+        for (p, r) in &records {
+            s.push_str(&format!(
+                "{:<40} {:<14} {:>12} {:<12} {}{}\n",
+                p,
+                r.method.as_str(),
+                r.size,
+                &r.sha256.to_hex()[..12],
+                r.manifest_version,
+                if r.racy { " (racy)" } else { "" }
+            ));
+        }
+        s.push_str(&format!(
+            "{} records in {}",
+            records.len(),
+            store.ledger().path().display()
+        ));
+        out(&s)
+    };
+    finish_output(printed, 0)
+}
+
+fn check(a: ManifestOptArgs) -> CmdResult {
+    let manifest = load(&a.manifest, &a.manifest_args)?;
+    let store = a.store.open()?;
+    let manifest = targets(&store, manifest);
+    // Stat only: judge by stamp under the `cached` policy, whatever the asset's own.
+    let (inspections, _) = store.inspect(&manifest, Some(Policy::Cached));
+    let rows: Vec<Value> = inspections
+        .iter()
+        .map(|i| {
+            json!({
+                "name": i.asset.name, "path": i.asset.path,
+                "state": i.verdict.state(), "changed": i.verdict.changed(),
+            })
+        })
+        .collect();
+    let printed = if a.json {
+        out_json(&json!({ "assets": rows }))
+    } else {
+        let mut s = String::new();
+        for i in &inspections {
+            s.push_str(&format!(
+                "{:<24} {:<11} {}\n",
+                i.asset.name,
+                i.verdict.state(),
+                i.verdict.changed().join(",")
+            ));
+        }
+        out(s.trim_end())
+    };
+    finish_output(printed, 0)
+}
+
+fn verify(a: ManifestOptArgs) -> CmdResult {
+    let manifest = load(&a.manifest, &a.manifest_args)?;
+    let store = a.store.open()?;
+    let manifest = targets(&store, manifest);
+    let results = store.verify_all(&manifest);
+    let mut bad = false;
+    let rows: Vec<Value> = results
+        .iter()
+        .map(|(asset, _, r)| {
+            let (state, actual) = match r {
+                Ok(d) if *d == asset.sha256 => ("ok", Some(d.to_hex())),
+                Ok(d) => ("mismatch", Some(d.to_hex())),
+                Err(why) if why == "missing" => ("missing", None),
+                Err(_) => ("mismatch", None),
+            };
+            bad |= state != "ok";
+            json!({ "name": asset.name, "path": asset.path, "state": state,
+                    "expected": asset.sha256.to_hex(), "actual": actual })
+        })
+        .collect();
+    let printed = if a.json {
+        out_json(&json!({ "assets": rows }))
+    } else {
+        let mut s = String::new();
+        for r in &rows {
+            s.push_str(&format!(
+                "{:<24} {:<9} {}\n",
+                r["name"].as_str().unwrap_or(""),
+                r["state"].as_str().unwrap_or(""),
+                r["actual"].as_str().unwrap_or("-")
+            ));
+        }
+        out(s.trim_end())
+    };
+    for r in rows.iter().filter(|r| r["state"] != "ok") {
+        eprintln!(
+            "bootvault: error: asset {}: {} at {}: expected {}, actual {}",
+            r["name"].as_str().unwrap_or(""),
+            r["state"].as_str().unwrap_or(""),
+            r["path"].as_str().unwrap_or(""),
+            r["expected"].as_str().unwrap_or(""),
+            r["actual"].as_str().unwrap_or("none")
+        );
+    }
+    finish_output(printed, if bad { EXIT_FAILED } else { 0 })
+}
+
+fn one(a: OneArgs, why: bool) -> CmdResult {
+    let manifest = load(&a.manifest, &a.manifest_args)?;
+    let store = a.store.open()?;
+    let asset = manifest.as_ref().and_then(|m| m.find(&a.target)).cloned();
+    let rel = asset
+        .as_ref()
+        .map(|x| x.path.clone())
+        .unwrap_or_else(|| a.target.trim_start_matches("./").to_string());
+    if let Err(why) = bootvault::manifest::validate_path(&rel) {
+        return Err(super::Failure::usage(format!("{}: {why}", a.target)));
+    }
+    let path = store.root().join(&rel);
+    let live = Stamp::of_path(&path).ok().flatten();
+    let record = store.ledger().read_many(&[rel.as_str()]).0.pop().flatten();
+    if asset.is_none() && record.is_none() && live.is_none() {
+        return Err(super::Failure {
+            code: EXIT_FAILED,
+            message: format!(
+                "{}: no such asset, record or file under {}",
+                a.target,
+                store.root().display()
+            ),
+        });
+    }
+    let expected = match (&asset, &record) {
+        (Some(x), _) => Some(Expected {
+            sha256: x.sha256,
+            size: x.size,
+        }),
+        (None, Some(r)) => Some(Expected {
+            sha256: r.sha256,
+            size: None,
+        }),
+        (None, None) => None,
+    };
+    let policy = asset.as_ref().map(|x| x.verify).unwrap_or(Policy::Cached);
+    let verdict = expected
+        .map(|e| judge(record.as_ref(), live.as_ref(), &e, policy))
+        .unwrap_or(if live.is_some() {
+            Verdict::Unrecorded
+        } else {
+            Verdict::Missing
+        });
+    let events = store.ledger().events(Some(&rel), if why { 20 } else { 10 });
+    let diff: Vec<Value> = match (&record, &live) {
+        (Some(r), Some(l)) => [
+            ("size", json!(r.size), json!(l.size)),
+            ("mtime_ns", json!(r.mtime_ns), json!(l.mtime_ns)),
+            ("ctime_ns", json!(r.ctime_ns), json!(l.ctime_ns)),
+            ("ino", json!(r.ino), json!(l.ino)),
+            ("dev", json!(r.dev), json!(l.dev)),
+        ]
+        .into_iter()
+        .filter(|(_, a, b)| a != b)
+        .map(|(f, a, b)| json!({ "field": f, "recorded": a, "live": b }))
+        .collect(),
+        _ => Vec::new(),
+    };
+    let value = json!({
+        "name": asset.as_ref().map(|x| x.name.clone()),
+        "path": rel,
+        "abs_path": path,
+        "policy": policy.as_str(),
+        "state": verdict.state(),
+        "trusted": verdict.is_trusted(),
+        "changed": verdict.changed(),
+        "reason": verdict.reason(),
+        "record": record.as_ref().map(|r| record_json(&rel, r)),
+        "live": live.as_ref().map(stamp_json),
+        "diff": diff,
+        "events": events.iter().map(event_json).collect::<Vec<_>>(),
+    });
+    let printed = if a.json {
+        out_json(&value)
+    } else {
+        let mut s = format!(
+            "{} ({})\n  state:  {}\n  reason: {}\n",
+            rel,
+            path.display(),
+            verdict.state(),
+            verdict.reason()
+        );
+        match &record {
+            Some(r) => s.push_str(&format!(
+                "  record: sha256 {} size {} via {} (manifest {}){}\n",
+                r.sha256,
+                r.size,
+                r.method.as_str(),
+                r.manifest_version,
+                if r.racy { " racy" } else { "" }
+            )),
+            None => s.push_str("  record: none\n"),
+        }
+        for d in &diff {
+            s.push_str(&format!(
+                "  diff:   {} recorded {} live {}\n",
+                d["field"].as_str().unwrap_or(""),
+                d["recorded"],
+                d["live"]
+            ));
+        }
+        for e in &events {
+            s.push_str(&format!(
+                "  event:  {} {} pid {}: {}\n",
+                e.at_ns, e.outcome, e.pid, e.reason
+            ));
+        }
+        out(s.trim_end())
+    };
+    finish_output(printed, 0)
+}

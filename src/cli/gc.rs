@@ -1,0 +1,48 @@
+//! `bootvault gc`: drop files and records that the manifest does not name.
+
+use super::{CmdResult, ManifestArgs, StoreArgs, finish_output, out, out_json};
+use clap::Args;
+use serde_json::json;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The manifest whose assets are kept.
+    #[arg(long, value_name = "FILE")]
+    manifest: PathBuf,
+    #[command(flatten)]
+    manifest_args: ManifestArgs,
+    /// Only say what would be removed.
+    #[arg(long)]
+    dry_run: bool,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: GcArgs) -> CmdResult {
+    let manifest = a.manifest_args.load(&a.manifest)?;
+    let store = a.store.open()?;
+    let (files, records) = store.gc(&manifest, a.dry_run)?;
+    let printed = if a.json {
+        out_json(&json!({ "dry_run": a.dry_run, "files": files, "records": records }))
+    } else {
+        let verb = if a.dry_run { "would remove" } else { "removed" };
+        let mut s = String::new();
+        for f in &files {
+            s.push_str(&format!("{verb} file {f}\n"));
+        }
+        for r in &records {
+            s.push_str(&format!("{verb} record {r}\n"));
+        }
+        s.push_str(&format!(
+            "{verb} {} files and {} records",
+            files.len(),
+            records.len()
+        ));
+        out(&s)
+    };
+    finish_output(printed, 0)
+}

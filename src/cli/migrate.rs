@@ -1,0 +1,46 @@
+//! `bootvault migrate`: import an arcbox-boot `.verified.json`.
+
+use super::{CmdResult, StoreArgs, finish_output, out, out_json};
+use bootvault::migrations::legacy;
+use clap::Args;
+use serde_json::json;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The legacy cache (default ROOT/.verified.json). It is left in place.
+    #[arg(long, value_name = "FILE")]
+    legacy: Option<PathBuf>,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: MigrateArgs) -> CmdResult {
+    let store = a.store.open()?;
+    let file = a
+        .legacy
+        .clone()
+        .unwrap_or_else(|| store.root().join(legacy::FILE_NAME));
+    let report = store.ledger().import_legacy(&file)?;
+    let printed = if a.json {
+        out_json(&json!({
+            "legacy": file,
+            "imported": report.imported,
+            "skipped": report.skipped.iter().map(|(k, why)| json!({"key": k, "reason": why})).collect::<Vec<_>>(),
+        }))
+    } else {
+        let mut s = format!(
+            "imported {} entries from {}",
+            report.imported.len(),
+            file.display()
+        );
+        for (k, why) in &report.skipped {
+            s.push_str(&format!("\nskipped {k}: {why}"));
+        }
+        out(&s)
+    };
+    finish_output(printed, 0)
+}

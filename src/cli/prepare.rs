@@ -1,0 +1,156 @@
+//! `bootvault prepare`.
+
+use super::{CmdResult, EXIT_FAILED, ManifestArgs, StoreArgs, finish_output, out, out_json};
+use bootvault::{Policy, Report};
+use clap::Args;
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub struct PrepareArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The manifest (native JSON, or arcbox-boot's).
+    #[arg(long, value_name = "FILE")]
+    pub manifest: PathBuf,
+    /// Never touch the network; a missing or wrong asset fails.
+    #[arg(long)]
+    pub offline: bool,
+    /// Parallel workers (default: number of cores).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: Option<u16>,
+    /// Print exactly one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Override every asset's verify policy.
+    #[arg(long, value_name = "POLICY", value_parser = ["always", "cached"])]
+    pub verify: Option<String>,
+    /// Download retries (rounds over the URL list after the first).
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+    /// Seconds without a byte before a download is retried.
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout: Option<u64>,
+    /// Connect timeout in seconds.
+    #[arg(long, value_name = "SECS")]
+    pub connect_timeout: Option<u64>,
+    #[command(flatten)]
+    pub manifest_args: ManifestArgs,
+}
+
+pub fn run(a: PrepareArgs) -> CmdResult {
+    let manifest = a.manifest_args.load(&a.manifest)?;
+    let mut fetch = bootvault::fetch::FetchOptions::default();
+    if let Some(r) = a.retries {
+        fetch.retries = r;
+    }
+    if let Some(s) = a.idle_timeout {
+        fetch.idle_timeout = Duration::from_secs(s.max(1));
+    }
+    if let Some(s) = a.connect_timeout {
+        fetch.connect_timeout = Duration::from_secs(s.max(1));
+    }
+    let mut b = a
+        .store
+        .builder()
+        .offline(a.offline)
+        .verify(a.verify.as_deref().and_then(Policy::parse))
+        .fetch_options(fetch);
+    if let Some(j) = a.jobs {
+        b = b.jobs(j as usize);
+    }
+    let bars = super::stderr_is_terminal().then(|| super::progress::Bars::new(&manifest));
+    if let Some(bars) = &bars {
+        b = b.progress(bars.callback());
+    }
+    let store = b.open()?;
+    let report = store.prepare(&manifest)?;
+    if let Some(bars) = bars {
+        bars.finish();
+    }
+    for asset in &report.assets {
+        if let Some(err) = &asset.error {
+            eprintln!("bootvault: error: {err}");
+        }
+    }
+    let code = if report.failed() { EXIT_FAILED } else { 0 };
+    let printed = if a.json {
+        out_json(&report_json(&report))
+    } else {
+        out(&report_table(&report))
+    };
+    finish_output(printed, code)
+}
+
+/// The contract's `prepare --json` object.
+pub fn report_json(report: &Report) -> serde_json::Value {
+    let assets: Vec<_> = report
+        .assets
+        .iter()
+        .map(|a| {
+            let mut v = json!({
+                "name": a.name,
+                "path": a.path,
+                "sha256": a.sha256,
+                "size": a.size,
+                "outcome": a.outcome.map(|o| o.as_str()).unwrap_or("failed"),
+                "bytes_hashed": a.bytes_hashed,
+                "bytes_downloaded": a.bytes_downloaded,
+            });
+            if let Some(e) = &a.error {
+                v["error"] = json!(e);
+            }
+            v
+        })
+        .collect();
+    json!({
+        "manifest_version": report.manifest_version,
+        "elapsed_ms": (report.elapsed.as_secs_f64() * 1e6).round() / 1e3,
+        "assets": assets,
+    })
+}
+
+/// A plain table for humans.
+pub fn report_table(report: &Report) -> String {
+    let mut s = format!(
+        "{:<24} {:<11} {:>14} {:>14} {:>10}\n",
+        "ASSET", "OUTCOME", "HASHED", "DOWNLOADED", "TIME"
+    );
+    for a in &report.assets {
+        s.push_str(&format!(
+            "{:<24} {:<11} {:>14} {:>14} {:>10}\n",
+            a.name,
+            a.outcome.map(|o| o.as_str()).unwrap_or("FAILED"),
+            human_bytes(a.bytes_hashed),
+            human_bytes(a.bytes_downloaded),
+            format!("{:.1} ms", a.elapsed.as_secs_f64() * 1e3),
+        ));
+    }
+    let hashed: u64 = report.assets.iter().map(|a| a.bytes_hashed).sum();
+    let down: u64 = report.assets.iter().map(|a| a.bytes_downloaded).sum();
+    s.push_str(&format!(
+        "{} assets, manifest {}: {} hashed, {} downloaded in {:.2} ms",
+        report.assets.len(),
+        report.manifest_version,
+        human_bytes(hashed),
+        human_bytes(down),
+        report.elapsed.as_secs_f64() * 1e3
+    ));
+    s
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,94 @@
+//! Progress bars on a terminal: one aggregate bar plus one per active asset.
+
+use bootvault::{Manifest, Progress};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub struct Bars {
+    multi: MultiProgress,
+    total: ProgressBar,
+    per: Arc<Mutex<HashMap<String, (ProgressBar, u64)>>>,
+}
+
+impl Bars {
+    pub fn new(manifest: &Manifest) -> Bars {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+        let total = multi.add(ProgressBar::new(manifest.assets.len() as u64));
+        total.set_style(
+            ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} assets {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        total.set_prefix("prepare");
+        Bars {
+            multi,
+            total,
+            per: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    pub fn callback(&self) -> bootvault::store::ProgressFn {
+        let multi = self.multi.clone();
+        let total = self.total.clone();
+        let per = self.per.clone();
+        let style = ProgressStyle::with_template(
+            "{prefix:>10} {msg:<9} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        Arc::new(move |p: &Progress<'_>| {
+            let mut per = per.lock().unwrap_or_else(|e| e.into_inner());
+            let bar_for = |per: &mut HashMap<String, (ProgressBar, u64)>,
+                           name: &str,
+                           msg: &str,
+                           total_len: u64| {
+                let entry = per.entry(name.to_string()).or_insert_with(|| {
+                    let b = multi.add(ProgressBar::new(total_len));
+                    b.set_style(style.clone());
+                    b.set_prefix(name.to_string());
+                    (b, 0)
+                });
+                if entry.1 != total_len {
+                    entry.0.set_length(total_len);
+                    entry.0.set_position(0);
+                    entry.1 = total_len;
+                }
+                entry.0.set_message(msg.to_string());
+                entry.0.clone()
+            };
+            match p {
+                Progress::Downloading {
+                    name,
+                    done,
+                    total: t,
+                } => {
+                    bar_for(&mut per, name, "download", t.unwrap_or(*done)).set_position(*done);
+                }
+                Progress::Verifying {
+                    name,
+                    done,
+                    total: t,
+                } => {
+                    bar_for(&mut per, name, "verify", *t).set_position(*done);
+                }
+                Progress::Waiting { name } => {
+                    bar_for(&mut per, name, "waiting", 0);
+                }
+                Progress::Ready { name, .. } | Progress::Failed { name, .. } => {
+                    if let Some((b, _)) = per.remove(*name) {
+                        b.finish_and_clear();
+                        multi.remove(&b);
+                    }
+                    total.inc(1);
+                }
+                Progress::Checking { .. } => {}
+            }
+        })
+    }
+
+    pub fn finish(self) {
+        self.total.finish_and_clear();
+        let _ = self.multi.clear();
+    }
+}
