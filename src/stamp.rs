@@ -72,6 +72,18 @@ impl Stamp {
         }
     }
 
+    /// The stamp a ledger record vouches for.
+    pub fn from_record(r: &crate::ledger::Record, kind: FileKind) -> Stamp {
+        Stamp {
+            size: r.size,
+            mtime_ns: r.mtime_ns,
+            ctime_ns: r.ctime_ns,
+            ino: r.ino,
+            dev: r.dev,
+            kind,
+        }
+    }
+
     /// `lstat` of a path; `None` when nothing is there.
     pub fn of_path(path: &Path) -> std::io::Result<Option<Stamp>> {
         match std::fs::symlink_metadata(path) {

@@ -29,8 +29,15 @@ fn asset() -> impl Strategy<Value = Asset> {
             name,
             sha256: Sha256Digest(digest),
             size,
-            urls: urls.into_iter().map(|u| format!("http://127.0.0.1:8080/{u}")).collect(),
-            verify: if always { Policy::Always } else { Policy::Cached },
+            urls: urls
+                .into_iter()
+                .map(|u| format!("http://127.0.0.1:8080/{u}"))
+                .collect(),
+            verify: if always {
+                Policy::Always
+            } else {
+                Policy::Cached
+            },
             mode,
         })
 }
@@ -39,8 +46,15 @@ fn manifest() -> impl Strategy<Value = Manifest> {
     ("[0-9a-z.]{1,12}", prop::collection::vec(asset(), 0..6)).prop_map(|(version, assets)| {
         // Names (and so paths, which start with the name) must be unique.
         let mut seen = std::collections::HashSet::new();
-        let assets = assets.into_iter().filter(|a| seen.insert(a.name.clone())).collect();
-        Manifest { version, base_url: None, assets }
+        let assets = assets
+            .into_iter()
+            .filter(|a| seen.insert(a.name.clone()))
+            .collect();
+        Manifest {
+            version,
+            base_url: None,
+            assets,
+        }
     })
 }
 
