@@ -246,7 +246,8 @@ enum TryError {
 
 /// One HTTP client and runtime per store, so connections are reused across assets.
 pub struct Fetcher {
-    rt: tokio::runtime::Runtime,
+    /// Always `Some` until drop.
+    rt: Option<tokio::runtime::Runtime>,
     client: reqwest::Client,
     opts: FetchOptions,
 }
@@ -254,13 +255,9 @@ pub struct Fetcher {
 impl Drop for Fetcher {
     fn drop(&mut self) {
         // Dropping a runtime inside an async context would panic; a host may drop the store there.
-        let rt = std::mem::replace(
-            &mut self.rt,
-            tokio::runtime::Builder::new_current_thread()
-                .build()
-                .expect("empty runtime"),
-        );
-        rt.shutdown_background();
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
     }
 }
 
@@ -282,7 +279,11 @@ impl Fetcher {
                 name: "-".into(),
                 attempts: vec![format!("cannot build HTTP client: {e}")],
             })?;
-        Ok(Fetcher { rt, client, opts })
+        Ok(Fetcher {
+            rt: Some(rt),
+            client,
+            opts,
+        })
     }
 
     /// Fetches `req` into a verified partial file. Blocking; call from a worker thread.
@@ -312,7 +313,10 @@ impl Fetcher {
                 let result = if url.starts_with("file:") {
                     copy_file(url, &mut partial, req)
                 } else {
-                    self.rt.block_on(self.try_http(url, &mut partial, req))
+                    match &self.rt {
+                        Some(rt) => rt.block_on(self.try_http(url, &mut partial, req)),
+                        None => Err(TryError::Permanent("fetch runtime is shut down".into())),
+                    }
                 };
                 downloaded += partial.offset.saturating_sub(before);
                 match result {
