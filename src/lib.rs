@@ -29,7 +29,7 @@ pub mod store;
 pub use digest::Sha256Digest;
 pub use error::{Error, Result};
 pub use manifest::{Asset, Manifest, ParseOptions, Policy};
-pub use store::{AssetReport, Outcome, Progress, Report, Store, StoreBuilder};
+pub use store::{AssetReport, Outcome, Progress, Report, Store, StoreBuilder, VerifiedFile};
 
 /// Name of the default state directory inside ROOT.
 pub const STATE_DIR_NAME: &str = ".bootvault";

@@ -209,6 +209,21 @@ pub struct Store {
     opts: Options,
 }
 
+/// An open, read-only descriptor of exactly the inode that was verified.
+#[derive(Debug)]
+pub struct VerifiedFile {
+    /// The descriptor (positioned at 0).
+    pub file: std::fs::File,
+    /// Where it was opened.
+    pub path: PathBuf,
+    /// Its `fstat` at verification.
+    pub stamp: Stamp,
+    /// Its digest.
+    pub sha256: Sha256Digest,
+    /// Whether its content was hashed through this descriptor (else a record vouched).
+    pub rehashed: bool,
+}
+
 /// One asset's live view: where it is, its stamp, its record, the verdict.
 #[derive(Clone, Debug)]
 pub struct Inspection {
@@ -765,6 +780,77 @@ impl Store {
             // The asset is verified all the same; only the memory of it is lost.
             tracing::warn!("asset {}: not recorded: {e}", asset.name);
         }
+    }
+
+    /// Opens `asset` read-only and proves that this descriptor is the verified file: its
+    /// `fstat` must match a record that vouches for it, or (for `verify: always`, or without
+    /// a fresh record) its content is hashed through this same descriptor. A host hands the
+    /// descriptor to the VMM, so nothing can swap the file between the check and the use.
+    /// Reads only; call [`Store::prepare`] first to fetch or repair.
+    pub fn open_verified(&self, asset: &Asset) -> Result<VerifiedFile> {
+        use std::io::Seek;
+        let path = place::resolve(&self.root, &asset.path, &asset.name)?;
+        let mut file = place::open_nofollow(&path).map_err(|e| match e.raw_os_error() {
+            Some(code) if code == rustix::io::Errno::LOOP.raw_os_error() => Error::UnsafePath {
+                name: asset.name.clone(),
+                path: path.clone(),
+                why: "a symlink is at the asset path; never trusted".into(),
+            },
+            _ => Error::io(&path, "open", e),
+        })?;
+        let stamp = Stamp::of_file(&file).at(&path, "fstat")?;
+        let record = self
+            .ledger
+            .read_many(&[asset.path.as_str()])
+            .0
+            .pop()
+            .flatten();
+        let expected = Expected {
+            sha256: asset.sha256,
+            size: asset.size,
+        };
+        let verdict = judge(record.as_ref(), Some(&stamp), &expected, self.policy(asset));
+        if verdict.is_trusted() {
+            return Ok(VerifiedFile {
+                file,
+                path,
+                stamp,
+                sha256: asset.sha256,
+                rehashed: false,
+            });
+        }
+        if stamp.kind != FileKind::Regular {
+            return Err(Error::UnsafePath {
+                name: asset.name.clone(),
+                path,
+                why: verdict.reason(),
+            });
+        }
+        let (digest, bytes) =
+            crate::digest::hash_reader(&file, crate::digest::HASH_BUF, |_| {}).at(&path, "read")?;
+        let after = Stamp::of_file(&file).at(&path, "fstat")?;
+        if after != stamp || bytes != stamp.size {
+            return Err(Error::Unstable {
+                name: asset.name.clone(),
+                path,
+            });
+        }
+        if digest != asset.sha256 {
+            return Err(Error::Mismatch {
+                name: asset.name.clone(),
+                path,
+                expected: asset.sha256.to_hex(),
+                actual: digest.to_hex(),
+            });
+        }
+        file.rewind().at(&path, "rewind")?;
+        Ok(VerifiedFile {
+            file,
+            path,
+            stamp,
+            sha256: digest,
+            rehashed: true,
+        })
     }
 
     /// `debug verify`: re-hashes every asset, reading content, writing nothing.
