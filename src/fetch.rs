@@ -385,12 +385,12 @@ impl Fetcher {
     ) -> std::result::Result<Fetched, (Partial, String)> {
         let hasher = std::mem::replace(&mut p.hasher, Sha256::new());
         let digest = Sha256Digest::from_hasher(hasher);
-        if let Some(size) = req.size {
-            if p.offset != size {
-                let why = format!("got {} bytes, expected {size}", p.offset);
-                let _ = p.reset();
-                return Err((p, why));
-            }
+        if let Some(size) = req.size
+            && p.offset != size
+        {
+            let why = format!("got {} bytes, expected {size}", p.offset);
+            let _ = p.reset();
+            return Err((p, why));
         }
         if digest != req.sha256 {
             let why = format!(
@@ -482,12 +482,12 @@ impl Fetcher {
             p.validator = validator;
         }
         let total = resp.content_length().map(|len| p.offset + len);
-        if let (Some(size), Some(total)) = (req.size, total) {
-            if total != size {
-                return Err(TryError::Permanent(format!(
-                    "Content-Length says {total} bytes, manifest size is {size}"
-                )));
-            }
+        if let (Some(size), Some(total)) = (req.size, total)
+            && total != size
+        {
+            return Err(TryError::Permanent(format!(
+                "Content-Length says {total} bytes, manifest size is {size}"
+            )));
         }
         let total_hint = req.size.or(total);
         let mut stream = resp.bytes_stream();
@@ -498,12 +498,12 @@ impl Fetcher {
                     None,
                 )
             })?;
-            if let Some(size) = req.size {
-                if p.offset + chunk.len() as u64 > size {
-                    return Err(TryError::Permanent(format!(
-                        "body runs past the manifest size {size}"
-                    )));
-                }
+            if let Some(size) = req.size
+                && p.offset + chunk.len() as u64 > size
+            {
+                return Err(TryError::Permanent(format!(
+                    "body runs past the manifest size {size}"
+                )));
             }
             p.append(&chunk).map_err(TryError::Local)?;
             (req.progress)(p.offset, total_hint);
@@ -511,13 +511,13 @@ impl Fetcher {
                 p.checkpoint(&req.sha256).map_err(TryError::Local)?;
             }
         }
-        if let Some(total) = total.or(req.size) {
-            if p.offset < total {
-                return Err(TryError::Transient(
-                    format!("body ended at {} of {total} bytes", p.offset),
-                    None,
-                ));
-            }
+        if let Some(total) = total.or(req.size)
+            && p.offset < total
+        {
+            return Err(TryError::Transient(
+                format!("body ended at {} of {total} bytes", p.offset),
+                None,
+            ));
         }
         Ok(())
     }
@@ -553,12 +553,12 @@ fn copy_file(url: &str, p: &mut Partial, req: &Request<'_>) -> std::result::Resu
         if n == 0 {
             return Ok(());
         }
-        if let Some(size) = req.size {
-            if p.offset + n as u64 > size {
-                return Err(TryError::Permanent(format!(
-                    "file is larger than the manifest size {size}"
-                )));
-            }
+        if let Some(size) = req.size
+            && p.offset + n as u64 > size
+        {
+            return Err(TryError::Permanent(format!(
+                "file is larger than the manifest size {size}"
+            )));
         }
         p.append(&buf[..n]).map_err(TryError::Local)?;
         (req.progress)(p.offset, req.size);

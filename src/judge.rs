@@ -136,13 +136,13 @@ pub fn judge(
     if live.kind != FileKind::Regular {
         return Verdict::NotRegular(live.kind);
     }
-    if let Some(size) = expected.size {
-        if live.size != size {
-            return Verdict::WrongSize {
-                expected: size,
-                actual: live.size,
-            };
-        }
+    if let Some(size) = expected.size
+        && live.size != size
+    {
+        return Verdict::WrongSize {
+            expected: size,
+            actual: live.size,
+        };
     }
     let Some(record) = record else {
         return Verdict::Unrecorded;

@@ -204,6 +204,8 @@ pub struct Ledger {
     handle: Mutex<Handle>,
     write_deadline: Duration,
     warned: AtomicBool,
+    /// A read failed on a file that opened: check the whole file when opening it to write.
+    suspect: AtomicBool,
 }
 
 fn builder() -> Builder {
@@ -241,7 +243,13 @@ fn classify(path: &Path, e: redb::DatabaseError) -> OpenFailure {
         D::DatabaseAlreadyOpen | D::LockProtocolMismatch | D::TransactionInProgress => {
             OpenFailure::Other(e.to_string())
         }
-        D::Storage(S::Io(io)) if io.kind() != std::io::ErrorKind::InvalidData => {
+        // A file cut short (UnexpectedEof) is damage, not a transient I/O problem.
+        D::Storage(S::Io(io))
+            if !matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) =>
+        {
             OpenFailure::Other(io.to_string())
         }
         D::Storage(S::Corrupted(msg))
@@ -280,6 +288,7 @@ impl Ledger {
             handle: Mutex::new(Handle::Closed),
             write_deadline: Duration::from_secs(10),
             warned: AtomicBool::new(false),
+            suspect: AtomicBool::new(false),
         }
     }
 
@@ -338,10 +347,13 @@ impl Ledger {
                     "ledger {} was written by a newer bootvault; leaving it untouched and re-hashing",
                     self.path.display()
                 ));
+                // Never open it to write: even a read-write open rewrites its header.
+                *self.handle.lock().unwrap_or_else(|p| p.into_inner()) = Handle::Newer;
                 (none(), LedgerState::Newer)
             }
             Err(e) => {
                 self.warn_once(&format!("{e}; re-hashing"));
+                self.suspect.store(true, Ordering::Relaxed);
                 self.reset_reader();
                 (none(), LedgerState::Corrupt)
             }
@@ -383,6 +395,7 @@ impl Ledger {
                     Err(LedgerState::Newer)
                 }
                 OpenFailure::Corrupt(msg) => {
+                    self.suspect.store(true, Ordering::Relaxed);
                     self.warn_once(&format!(
                         "ledger {}: {msg}; re-hashing",
                         self.path.display()
@@ -438,7 +451,13 @@ impl Ledger {
     }
 
     fn open_rw(&self) -> Result<Option<Database>> {
-        let attempt = || catch_unwind(AssertUnwindSafe(|| builder().create(&self.path)));
+        // After a damaged read, verify every page: a plain open trusts the file and then panics.
+        let check = self.suspect.load(Ordering::Relaxed);
+        let attempt = || {
+            catch_unwind(AssertUnwindSafe(|| {
+                builder().set_check_integrity_on_open(check).create(&self.path)
+            }))
+        };
         match attempt() {
             Ok(Ok(db)) => return Ok(Some(db)),
             Ok(Err(e)) => match classify(&self.path, e) {
@@ -645,12 +664,12 @@ impl Ledger {
             let mut out = Vec::new();
             for item in table.iter()?.rev() {
                 let (_, v) = item?;
-                if let Some(ev) = Event::decode(v.value()) {
-                    if path.is_none_or(|p| ev.path == p) {
-                        out.push(ev);
-                        if out.len() >= limit {
-                            break;
-                        }
+                if let Some(ev) = Event::decode(v.value())
+                    && path.is_none_or(|p| ev.path == p)
+                {
+                    out.push(ev);
+                    if out.len() >= limit {
+                        break;
                     }
                 }
             }

@@ -87,8 +87,7 @@ pub struct Hashed {
 pub fn hash_in_place(path: &Path, name: &str, progress: &mut dyn FnMut(u64)) -> Result<Hashed> {
     let file = open_nofollow(path).at(path, "open for hashing")?;
     let before = Stamp::of_file(&file).at(path, "fstat")?;
-    let (digest, bytes) =
-        crate::digest::hash_reader(&file, HASH_BUF, |n| progress(n)).at(path, "read")?;
+    let (digest, bytes) = crate::digest::hash_reader(&file, HASH_BUF, progress).at(path, "read")?;
     let after = Stamp::of_file(&file).at(path, "fstat")?;
     if before != after || bytes != after.size {
         return Err(Error::Unstable {
