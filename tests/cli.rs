@@ -1,0 +1,1737 @@
+//! Black-box tests of the `bootvault` binary against the external contract (CONTRACT.md).
+//!
+//! Every test builds a fresh store in its own temp dir, uses only `file://` sources (or none:
+//! verify in place) and runs the real binary.
+
+use assert_cmd::Command;
+use bootvault::Sha256Digest;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use tempfile::TempDir;
+
+// ---- helpers ------------------------------------------------------------------------------
+
+fn sha(bytes: &[u8]) -> String {
+    Sha256Digest::of(bytes).to_hex()
+}
+
+/// Deterministic pseudo-random content, different per `seed`.
+fn blob(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn file_url(p: &Path) -> String {
+    url::Url::from_file_path(p).unwrap().to_string()
+}
+
+/// The result of one run of the binary.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// stdout parsed as exactly one JSON value (and that value is an object).
+    fn json(&self) -> Value {
+        let mut values = serde_json::Deserializer::from_str(&self.stdout).into_iter::<Value>();
+        let first = values
+            .next()
+            .unwrap_or_else(|| panic!("no JSON on stdout; stderr: {}", self.stderr))
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}", self.stdout));
+        assert!(
+            values.next().is_none(),
+            "stdout holds more than one JSON value: {:?}",
+            self.stdout
+        );
+        assert!(first.is_object(), "stdout JSON is not an object: {first}");
+        first
+    }
+}
+
+/// A temp dir holding ROOT, a source dir for `file://` URLs and manifests.
+struct Env {
+    tmp: TempDir,
+    root: PathBuf,
+    src: PathBuf,
+}
+
+impl Env {
+    fn new() -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let src = tmp.path().join("src");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&src).unwrap();
+        Env { tmp, root, src }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// Writes `bytes` at ROOT/`rel`.
+    fn put(&self, rel: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    /// Writes a source file and returns its `file://` URL.
+    fn source(&self, name: &str, bytes: &[u8]) -> String {
+        let p = self.src.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        file_url(&p)
+    }
+
+    /// Writes a manifest file (any JSON, valid or not) next to ROOT.
+    fn manifest(&self, file: &str, value: &Value) -> PathBuf {
+        let p = self.tmp.path().join(file);
+        std::fs::write(&p, serde_json::to_vec_pretty(value).unwrap()).unwrap();
+        p
+    }
+
+    fn state(&self) -> PathBuf {
+        self.root.join(".bootvault")
+    }
+
+    fn ledger(&self) -> PathBuf {
+        self.state().join("ledger.redb")
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        let out = Command::cargo_bin("bootvault")
+            .unwrap()
+            .args(args)
+            .timeout(std::time::Duration::from_secs(60))
+            .output()
+            .unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `bootvault prepare --dir ROOT --manifest M --json EXTRA...`
+    fn prepare(&self, manifest: &Path, extra: &[&str]) -> Run {
+        let mut args = vec![
+            "prepare",
+            "--dir",
+            self.root.to_str().unwrap(),
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    /// A prepare that must succeed; returns its JSON report.
+    fn prepare_ok(&self, manifest: &Path, extra: &[&str]) -> Value {
+        let r = self.prepare(manifest, extra);
+        assert_eq!(r.code, 0, "prepare failed: stderr {}", r.stderr);
+        r.json()
+    }
+
+    /// `bootvault debug SUB --dir ROOT ARGS... --json`
+    fn debug(&self, sub: &str, args: &[&str]) -> Run {
+        let mut all = vec!["debug", sub];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--dir", self.root.to_str().unwrap(), "--json"]);
+        self.run(&all)
+    }
+}
+
+/// A native manifest asset for `bytes` (no URL unless added).
+fn asset(name: &str, path: &str, bytes: &[u8]) -> Value {
+    json!({"name": name, "path": path, "sha256": sha(bytes), "size": bytes.len()})
+}
+
+fn with(mut a: Value, key: &str, v: Value) -> Value {
+    a[key] = v;
+    a
+}
+
+fn native(version: &str, assets: Vec<Value>) -> Value {
+    json!({"version": version, "assets": assets})
+}
+
+/// name → outcome of a prepare report.
+fn outcomes(report: &Value) -> BTreeMap<String, String> {
+    report["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["name"].as_str().unwrap().to_string(),
+                a["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn asset_report<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap_or_else(|| panic!("no asset {name} in {report}"))
+}
+
+fn mode_of(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+// ---- prepare --------------------------------------------------------------------------------
+
+#[test]
+fn verify_in_place_then_cached_without_reading() {
+    let env = Env::new();
+    let data = blob(1, 64 * 1024);
+    env.put("kernel/vmlinux", &data);
+    let m = env.manifest(
+        "m.json",
+        &native("2026.11.0", vec![asset("kernel", "kernel/vmlinux", &data)]),
+    );
+
+    let first = env.prepare_ok(&m, &[]);
+    let a = asset_report(&first, "kernel");
+    assert_eq!(a["outcome"], "verified");
+    assert_eq!(a["bytes_hashed"].as_u64(), Some(data.len() as u64));
+    assert_eq!(a["bytes_downloaded"].as_u64(), Some(0));
+
+    let second = env.prepare_ok(&m, &[]);
+    let a = asset_report(&second, "kernel");
+    assert_eq!(a["outcome"], "cached");
+    assert_eq!(a["bytes_hashed"].as_u64(), Some(0));
+    assert_eq!(a["bytes_downloaded"].as_u64(), Some(0));
+    assert_eq!(std::fs::read(env.path("kernel/vmlinux")).unwrap(), data);
+}
+
+#[test]
+fn prepare_json_is_exactly_one_object_with_the_contract_fields() {
+    let env = Env::new();
+    let k = blob(2, 10_000);
+    let r = blob(3, 20_000);
+    env.put("kernel/vmlinux", &k);
+    let r_url = env.source("rootfs", &r);
+    // Upper-case digest is accepted and reported in lower case.
+    let kernel = with(
+        asset("kernel", "kernel/vmlinux", &k),
+        "sha256",
+        json!(sha(&k).to_uppercase()),
+    );
+    let rootfs = with(asset("rootfs", "rootfs.img", &r), "urls", json!([r_url]));
+    let m = env.manifest("m.json", &native("2026.11.0", vec![kernel, rootfs]));
+
+    let run = env.prepare(&m, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v = run.json();
+    let top: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    for key in ["manifest_version", "elapsed_ms", "assets"] {
+        assert!(top.contains(&key), "missing top-level {key} in {v}");
+    }
+    assert_eq!(v["manifest_version"], "2026.11.0");
+    assert!(v["elapsed_ms"].is_number(), "{v}");
+    assert!(v["elapsed_ms"].as_f64().unwrap() >= 0.0);
+    let assets = v["assets"].as_array().unwrap();
+    assert_eq!(assets.len(), 2);
+    // Manifest order.
+    assert_eq!(assets[0]["name"], "kernel");
+    assert_eq!(assets[1]["name"], "rootfs");
+    for (a, rel, bytes) in [
+        (&assets[0], "kernel/vmlinux", &k),
+        (&assets[1], "rootfs.img", &r),
+    ] {
+        let path = a["path"].as_str().unwrap();
+        assert!(Path::new(path).is_absolute(), "path not absolute: {path}");
+        assert_eq!(
+            std::fs::canonicalize(path).unwrap(),
+            std::fs::canonicalize(env.path(rel)).unwrap()
+        );
+        assert_eq!(a["sha256"].as_str().unwrap(), sha(bytes));
+        assert_eq!(a["size"].as_u64(), Some(bytes.len() as u64));
+        assert!(a["bytes_hashed"].is_u64(), "{a}");
+        assert!(a["bytes_downloaded"].is_u64(), "{a}");
+        assert!(a["outcome"].is_string(), "{a}");
+    }
+    assert_eq!(assets[0]["outcome"], "verified");
+    assert_eq!(assets[1]["outcome"], "downloaded");
+    assert_eq!(assets[1]["bytes_downloaded"].as_u64(), Some(r.len() as u64));
+}
+
+#[test]
+fn file_url_downloads_a_missing_asset_read_only_by_default() {
+    let env = Env::new();
+    let data = blob(4, 300_000);
+    let url = env.source("vmlinux", &data);
+    let m = env.manifest(
+        "m.json",
+        &native(
+            "v1",
+            vec![with(
+                asset("kernel", "boot/kernel/vmlinux", &data),
+                "urls",
+                json!([url]),
+            )],
+        ),
+    );
+
+    let v = env.prepare_ok(&m, &[]);
+    let a = asset_report(&v, "kernel");
+    assert_eq!(a["outcome"], "downloaded");
+    assert_eq!(a["bytes_downloaded"].as_u64(), Some(data.len() as u64));
+    let placed = env.path("boot/kernel/vmlinux");
+    assert_eq!(std::fs::read(&placed).unwrap(), data);
+    assert_eq!(mode_of(&placed), 0o444, "default mode without `mode`");
+    // Nothing left behind in ROOT next to the asset.
+    let names: Vec<_> = std::fs::read_dir(placed.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("vmlinux")]);
+
+    let again = env.prepare_ok(&m, &[]);
+    assert_eq!(asset_report(&again, "kernel")["outcome"], "cached");
+}
+
+#[test]
+fn manifest_mode_0755_is_applied_when_placed() {
+    let env = Env::new();
+    let data = blob(5, 4096);
+    let url = env.source("runc", &data);
+    let a = with(asset("runc", "bin/runc", &data), "urls", json!([url]));
+    let m = env.manifest(
+        "m.json",
+        &native("v1", vec![with(a, "mode", json!("0755"))]),
+    );
+    let v = env.prepare_ok(&m, &[]);
+    assert_eq!(asset_report(&v, "runc")["outcome"], "downloaded");
+    assert_eq!(mode_of(&env.path("bin/runc")), 0o755);
+}
+
+#[test]
+fn wrong_file_with_file_url_is_repaired() {
+    let env = Env::new();
+    let good = blob(6, 50_000);
+    let url = env.source("good", &good);
+    // Same size, wrong content; and a file of the wrong size.
+    env.put("same-size", &blob(7, good.len()));
+    env.put("short", &good[..1000]);
+    let m = env.manifest(
+        "m.json",
+        &native(
+            "v1",
+            vec![
+                with(asset("same-size", "same-size", &good), "urls", json!([url])),
+                with(asset("short", "short", &good), "urls", json!([url])),
+            ],
+        ),
+    );
+    let v = env.prepare_ok(&m, &[]);
+    let o = outcomes(&v);
+    assert_eq!(o["same-size"], "repaired");
+    assert_eq!(o["short"], "repaired");
+    for rel in ["same-size", "short"] {
+        assert_eq!(std::fs::read(env.path(rel)).unwrap(), good, "{rel}");
+        assert_eq!(
+            asset_report(&v, rel)["bytes_downloaded"].as_u64(),
+            Some(good.len() as u64)
+        );
+    }
+    let again = env.prepare_ok(&m, &[]);
+    assert!(outcomes(&again).values().all(|o| o == "cached"), "{again}");
+}
+
+#[test]
+fn offline_missing_asset_exits_1_and_names_it() {
+    let env = Env::new();
+    let data = blob(8, 1000);
+    // A URL that must never be contacted under --offline.
+    let a = with(
+        asset("initramfs", "initramfs.img", &data),
+        "urls",
+        json!(["http://127.0.0.1:9/initramfs.img"]),
+    );
+    let m = env.manifest("m.json", &native("v1", vec![a]));
+    let r = env.prepare(&m, &["--offline"]);
+    assert_eq!(r.code, 1, "stdout {} stderr {}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("initramfs"), "stderr: {}", r.stderr);
+    assert!(!env.path("initramfs.img").exists());
+    assert_ne!(
+        asset_report(&r.json(), "initramfs")["outcome"],
+        "downloaded"
+    );
+}
+
+#[test]
+fn missing_asset_without_url_exits_1_and_names_it() {
+    let env = Env::new();
+    let data = blob(9, 1000);
+    let m = env.manifest(
+        "m.json",
+        &native("v1", vec![asset("rootfs", "rootfs", &data)]),
+    );
+    let r = env.prepare(&m, &[]);
+    assert_eq!(r.code, 1, "stderr {}", r.stderr);
+    assert!(r.stderr.contains("rootfs"), "stderr: {}", r.stderr);
+}
+
+#[test]
+fn offline_wrong_content_exits_1_with_expected_and_actual_digests() {
+    let env = Env::new();
+    let good = blob(10, 8192);
+    let bad_same = blob(11, 8192);
+    let bad_short = blob(12, 100);
+    env.put("same", &bad_same);
+    env.put("short", &bad_short);
+    let url = "http://127.0.0.1:9/never".to_string();
+    let m = env.manifest(
+        "m.json",
+        &native(
+            "v1",
+            vec![
+                with(asset("same", "same", &good), "urls", json!([url])),
+                with(asset("short", "short", &good), "urls", json!([url])),
+            ],
+        ),
+    );
+    let r = env.prepare(&m, &["--offline"]);
+    assert_eq!(r.code, 1, "stderr {}", r.stderr);
+    for (name, bad) in [("same", &bad_same), ("short", &bad_short)] {
+        let line = r
+            .stderr
+            .lines()
+            .find(|l| l.contains(&format!("asset {name}")))
+            .unwrap_or_else(|| panic!("no stderr line names {name}: {}", r.stderr));
+        assert!(
+            line.contains(&sha(&good)),
+            "expected digest missing: {line}"
+        );
+        assert!(line.contains(&sha(bad)), "actual digest missing: {line}");
+        // Never replaced, never trusted.
+        assert_eq!(std::fs::read(env.path(name)).unwrap(), *bad);
+    }
+}
+
+#[test]
+fn offline_still_uses_file_sources() {
+    // `--offline` means "no network"; a file:// source is not the network.
+    let env = Env::new();
+    let data = blob(13, 5000);
+    let url = env.source("a", &data);
+    let m = env.manifest(
+        "m.json",
+        &native(
+            "v1",
+            vec![with(asset("a", "a", &data), "urls", json!([url]))],
+        ),
+    );
+    let r = env.prepare(&m, &["--offline"]);
+    assert_eq!(r.code, 0, "stderr {}", r.stderr);
+    assert_eq!(asset_report(&r.json(), "a")["outcome"], "downloaded");
+    assert_eq!(std::fs::read(env.path("a")).unwrap(), data);
+}
+
+#[test]
+fn verify_always_asset_is_rehashed_on_every_prepare() {
+    let env = Env::new();
+    let data = blob(14, 40_000);
+    let other = blob(15, 1000);
+    env.put("kernel", &data);
+    env.put("other", &other);
+    let m = env.manifest(
+        "m.json",
+        &native(
+            "v1",
+            vec![
+                with(asset("kernel", "kernel", &data), "verify", json!("always")),
+                asset("other", "other", &other),
+            ],
+        ),
+    );
+    for i in 0..3 {
+        let v = env.prepare_ok(&m, &[]);
+        let k = asset_report(&v, "kernel");
+        assert_eq!(k["outcome"], "verified", "run {i}");
+        assert_eq!(
+            k["bytes_hashed"].as_u64(),
+            Some(data.len() as u64),
+            "run {i}"
+        );
+        if i > 0 {
+            assert_eq!(asset_report(&v, "other")["outcome"], "cached", "run {i}");
+        }
+    }
+}
+
+#[test]
+fn regression_mtime_restored_rewrite_is_not_cached() {
+    let env = Env::new();
+    let good = blob(16, 32 * 1024);
+    let url = env.source("runc", &good);
+    let p = env.put("bin/runc", &good);
+    let with_url = env.manifest(
+        "m.json",
+        &native(
+            "v1",
+            vec![with(asset("runc", "bin/runc", &good), "urls", json!([url]))],
+        ),
+    );
+    let no_url = env.manifest(
+        "m2.json",
+        &native("v1", vec![asset("runc", "bin/runc", &good)]),
+    );
+    assert_eq!(
+        asset_report(&env.prepare_ok(&with_url, &[]), "runc")["outcome"],
+        "verified"
+    );
+    assert_eq!(
+        asset_report(&env.prepare_ok(&with_url, &[]), "runc")["outcome"],
+        "cached"
+    );
+
+    // Rewrite the content in place, same size, and put mtime (and atime) back.
+    let tamper = |p: &Path| {
+        let before = std::fs::metadata(p).unwrap();
+        let mut evil = good.clone();
+        evil[100] ^= 0xFF;
+        // Placed files are read-only; the attacker may own the file anyway.
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(p, &evil).unwrap();
+        std::fs::set_permissions(p, before.permissions()).unwrap();
+        filetime::set_file_times(
+            p,
+            filetime::FileTime::from_last_access_time(&before),
+            filetime::FileTime::from_last_modification_time(&before),
+        )
+        .unwrap();
+        let after = std::fs::metadata(p).unwrap();
+        assert_eq!(after.len(), before.len());
+        assert_eq!(after.mtime(), before.mtime());
+        assert_eq!(after.mtime_nsec(), before.mtime_nsec());
+        assert_eq!(after.ino(), before.ino());
+        evil
+    };
+
+    // Without a source: never cached, exit 1, the tampered file is reported.
+    let evil = tamper(&p);
+    let r = env.prepare(&no_url, &["--offline"]);
+    assert_eq!(r.code, 1, "tampered file was accepted: {}", r.stdout);
+    assert_ne!(asset_report(&r.json(), "runc")["outcome"], "cached");
+    assert!(r.stderr.contains(&sha(&evil)), "{}", r.stderr);
+
+    // With a source: repaired, never cached.
+    let v = env.prepare_ok(&with_url, &[]);
+    assert_eq!(asset_report(&v, "runc")["outcome"], "repaired");
+    assert_eq!(std::fs::read(&p).unwrap(), good);
+
+    // Once more, on a freshly recorded file.
+    assert_eq!(
+        asset_report(&env.prepare_ok(&with_url, &[]), "runc")["outcome"],
+        "cached"
+    );
+    tamper(&p);
+    let v = env.prepare_ok(&with_url, &[]);
+    assert_eq!(asset_report(&v, "runc")["outcome"], "repaired");
+}
+
+// ---- manifest validation ----------------------------------------------------------------------
+
+/// Runs prepare on `manifest` and asserts exit 2 with every `needles` in stderr, and that
+/// nothing was created in ROOT.
+fn assert_invalid(manifest: Value, needles: &[&str]) {
+    let env = Env::new();
+    let m = env.manifest("m.json", &manifest);
+    let r = env.prepare(&m, &[]);
+    assert_eq!(
+        r.code, 2,
+        "manifest {manifest} was accepted (stdout {}, stderr {})",
+        r.stdout, r.stderr
+    );
+    for n in needles {
+        assert!(
+            r.stderr.contains(n),
+            "stderr does not name {n:?}: {}",
+            r.stderr
+        );
+    }
+    assert_eq!(
+        r.stderr.trim_end().lines().count(),
+        1,
+        "one line per error: {}",
+        r.stderr
+    );
+    assert!(r.stdout.trim().is_empty(), "stdout: {}", r.stdout);
+    assert_eq!(
+        std::fs::read_dir(&env.root).unwrap().count(),
+        0,
+        "an invalid manifest created something in ROOT"
+    );
+}
+
+fn good_asset(name: &str) -> Value {
+    json!({"name": name, "sha256": sha(name.as_bytes())})
+}
+
+#[test]
+fn invalid_unknown_top_level_field() {
+    assert_invalid(
+        json!({"version": "v1", "assets": [good_asset("kernel")], "colour": "red"}),
+        &["colour"],
+    );
+}
+
+#[test]
+fn invalid_unknown_asset_field() {
+    let a = with(good_asset("kernel"), "verfiy", json!("always"));
+    assert_invalid(native("v1", vec![a]), &["kernel", "verfiy"]);
+}
+
+#[test]
+fn invalid_dotdot_path() {
+    let a = with(good_asset("kernel"), "path", json!("boot/../../etc/passwd"));
+    assert_invalid(native("v1", vec![a]), &["kernel", "path"]);
+}
+
+#[test]
+fn invalid_lone_dotdot_path() {
+    let a = with(good_asset("kernel"), "path", json!(".."));
+    assert_invalid(native("v1", vec![a]), &["kernel", "path"]);
+}
+
+#[test]
+fn invalid_absolute_path() {
+    let a = with(good_asset("kernel"), "path", json!("/etc/passwd"));
+    assert_invalid(native("v1", vec![a]), &["kernel", "path"]);
+}
+
+#[test]
+fn invalid_empty_path_component() {
+    let a = with(good_asset("kernel"), "path", json!("boot//vmlinux"));
+    assert_invalid(native("v1", vec![a]), &["kernel", "path"]);
+}
+
+#[test]
+fn invalid_dot_path_component() {
+    let a = with(good_asset("kernel"), "path", json!("boot/./vmlinux"));
+    assert_invalid(native("v1", vec![a]), &["kernel", "path"]);
+}
+
+#[test]
+fn invalid_trailing_slash_path() {
+    let a = with(good_asset("kernel"), "path", json!("boot/"));
+    assert_invalid(native("v1", vec![a]), &["kernel", "path"]);
+}
+
+#[test]
+fn invalid_backslash_path() {
+    let a = with(good_asset("kernel"), "path", json!("boot\\vmlinux"));
+    assert_invalid(native("v1", vec![a]), &["kernel", "path"]);
+}
+
+#[test]
+fn invalid_sha256_too_short() {
+    let a = with(good_asset("kernel"), "sha256", json!("ab".repeat(31)));
+    assert_invalid(native("v1", vec![a]), &["kernel", "sha256"]);
+}
+
+#[test]
+fn invalid_sha256_not_hex() {
+    let a = with(good_asset("kernel"), "sha256", json!("zz".repeat(32)));
+    assert_invalid(native("v1", vec![a]), &["kernel", "sha256"]);
+}
+
+#[test]
+fn invalid_missing_sha256() {
+    assert_invalid(
+        native("v1", vec![json!({"name": "kernel"})]),
+        &["kernel", "sha256"],
+    );
+}
+
+#[test]
+fn invalid_duplicate_name() {
+    let a = with(good_asset("kernel"), "path", json!("a"));
+    let b = with(good_asset("kernel"), "path", json!("b"));
+    assert_invalid(native("v1", vec![a, b]), &["kernel", "name"]);
+}
+
+#[test]
+fn invalid_duplicate_path() {
+    let a = with(good_asset("kernel"), "path", json!("boot/vmlinux"));
+    let b = with(good_asset("kernel2"), "path", json!("boot/vmlinux"));
+    assert_invalid(native("v1", vec![a, b]), &["kernel2", "path"]);
+}
+
+#[test]
+fn invalid_mode_not_octal() {
+    let a = with(good_asset("runc"), "mode", json!("0789"));
+    assert_invalid(native("v1", vec![a]), &["runc", "mode"]);
+}
+
+#[test]
+fn invalid_mode_beyond_permission_bits() {
+    let a = with(good_asset("runc"), "mode", json!("4755"));
+    assert_invalid(native("v1", vec![a]), &["runc", "mode"]);
+}
+
+#[test]
+fn invalid_mode_as_number() {
+    let a = with(good_asset("runc"), "mode", json!(755));
+    assert_invalid(native("v1", vec![a]), &["runc", "mode"]);
+}
+
+#[test]
+fn invalid_verify_policy() {
+    let a = with(good_asset("kernel"), "verify", json!("sometimes"));
+    assert_invalid(native("v1", vec![a]), &["kernel", "verify"]);
+}
+
+#[test]
+fn invalid_missing_version() {
+    assert_invalid(json!({"assets": [good_asset("kernel")]}), &["version"]);
+}
+
+#[test]
+fn invalid_empty_version() {
+    assert_invalid(native("", vec![good_asset("kernel")]), &["version"]);
+}
+
+#[test]
+fn invalid_relative_url_without_base_url() {
+    let a = with(good_asset("kernel"), "urls", json!(["kernel/vmlinux"]));
+    assert_invalid(native("v1", vec![a]), &["kernel", "urls"]);
+}
+
+#[test]
+fn invalid_url_scheme() {
+    let a = with(good_asset("kernel"), "urls", json!(["ftp://example.com/k"]));
+    assert_invalid(native("v1", vec![a]), &["kernel", "urls"]);
+}
+
+#[test]
+fn invalid_name_characters() {
+    for bad in ["ker nel", "bin/runc", "kernel\u{e9}", "a:b", ""] {
+        let needles: Vec<&str> = if bad.is_empty() {
+            vec!["name"]
+        } else {
+            vec!["name", bad]
+        };
+        assert_invalid(native("v1", vec![good_asset(bad)]), &needles);
+    }
+}
+
+#[test]
+fn invalid_path_in_the_state_dir() {
+    let a = with(
+        good_asset("ledger"),
+        "path",
+        json!(".bootvault/ledger.redb"),
+    );
+    assert_invalid(native("v1", vec![a]), &["ledger", "path"]);
+}
+
+#[test]
+fn relative_url_resolves_against_base_url() {
+    // The valid counterpart of `invalid_relative_url_without_base_url`.
+    let env = Env::new();
+    let data = blob(17, 2000);
+    std::fs::create_dir_all(env.src.join("v1")).unwrap();
+    std::fs::write(env.src.join("v1/kernel.bin"), &data).unwrap();
+    let base = file_url(&env.src.join("v1"));
+    let m = env.manifest(
+        "m.json",
+        &json!({"version": "v1", "base_url": base, "assets": [
+            with(asset("kernel", "kernel", &data), "urls", json!(["kernel.bin"]))
+        ]}),
+    );
+    let v = env.prepare_ok(&m, &[]);
+    assert_eq!(asset_report(&v, "kernel")["outcome"], "downloaded");
+    assert_eq!(std::fs::read(env.path("kernel")).unwrap(), data);
+}
+
+#[test]
+fn unknown_cli_flag_exits_2() {
+    let env = Env::new();
+    let m = env.manifest("m.json", &native("v1", vec![good_asset("kernel")]));
+    let r = env.prepare(&m, &["--frobnicate"]);
+    assert_eq!(r.code, 2, "stderr {}", r.stderr);
+    assert!(r.stderr.contains("--frobnicate"), "{}", r.stderr);
+    let r = env.run(&["debug", "ls", "--dir", env.root.to_str().unwrap(), "--nope"]);
+    assert_eq!(r.code, 2, "stderr {}", r.stderr);
+    let r = env.run(&["no-such-subcommand"]);
+    assert_eq!(r.code, 2, "stderr {}", r.stderr);
+}
+
+#[test]
+fn unreadable_manifest_exits_2_and_names_the_file() {
+    let env = Env::new();
+    let missing = env.tmp.path().join("nope.json");
+    let r = env.prepare(&missing, &[]);
+    assert_eq!(r.code, 2, "stderr {}", r.stderr);
+    assert!(r.stderr.contains("nope.json"), "{}", r.stderr);
+
+    // A directory is not a readable manifest either.
+    let r = env.prepare(&env.src, &[]);
+    assert_eq!(r.code, 2, "stderr {}", r.stderr);
+
+    // Not JSON.
+    let garbage = env.tmp.path().join("garbage.json");
+    std::fs::write(&garbage, b"{\"version\": \"v1\", \"assets\": [").unwrap();
+    let r = env.prepare(&garbage, &[]);
+    assert_eq!(r.code, 2, "stderr {}", r.stderr);
+    assert!(r.stderr.contains("garbage.json"), "{}", r.stderr);
+    assert_eq!(std::fs::read_dir(&env.root).unwrap().count(), 0);
+}
+
+// ---- debug ------------------------------------------------------------------------------------
+
+#[test]
+fn debug_ls_json_lists_records_relative_to_root_with_method() {
+    let env = Env::new();
+    let k = blob(20, 5000);
+    let r = blob(21, 7000);
+    env.put("boot/kernel", &k);
+    let url = env.source("runc", &r);
+    let m = env.manifest(
+        "m.json",
+        &native(
+            "2026.11.0",
+            vec![
+                asset("kernel", "boot/kernel", &k),
+                with(asset("runc", "bin/runc", &r), "urls", json!([url])),
+            ],
+        ),
+    );
+    env.prepare_ok(&m, &[]);
+    let run = env.debug("ls", &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v = run.json();
+    let records = v["records"].as_array().unwrap();
+    assert_eq!(records.len(), 2, "{v}");
+    let by_path: BTreeMap<&str, &Value> = records
+        .iter()
+        .map(|r| (r["path"].as_str().unwrap(), r))
+        .collect();
+    let kr = by_path["boot/kernel"];
+    let rr = by_path["bin/runc"];
+    assert_eq!(kr["method"], "hashed");
+    assert_eq!(rr["method"], "downloaded");
+    assert_eq!(kr["sha256"].as_str().unwrap(), sha(&k));
+    assert_eq!(rr["sha256"].as_str().unwrap(), sha(&r));
+    assert_eq!(kr["size"].as_u64(), Some(k.len() as u64));
+    let meta = std::fs::metadata(env.path("boot/kernel")).unwrap();
+    assert_eq!(kr["ino"].as_u64(), Some(meta.ino()));
+    assert_eq!(kr["dev"].as_u64(), Some(meta.dev()));
+    assert_eq!(
+        kr["mtime_ns"].as_i64(),
+        Some(meta.mtime() * 1_000_000_000 + meta.mtime_nsec())
+    );
+    assert_eq!(
+        kr["ctime_ns"].as_i64(),
+        Some(meta.ctime() * 1_000_000_000 + meta.ctime_nsec())
+    );
+    for r in records {
+        for key in [
+            "path",
+            "sha256",
+            "size",
+            "mtime_ns",
+            "ctime_ns",
+            "ino",
+            "dev",
+            "manifest_version",
+            "verified_at_ns",
+            "method",
+        ] {
+            assert!(r.get(key).is_some(), "record lacks {key}: {r}");
+        }
+        assert_eq!(r["manifest_version"], "2026.11.0");
+        assert!(r["verified_at_ns"].as_i64().unwrap() > 0);
+    }
+}
+
+#[test]
+fn debug_ls_on_an_empty_store_is_empty_and_creates_nothing() {
+    let env = Env::new();
+    let run = env.debug("ls", &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.json()["records"], json!([]));
+    assert!(
+        !env.state().exists(),
+        "a read-only command created the state dir"
+    );
+}
+
+#[test]
+fn debug_check_json_reports_fresh_stale_missing_unrecorded() {
+    let env = Env::new();
+    let files: Vec<(&str, Vec<u8>)> = ["fresh", "touched", "chmodded", "gone", "new"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (*n, blob(30 + i as u64, 3000)))
+        .collect();
+    for (n, b) in &files {
+        env.put(n, b);
+    }
+    let all: Vec<Value> = files.iter().map(|(n, b)| asset(n, n, b)).collect();
+    let first: Vec<Value> = all[..4].to_vec();
+    let m1 = env.manifest("m1.json", &native("v1", first));
+    let m_all = env.manifest("m.json", &native("v1", all));
+    env.prepare_ok(&m1, &[]);
+    let before = env.debug("check", &["--manifest", m_all.to_str().unwrap()]);
+    assert_eq!(before.code, 0, "{}", before.stderr);
+
+    filetime::set_file_mtime(env.path("touched"), filetime::FileTime::now()).unwrap();
+    std::fs::set_permissions(env.path("chmodded"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::remove_file(env.path("gone")).unwrap();
+
+    let run = env.debug("check", &["--manifest", m_all.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v = run.json();
+    let rows: BTreeMap<&str, &Value> = v["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["name"].as_str().unwrap(), a))
+        .collect();
+    assert_eq!(rows.len(), 5);
+    for row in rows.values() {
+        for key in ["name", "path", "state", "changed"] {
+            assert!(row.get(key).is_some(), "row lacks {key}: {row}");
+        }
+        assert!(row["changed"].is_array());
+    }
+    assert_eq!(rows["fresh"]["state"], "fresh");
+    assert_eq!(rows["fresh"]["changed"], json!([]));
+    assert_eq!(rows["touched"]["state"], "stale");
+    let changed: Vec<&str> = rows["touched"]["changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(changed.contains(&"ctime"), "{changed:?}");
+    assert!(changed.contains(&"mtime"), "{changed:?}");
+    assert_eq!(rows["chmodded"]["state"], "stale");
+    assert_eq!(rows["chmodded"]["changed"], json!(["ctime"]));
+    assert_eq!(rows["gone"]["state"], "missing");
+    assert_eq!(rows["new"]["state"], "unrecorded");
+
+    // The earlier check saw every prepared asset fresh.
+    let v = before.json();
+    for a in v["assets"].as_array().unwrap() {
+        let want = if a["name"] == "new" {
+            "unrecorded"
+        } else {
+            "fresh"
+        };
+        assert_eq!(a["state"], want, "{a}");
+    }
+}
+
+#[test]
+fn debug_check_reads_no_content() {
+    // A FIFO at an asset path: reading it would block forever; a stat does not.
+    let env = Env::new();
+    let data = blob(40, 100);
+    let fifo = env.path("fifo");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    let m = env.manifest("m.json", &native("v1", vec![asset("fifo", "fifo", &data)]));
+    let run = env.debug("check", &["--manifest", m.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v = run.json();
+    assert_ne!(v["assets"][0]["state"], "fresh");
+}
+
+#[test]
+fn debug_verify_json_reports_ok_mismatch_missing_and_exits_1() {
+    let env = Env::new();
+    let ok = blob(50, 4000);
+    let bad = blob(51, 4000);
+    let gone = blob(52, 4000);
+    env.put("ok", &ok);
+    env.put("bad", &bad);
+    env.put("gone", &gone);
+    let m = env.manifest(
+        "m.json",
+        &native(
+            "v1",
+            vec![
+                asset("ok", "ok", &ok),
+                asset("bad", "bad", &bad),
+                asset("gone", "gone", &gone),
+            ],
+        ),
+    );
+    env.prepare_ok(&m, &[]);
+    let ms = m.to_str().unwrap();
+    let all_ok = env.debug("verify", &["--manifest", ms]);
+    assert_eq!(all_ok.code, 0, "{}", all_ok.stderr);
+    assert!(
+        all_ok.json()["assets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["state"] == "ok")
+    );
+
+    // Tamper without changing size or mtime: only a full re-hash can see it.
+    let p = env.path("bad");
+    let meta = std::fs::metadata(&p).unwrap();
+    let mut evil = bad.clone();
+    evil[0] ^= 1;
+    std::fs::write(&p, &evil).unwrap();
+    filetime::set_file_mtime(&p, filetime::FileTime::from_last_modification_time(&meta)).unwrap();
+    std::fs::remove_file(env.path("gone")).unwrap();
+
+    let run = env.debug("verify", &["--manifest", ms]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let v = run.json();
+    let rows: BTreeMap<&str, &Value> = v["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["name"].as_str().unwrap(), a))
+        .collect();
+    for row in rows.values() {
+        for key in ["name", "path", "state", "expected", "actual"] {
+            assert!(row.get(key).is_some(), "row lacks {key}: {row}");
+        }
+    }
+    assert_eq!(rows["ok"]["state"], "ok");
+    assert_eq!(rows["ok"]["actual"].as_str(), Some(sha(&ok).as_str()));
+    assert_eq!(rows["bad"]["state"], "mismatch");
+    assert_eq!(rows["bad"]["expected"].as_str(), Some(sha(&bad).as_str()));
+    assert_eq!(rows["bad"]["actual"].as_str(), Some(sha(&evil).as_str()));
+    assert_eq!(rows["gone"]["state"], "missing");
+    assert!(run.stderr.contains("bad"), "{}", run.stderr);
+    assert!(run.stderr.contains("gone"), "{}", run.stderr);
+
+    // Without a manifest, every record is checked against its own digest.
+    let run = env.debug("verify", &[]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+}
+
+#[test]
+fn debug_show_and_why_json_return_record_live_and_events_newest_first() {
+    let env = Env::new();
+    let good = blob(60, 6000);
+    let url = env.source("runc", &good);
+    let m = env.manifest(
+        "m.json",
+        &native(
+            "v1",
+            vec![with(asset("runc", "bin/runc", &good), "urls", json!([url]))],
+        ),
+    );
+    env.prepare_ok(&m, &[]); // downloaded
+    // Break it (wrong size), then let prepare repair it.
+    let p = env.path("bin/runc");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&p, b"oops").unwrap();
+    let v = env.prepare_ok(&m, &[]);
+    assert_eq!(asset_report(&v, "runc")["outcome"], "repaired");
+
+    let ms = m.to_str().unwrap();
+    for (sub, target, extra) in [
+        ("show", "runc", vec!["--manifest", ms]),
+        ("show", "bin/runc", vec![]),
+        ("why", "bin/runc", vec![]),
+        ("why", "runc", vec!["--manifest", ms]),
+    ] {
+        let mut args = vec![target];
+        args.extend(extra.iter().copied());
+        let run = env.debug(sub, &args);
+        assert_eq!(run.code, 0, "debug {sub} {target}: {}", run.stderr);
+        let v = run.json();
+        let rec = &v["record"];
+        assert!(rec.is_object(), "debug {sub} {target}: record {v}");
+        assert_eq!(rec["path"], "bin/runc");
+        assert_eq!(rec["sha256"].as_str(), Some(sha(&good).as_str()));
+        assert_eq!(rec["method"], "downloaded");
+        let live = &v["live"];
+        assert!(live.is_object(), "debug {sub} {target}: live {v}");
+        assert_eq!(live["size"].as_u64(), Some(good.len() as u64));
+        assert_eq!(
+            live["ino"].as_u64(),
+            Some(std::fs::metadata(&p).unwrap().ino())
+        );
+        let events = v["events"].as_array().unwrap();
+        assert!(events.len() >= 2, "debug {sub} {target}: events {v}");
+        assert_eq!(events[0]["outcome"], "repaired", "newest first: {v}");
+        assert_eq!(events[1]["outcome"], "downloaded", "newest first: {v}");
+        let times: Vec<i64> = events
+            .iter()
+            .map(|e| e["at_ns"].as_i64().unwrap())
+            .collect();
+        assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
+    }
+
+    // An unknown target is an error, not an empty object.
+    let run = env.debug("show", &["bin/nothing-here"]);
+    assert_ne!(run.code, 0);
+}
+
+// ---- gc ---------------------------------------------------------------------------------------
+
+#[test]
+fn gc_dry_run_removes_nothing_then_gc_removes_extra_file_and_record() {
+    let env = Env::new();
+    let keep = blob(70, 3000);
+    let extra = blob(71, 3000);
+    let stray = blob(72, 100);
+    env.put("boot/kernel", &keep);
+    env.put("old/initrd", &extra);
+    env.put("stray.txt", &stray);
+    let both = env.manifest(
+        "both.json",
+        &native(
+            "v1",
+            vec![
+                asset("kernel", "boot/kernel", &keep),
+                asset("initrd", "old/initrd", &extra),
+            ],
+        ),
+    );
+    let only = env.manifest(
+        "only.json",
+        &native("v2", vec![asset("kernel", "boot/kernel", &keep)]),
+    );
+    env.prepare_ok(&both, &[]);
+
+    let root = env.root.to_str().unwrap();
+    let dry = env.run(&[
+        "gc",
+        "--dir",
+        root,
+        "--manifest",
+        only.to_str().unwrap(),
+        "--dry-run",
+        "--json",
+    ]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let dv = dry.json();
+    let files: Vec<&str> = dv["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(files.contains(&"old/initrd"), "{dv}");
+    assert!(files.contains(&"stray.txt"), "{dv}");
+    assert!(!files.contains(&"boot/kernel"), "{dv}");
+    assert!(!files.iter().any(|f| f.contains(".bootvault")), "{dv}");
+    assert_eq!(dv["records"], json!(["old/initrd"]));
+    assert!(env.path("old/initrd").exists());
+    assert!(env.path("stray.txt").exists());
+    let ls = env.debug("ls", &[]).json();
+    assert_eq!(
+        ls["records"].as_array().unwrap().len(),
+        2,
+        "dry run dropped a record"
+    );
+
+    let real = env.run(&[
+        "gc",
+        "--dir",
+        root,
+        "--manifest",
+        only.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(real.code, 0, "{}", real.stderr);
+    assert!(!env.path("old/initrd").exists());
+    assert!(!env.path("stray.txt").exists());
+    assert_eq!(std::fs::read(env.path("boot/kernel")).unwrap(), keep);
+    assert!(env.ledger().exists());
+    let ls = env.debug("ls", &[]).json();
+    let paths: Vec<&str> = ls["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, vec!["boot/kernel"]);
+    // The kept asset is still trusted.
+    let v = env.prepare_ok(&only, &[]);
+    assert_eq!(asset_report(&v, "kernel")["outcome"], "cached");
+}
+
+// ---- state dir and the warm path ----------------------------------------------------------------
+
+#[test]
+fn state_dir_elsewhere_leaves_root_with_assets_only() {
+    let env = Env::new();
+    let data = blob(80, 4000);
+    let url = env.source("k", &data);
+    let state = env.tmp.path().join("state");
+    let m = env.manifest(
+        "m.json",
+        &native(
+            "v1",
+            vec![with(
+                asset("kernel", "boot/kernel", &data),
+                "urls",
+                json!([url]),
+            )],
+        ),
+    );
+    let s = state.to_str().unwrap();
+    let v = env.prepare_ok(&m, &["--state-dir", s]);
+    assert_eq!(asset_report(&v, "kernel")["outcome"], "downloaded");
+    assert!(state.join("ledger.redb").is_file());
+    assert!(!env.state().exists(), "ROOT/.bootvault was created");
+    let mut in_root: Vec<PathBuf> = Vec::new();
+    walk(&env.root, &mut in_root);
+    assert_eq!(
+        in_root,
+        vec![env.path("boot/kernel")],
+        "only the asset is in ROOT"
+    );
+
+    let v = env.prepare_ok(&m, &["--state-dir", s]);
+    assert_eq!(asset_report(&v, "kernel")["outcome"], "cached");
+    let root = env.root.to_str().unwrap();
+    let ls = env.run(&["debug", "ls", "--dir", root, "--state-dir", s, "--json"]);
+    assert_eq!(ls.json()["records"].as_array().unwrap().len(), 1);
+    // Without --state-dir, the default location has no ledger (and is not created).
+    let ls = env.run(&["debug", "ls", "--dir", root, "--json"]);
+    assert_eq!(ls.json()["records"], json!([]));
+    assert!(!env.state().exists());
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+            walk(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+/// What a write would change about one file or directory.
+#[derive(Debug, PartialEq, Eq)]
+struct Seen {
+    len: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+    ino: u64,
+    /// Content digest of a regular file.
+    digest: Option<String>,
+}
+
+impl Seen {
+    fn of(p: &Path) -> Seen {
+        let m = std::fs::symlink_metadata(p).unwrap();
+        Seen {
+            len: if m.is_dir() { 0 } else { m.len() },
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+            ino: m.ino(),
+            digest: m.is_file().then(|| sha(&std::fs::read(p).unwrap())),
+        }
+    }
+}
+
+/// Every file and directory under `dir` (and `dir` itself), as seen now.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Seen> {
+    fn rec(dir: &Path, out: &mut BTreeMap<PathBuf, Seen>) {
+        out.insert(dir.to_path_buf(), Seen::of(dir));
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+                rec(&p, out);
+            } else {
+                out.insert(p.clone(), Seen::of(&p));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    rec(dir, &mut out);
+    out
+}
+
+#[test]
+fn warm_prepare_writes_nothing() {
+    let env = Env::new();
+    let a = blob(90, 20_000);
+    let b = blob(91, 30_000);
+    env.put("a", &a);
+    let url = env.source("b", &b);
+    let m = env.manifest(
+        "m.json",
+        &native(
+            "v1",
+            vec![
+                asset("a", "a", &a),
+                with(asset("b", "bin/b", &b), "urls", json!([url])),
+            ],
+        ),
+    );
+    env.prepare_ok(&m, &[]);
+    let state_before = snapshot(&env.state());
+    let root_before = snapshot(&env.root);
+    assert!(state_before.contains_key(&env.ledger()));
+    // Make any write visible in the timestamps.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+
+    for _ in 0..2 {
+        let v = env.prepare_ok(&m, &[]);
+        assert!(outcomes(&v).values().all(|o| o == "cached"), "{v}");
+        let state_after = snapshot(&env.state());
+        assert_eq!(
+            state_before, state_after,
+            "a warm prepare changed the state dir"
+        );
+        assert_eq!(
+            root_before,
+            snapshot(&env.root),
+            "a warm prepare changed ROOT"
+        );
+    }
+}
+
+// ---- broken pipe ---------------------------------------------------------------------------------
+
+/// Fills the ledger of a store at `root` with `n` records in one transaction.
+fn many_records(root: &Path, n: usize) {
+    let store = bootvault::Store::open(root).unwrap();
+    let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("records_v1");
+    let stamp = bootvault::stamp::Stamp {
+        size: 4096,
+        mtime_ns: 1_700_000_000_000_000_000,
+        ctime_ns: 1_700_000_000_000_000_000,
+        ino: 1,
+        dev: 1,
+        kind: bootvault::stamp::FileKind::Regular,
+    };
+    let rec = bootvault::ledger::Record::new(
+        Sha256Digest::of(b"x"),
+        &stamp,
+        "v1",
+        1_700_000_000_000_000_001,
+        bootvault::ledger::Method::Hashed,
+        false,
+    )
+    .encode();
+    let wrote = store
+        .ledger()
+        .write(|txn| {
+            let mut t = txn.open_table(table)?;
+            for i in 0..n {
+                t.insert(format!("assets/file-{i:06}.bin").as_str(), rec.as_slice())?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert!(wrote);
+}
+
+#[test]
+fn regression_debug_ls_into_a_closed_pipe_exits_0() {
+    let env = Env::new();
+    many_records(&env.root, 2000);
+    let root = env.root.to_str().unwrap();
+    for json in [false, true] {
+        for read_first in [false, true] {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_bootvault"));
+            cmd.args(["debug", "ls", "--dir", root]);
+            if json {
+                cmd.arg("--json");
+            }
+            let mut child = cmd
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdout = child.stdout.take().unwrap();
+            if read_first {
+                // `| head -c1`
+                let mut one = [0u8; 1];
+                stdout.read_exact(&mut one).unwrap();
+            }
+            drop(stdout);
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            let status = child.wait().unwrap();
+            assert_eq!(
+                status.code(),
+                Some(0),
+                "json={json} read_first={read_first}: {status:?}, stderr {err}"
+            );
+            assert!(!err.contains("panicked"), "{err}");
+        }
+    }
+    // Sanity: the full listing is far larger than a pipe buffer.
+    let full = env.run(&["debug", "ls", "--dir", root]);
+    assert_eq!(full.code, 0);
+    assert!(full.stdout.len() > 128 * 1024, "{}", full.stdout.len());
+}
+
+// ---- arcbox-boot manifests ----------------------------------------------------------------------
+
+#[test]
+fn arcbox_manifest_with_arch_and_file_base_url() {
+    let env = Env::new();
+    let cdn = env.tmp.path().join("cdn");
+    let files: BTreeMap<&str, Vec<u8>> = [
+        ("0.5.5/x86_64/kernel", blob(100, 50_000)),
+        ("0.5.5/x86_64/rootfs.erofs", blob(101, 80_000)),
+        ("0.5.5/arm64/kernel", blob(102, 1000)),
+        ("0.5.5/arm64/rootfs.erofs", blob(103, 1000)),
+        ("bin/x86_64/runc", blob(104, 20_000)),
+        ("bin/x86_64/crun", blob(105, 10_000)),
+        ("bin/x86_64/gvproxy", blob(106, 10_000)),
+        ("bin/arm64/only-arm", blob(107, 1000)),
+    ]
+    .into_iter()
+    .collect();
+    for (rel, b) in &files {
+        let p = cdn.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, b).unwrap();
+    }
+    let e = |rel: &str| json!({"path": rel, "sha256": sha(&files[rel])});
+    let manifest = json!({
+        "schema_version": 0,
+        "asset_version": "0.5.5",
+        "kernel_cmdline": "console=hvc0 root=/dev/vda ro",
+        "targets": {
+            "x86_64": {"kernel": e("0.5.5/x86_64/kernel"), "rootfs": e("0.5.5/x86_64/rootfs.erofs")},
+            "arm64": {"kernel": e("0.5.5/arm64/kernel"), "rootfs": e("0.5.5/arm64/rootfs.erofs")}
+        },
+        "binaries": [
+            {"name": "runc", "version": "1.2.0", "install_dir": "bin",
+             "targets": {"x86_64": e("bin/x86_64/runc")}},
+            {"name": "crun", "version": "1.19", "install_dir": "runtime/bin",
+             "targets": {"x86_64": e("bin/x86_64/crun")}},
+            {"name": "gvproxy", "version": "0.8",
+             "targets": {"x86_64": e("bin/x86_64/gvproxy")}},
+            {"name": "only-arm", "version": "1", "install_dir": "bin",
+             "targets": {"arm64": e("bin/arm64/only-arm")}}
+        ]
+    });
+    let m = env.manifest("arcbox.json", &manifest);
+    let base = format!("{}/", file_url(&cdn));
+    let args = ["--arch", "x86_64", "--base-url", base.as_str()];
+    let v = env.prepare_ok(&m, &args);
+    assert_eq!(v["manifest_version"], "0.5.5");
+    let o = outcomes(&v);
+    assert_eq!(
+        o.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+        vec!["crun", "gvproxy", "kernel", "rootfs", "runc"],
+        "{v}"
+    );
+    assert!(o.values().all(|x| x == "downloaded"), "{v}");
+    for (rel, src, exec) in [
+        ("kernel", "0.5.5/x86_64/kernel", false),
+        ("rootfs.erofs", "0.5.5/x86_64/rootfs.erofs", false),
+        ("bin/runc", "bin/x86_64/runc", true),
+        ("runtime/bin/crun", "bin/x86_64/crun", true),
+        ("bin/gvproxy", "bin/x86_64/gvproxy", true),
+    ] {
+        let p = env.path(rel);
+        assert_eq!(std::fs::read(&p).unwrap(), files[src], "{rel}");
+        if exec {
+            assert_eq!(mode_of(&p), 0o755, "{rel}");
+        }
+    }
+    assert!(!env.path("bin/only-arm").exists());
+    assert_eq!(
+        std::fs::canonicalize(asset_report(&v, "kernel")["path"].as_str().unwrap()).unwrap(),
+        std::fs::canonicalize(env.path("kernel")).unwrap()
+    );
+
+    // Warm: the binaries are trusted from the ledger.
+    let v = env.prepare_ok(&m, &args);
+    let o = outcomes(&v);
+    for bin in ["runc", "crun", "gvproxy"] {
+        assert_eq!(o[bin], "cached", "{v}");
+    }
+    for boot in ["kernel", "rootfs"] {
+        assert!(o[boot] == "cached" || o[boot] == "verified", "{v}");
+    }
+}
+
+#[test]
+fn arcbox_manifest_unknown_field_exits_2() {
+    let env = Env::new();
+    let m = env.manifest(
+        "arcbox.json",
+        &json!({"schema_version": 0, "asset_version": "0.5.5", "targets": {}, "binaires": []}),
+    );
+    let r = env.prepare(&m, &["--arch", "x86_64"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("binaires"), "{}", r.stderr);
+}
+
+#[test]
+fn regression_log_lines_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    // A damaged ledger makes prepare warn; piped, the warning must be plain text.
+    let env = Env::new();
+    let data = blob(110, 2000);
+    env.put("a", &data);
+    let m = env.manifest("m.json", &native("v1", vec![asset("a", "a", &data)]));
+    env.prepare_ok(&m, &[]);
+    std::fs::write(env.ledger(), blob(111, 8192)).unwrap();
+    let r = env.prepare(&m, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("ledger"),
+        "expected a warning: {}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains('\u{1b}'),
+        "ANSI escapes on a non-terminal stderr: {:?}",
+        r.stderr
+    );
+}
+
+// ---- sources, sizes and failures ------------------------------------------------------------------
+
+#[test]
+fn urls_are_tried_in_order_until_one_works() {
+    let env = Env::new();
+    let data = blob(120, 9000);
+    let good = env.source("good", &data);
+    let bad = env.source("bad", &blob(121, 9000));
+    let missing = file_url(&env.src.join("missing"));
+    let m = env.manifest(
+        "m.json",
+        &native(
+            "v1",
+            vec![with(
+                asset("kernel", "kernel", &data),
+                "urls",
+                json!([missing, bad, good]),
+            )],
+        ),
+    );
+    let v = env.prepare_ok(&m, &["--retries", "0"]);
+    assert_eq!(asset_report(&v, "kernel")["outcome"], "downloaded");
+    assert_eq!(std::fs::read(env.path("kernel")).unwrap(), data);
+}
+
+#[test]
+fn source_with_wrong_digest_fails_and_leaves_the_old_file() {
+    let env = Env::new();
+    let want = blob(122, 5000);
+    let old = blob(123, 5000);
+    env.put("kernel", &old);
+    env.put("absent-dir/keep", b"x");
+    let evil = env.source("evil", &blob(124, 5000));
+    let m = env.manifest(
+        "m.json",
+        &native(
+            "v1",
+            vec![
+                with(asset("kernel", "kernel", &want), "urls", json!([evil])),
+                with(asset("initrd", "boot/initrd", &want), "urls", json!([evil])),
+            ],
+        ),
+    );
+    let r = env.prepare(&m, &["--retries", "0"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("kernel"), "{}", r.stderr);
+    assert!(r.stderr.contains("initrd"), "{}", r.stderr);
+    assert!(r.stderr.contains(&evil), "the URL is named: {}", r.stderr);
+    // Whatever was there before, never unverified bytes.
+    assert_eq!(std::fs::read(env.path("kernel")).unwrap(), old);
+    assert!(!env.path("boot/initrd").exists());
+    let mut in_root = Vec::new();
+    walk(&env.root, &mut in_root);
+    let stray: Vec<_> = in_root
+        .iter()
+        .filter(|p| !p.starts_with(env.state()))
+        .filter(|p| **p != env.path("kernel") && **p != env.path("absent-dir/keep"))
+        .collect();
+    assert!(stray.is_empty(), "left behind in ROOT: {stray:?}");
+    for o in outcomes(&r.json()).values() {
+        assert_ne!(o, "downloaded");
+        assert_ne!(o, "repaired");
+    }
+}
+
+#[test]
+fn source_larger_than_manifest_size_is_cut_off_and_fails() {
+    let env = Env::new();
+    let data = blob(125, 4000);
+    let mut longer = data.clone();
+    longer.extend_from_slice(&blob(126, 100_000));
+    let src = env.source("long", &longer);
+    // The digest is of the long file: only the size says it must be 4000 bytes.
+    let a = json!({"name": "k", "path": "k", "sha256": sha(&longer), "size": data.len(), "urls": [src]});
+    let m = env.manifest("m.json", &native("v1", vec![a]));
+    let r = env.prepare(&m, &["--retries", "0"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("k"), "{}", r.stderr);
+    assert!(!env.path("k").exists());
+    let v = r.json();
+    assert!(
+        asset_report(&v, "k")["bytes_downloaded"].as_u64().unwrap() <= data.len() as u64 + 65536,
+        "the download was not cut off: {v}"
+    );
+}
+
+#[test]
+fn jobs_zero_is_a_usage_error() {
+    let env = Env::new();
+    let m = env.manifest("m.json", &native("v1", vec![good_asset("kernel")]));
+    let r = env.prepare(&m, &["--jobs", "0"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+}
+
+#[test]
+fn many_assets_with_few_jobs() {
+    let env = Env::new();
+    let mut assets = Vec::new();
+    for i in 0..24u64 {
+        let data = blob(200 + i, 1000 + i as usize * 37);
+        let rel = format!("d{}/f{i}.bin", i % 3);
+        if i.is_multiple_of(2) {
+            env.put(&rel, &data);
+            assets.push(asset(&format!("f{i}"), &rel, &data));
+        } else {
+            let url = env.source(&format!("f{i}"), &data);
+            assets.push(with(
+                asset(&format!("f{i}"), &rel, &data),
+                "urls",
+                json!([url]),
+            ));
+        }
+    }
+    let m = env.manifest("m.json", &native("v1", assets));
+    let v = env.prepare_ok(&m, &["--jobs", "2"]);
+    for (name, o) in outcomes(&v) {
+        let i: u64 = name[1..].parse().unwrap();
+        let want = if i.is_multiple_of(2) {
+            "verified"
+        } else {
+            "downloaded"
+        };
+        assert_eq!(o, want, "{name}");
+    }
+    let ls = env.debug("ls", &[]).json();
+    assert_eq!(
+        ls["records"].as_array().unwrap().len(),
+        24,
+        "a record was lost"
+    );
+    let v = env.prepare_ok(&m, &["--jobs", "2"]);
+    assert!(outcomes(&v).values().all(|o| o == "cached"), "{v}");
+}
+
+// ---- state dir for every subcommand, read-only views ------------------------------------------------
+
+#[test]
+fn every_subcommand_takes_state_dir() {
+    let env = Env::new();
+    let data = blob(130, 3000);
+    env.put("kernel", &data);
+    env.put("extra", b"extra");
+    let state = env.tmp.path().join("elsewhere");
+    let s = state.to_str().unwrap();
+    let root = env.root.to_str().unwrap();
+    let m = env.manifest(
+        "m.json",
+        &native("v1", vec![asset("kernel", "kernel", &data)]),
+    );
+    let ms = m.to_str().unwrap();
+    env.prepare_ok(&m, &["--state-dir", s]);
+
+    let run = env.debug("show", &["kernel", "--manifest", ms, "--state-dir", s]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.json()["record"].is_object(),
+        "show did not use --state-dir"
+    );
+    let run = env.debug("why", &["kernel", "--state-dir", s]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.json()["events"].as_array().unwrap().is_empty());
+    let run = env.debug("check", &["--manifest", ms, "--state-dir", s]);
+    assert_eq!(run.json()["assets"][0]["state"], "fresh", "{}", run.stdout);
+    let run = env.debug("verify", &["--state-dir", s]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.json()["assets"].as_array().unwrap().len(), 1);
+    let run = env.run(&[
+        "gc",
+        "--dir",
+        root,
+        "--manifest",
+        ms,
+        "--state-dir",
+        s,
+        "--dry-run",
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.json()["files"], json!(["extra"]));
+    std::fs::write(env.root.join(".verified.json"), b"{\"entries\": {}}").unwrap();
+    let run = env.run(&["migrate", "--dir", root, "--state-dir", s]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!env.state().exists(), "ROOT/.bootvault was created");
+}
+
+#[test]
+fn read_only_debug_commands_write_nothing() {
+    let env = Env::new();
+    let data = blob(140, 3000);
+    env.put("kernel", &data);
+    let m = env.manifest(
+        "m.json",
+        &native("v1", vec![asset("kernel", "kernel", &data)]),
+    );
+    let ms = m.to_str().unwrap();
+    env.prepare_ok(&m, &[]);
+    let before = snapshot(&env.root);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    for (sub, args) in [
+        ("ls", vec![]),
+        ("check", vec!["--manifest", ms]),
+        ("check", vec![]),
+        ("verify", vec!["--manifest", ms]),
+        ("show", vec!["kernel", "--manifest", ms]),
+        ("why", vec!["kernel"]),
+    ] {
+        let run = env.debug(sub, &args);
+        assert_eq!(run.code, 0, "debug {sub}: {}", run.stderr);
+        assert_eq!(before, snapshot(&env.root), "debug {sub} wrote something");
+    }
+}

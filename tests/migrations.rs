@@ -1,0 +1,521 @@
+//! Ledger schema upgrades and the arcbox-boot `.verified.json` import, against frozen fixtures.
+//!
+//! `tests/fixtures/ledger-v1.redb` is a ledger at schema 1 holding one record (`bin/runc`);
+//! `tests/fixtures/verified-0.5.2.json` is an arcbox-boot 0.5.2 cache whose keys start with
+//! `@ROOT@`, rewritten to the temp ROOT before use. Both were written once by
+//! `regenerate_fixtures` (ignored) and must never be regenerated after a release: they stand
+//! for files that exist on users' disks.
+
+use assert_cmd::Command;
+use bootvault::Sha256Digest;
+use bootvault::ledger::{Method, Record};
+use bootvault::stamp::{FileKind, Stamp};
+use redb::{ReadableDatabase, TableDefinition, TableHandle};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records_v1");
+
+const FIXTURE_V1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ledger-v1.redb");
+const FIXTURE_LEGACY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/verified-0.5.2.json"
+);
+const ROOT_PLACEHOLDER: &str = "@ROOT@";
+
+/// Content of an asset as arcbox-boot 0.5.2 installed it.
+fn content(name: &str) -> Vec<u8> {
+    format!("{name} as shipped with arcbox-boot 0.5.2\n")
+        .repeat(100)
+        .into_bytes()
+}
+
+fn sha(bytes: &[u8]) -> String {
+    Sha256Digest::of(bytes).to_hex()
+}
+
+/// The one record of the v1 fixture.
+fn v1_record() -> Record {
+    let stamp = Stamp {
+        size: content("runc").len() as u64,
+        mtime_ns: 1_700_000_000_123_456_789,
+        ctime_ns: 1_700_000_000_223_456_789,
+        ino: 4242,
+        dev: 2049,
+        kind: FileKind::Regular,
+    };
+    Record::new(
+        Sha256Digest::of(&content("runc")),
+        &stamp,
+        "2026.10.0",
+        1_700_000_100_000_000_000,
+        Method::Hashed,
+        false,
+    )
+}
+
+/// (relative path, size recorded, mtime secs, mtime nanos) of the legacy entries inside ROOT.
+const LEGACY: [(&str, i64, i64); 5] = [
+    ("kernel", 1_700_000_000, 111_111_111),
+    ("rootfs.erofs", 1_700_000_001, 222_222_222),
+    ("bin/runc", 1_700_000_002, 333_333_333),
+    ("bin/crun", 1_700_000_003, 444_444_444),
+    ("bin/gvproxy", 1_700_000_004, 555_555_555),
+];
+
+fn name_of(rel: &str) -> &str {
+    rel.rsplit('/').next().unwrap()
+}
+
+fn redb_builder() -> redb::Builder {
+    let mut b = redb::Builder::new();
+    b.set_concurrency_mode(redb::ConcurrencyMode::MultiWriter);
+    b
+}
+
+#[test]
+#[ignore = "regenerates fixtures"]
+fn regenerate_fixtures() {
+    let dir = Path::new(FIXTURE_V1).parent().unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let _ = std::fs::remove_file(FIXTURE_V1);
+    let db = redb_builder().create(FIXTURE_V1).unwrap();
+    let txn = db.begin_write().unwrap();
+    bootvault::migrations::apply_upto(&txn, 1).unwrap();
+    txn.open_table(RECORDS)
+        .unwrap()
+        .insert("bin/runc", v1_record().encode().as_slice())
+        .unwrap();
+    txn.commit().unwrap();
+    drop(db);
+
+    let mut entries = serde_json::Map::new();
+    for (rel, secs, nanos) in LEGACY {
+        let data = content(name_of(rel));
+        entries.insert(
+            format!("{ROOT_PLACEHOLDER}/{rel}"),
+            json!({"sha256": sha(&data), "size": data.len(), "mtime_secs": secs, "mtime_nanos": nanos}),
+        );
+    }
+    // An entry for a file outside ROOT (another data dir): never imported.
+    let data = content("kernel");
+    entries.insert(
+        "/var/lib/elsewhere/0.5.2/kernel".into(),
+        json!({"sha256": sha(&data), "size": data.len(), "mtime_secs": 1_700_000_000, "mtime_nanos": 0}),
+    );
+    let text = serde_json::to_string_pretty(&json!({ "entries": entries })).unwrap();
+    std::fs::write(FIXTURE_LEGACY, text + "\n").unwrap();
+}
+
+// ---- helpers --------------------------------------------------------------------------------
+
+struct Env {
+    tmp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Env {
+    fn new() -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        Env { tmp, root }
+    }
+
+    fn state(&self) -> PathBuf {
+        self.root.join(".bootvault")
+    }
+
+    fn put(&self, rel: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    /// Installs the v1 fixture as this store's ledger.
+    fn install_v1(&self) {
+        std::fs::create_dir_all(self.state()).unwrap();
+        std::fs::copy(FIXTURE_V1, self.state().join("ledger.redb")).unwrap();
+    }
+
+    /// Lays out ROOT as arcbox-boot 0.5.2 left it, then changes two files behind the cache's
+    /// back: `bin/crun` grew (size differs), `bin/gvproxy` was touched (mtime differs).
+    /// Writes the cache, keys rewritten to ROOT, at `legacy` (default ROOT/.verified.json).
+    fn install_legacy(&self, legacy: Option<&Path>) -> PathBuf {
+        for (rel, secs, nanos) in LEGACY {
+            let mut data = content(name_of(rel));
+            if rel == "bin/crun" {
+                data.extend_from_slice(b"grown\n");
+            }
+            let p = self.put(rel, &data);
+            let secs = if rel == "bin/gvproxy" { secs + 1 } else { secs };
+            filetime::set_file_mtime(&p, filetime::FileTime::from_unix_time(secs, nanos as u32))
+                .unwrap();
+        }
+        let text = std::fs::read_to_string(FIXTURE_LEGACY).unwrap();
+        let root = self.root.to_str().unwrap();
+        let text = text.replace(ROOT_PLACEHOLDER, root);
+        let path = legacy
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.root.join(".verified.json"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn manifest(&self, file: &str, assets: Vec<Value>) -> PathBuf {
+        let p = self.tmp.path().join(file);
+        std::fs::write(
+            &p,
+            serde_json::to_vec(&json!({"version": "0.6.0", "assets": assets})).unwrap(),
+        )
+        .unwrap();
+        p
+    }
+
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::cargo_bin("bootvault")
+            .unwrap()
+            .args(args)
+            .timeout(std::time::Duration::from_secs(60))
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `prepare --json`; returns name → outcome, asserting exit `code`.
+    fn prepare(&self, manifest: &Path, code: i32) -> BTreeMap<String, String> {
+        let (c, stdout, stderr) = self.run(&[
+            "prepare",
+            "--dir",
+            self.root.to_str().unwrap(),
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--json",
+        ]);
+        assert_eq!(c, code, "prepare: {stderr}");
+        let v: Value = serde_json::from_str(&stdout).unwrap();
+        v["assets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["name"].as_str().unwrap().to_string(),
+                    a["outcome"].as_str().unwrap_or("failed").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// `debug ls --json` records by path.
+    fn records(&self) -> BTreeMap<String, Value> {
+        let (c, stdout, stderr) = self.run(&[
+            "debug",
+            "ls",
+            "--dir",
+            self.root.to_str().unwrap(),
+            "--json",
+        ]);
+        assert_eq!(c, 0, "{stderr}");
+        let v: Value = serde_json::from_str(&stdout).unwrap();
+        v["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["path"].as_str().unwrap().to_string(), r.clone()))
+            .collect()
+    }
+}
+
+fn asset(rel: &str, bytes: &[u8]) -> Value {
+    json!({"name": name_of(rel), "path": rel, "sha256": sha(bytes), "size": bytes.len()})
+}
+
+/// Table names and the schema version of a ledger file, read with redb directly.
+fn inspect_file(path: &Path) -> (Vec<String>, u64) {
+    let db = redb_builder().open_read_only(path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let tables = txn
+        .list_tables()
+        .unwrap()
+        .map(|t| t.name().to_string())
+        .collect();
+    let version = txn
+        .open_table(META)
+        .unwrap()
+        .get("schema_version")
+        .unwrap()
+        .unwrap()
+        .value();
+    (tables, version)
+}
+
+// ---- schema upgrades --------------------------------------------------------------------------
+
+#[test]
+fn v1_fixture_is_as_frozen() {
+    let (tables, version) = inspect_file(Path::new(FIXTURE_V1));
+    assert_eq!(version, 1);
+    assert!(tables.contains(&"records_v1".to_string()), "{tables:?}");
+    assert!(!tables.contains(&"events_v1".to_string()), "{tables:?}");
+}
+
+#[test]
+fn v1_ledger_is_upgraded_to_current_and_keeps_its_record() {
+    let env = Env::new();
+    env.install_v1();
+    let kernel = content("kernel");
+    env.put("kernel", &kernel);
+    let ledger_path = env.state().join("ledger.redb");
+
+    let store = bootvault::Store::open(&env.root).unwrap();
+    // Reading neither upgrades nor loses the old record: its bytes still decode.
+    assert_eq!(store.ledger().schema_version(), 1);
+    let (records, state) = store.ledger().read_many(&["bin/runc"]);
+    assert_eq!(state, bootvault::ledger::LedgerState::Ok);
+    assert_eq!(records, vec![Some(v1_record())]);
+    assert_eq!(inspect_file(&ledger_path).1, 1, "a read upgraded the file");
+
+    // The first write upgrades.
+    let manifest = bootvault::Manifest::from_json_str(
+        &json!({"version": "0.6.0", "assets": [asset("kernel", &kernel)]}).to_string(),
+    )
+    .unwrap();
+    let report = store.prepare(&manifest).unwrap();
+    assert_eq!(
+        report.assets[0].outcome,
+        Some(bootvault::Outcome::Verified),
+        "{report:?}"
+    );
+    assert_eq!(
+        store.ledger().schema_version(),
+        bootvault::migrations::CURRENT
+    );
+    let (records, _) = store.ledger().read_many(&["bin/runc", "kernel"]);
+    assert_eq!(records[0], Some(v1_record()), "the v1 record was lost");
+    assert_eq!(records[1].as_ref().unwrap().method, Method::Hashed);
+    let events = store.ledger().events(Some("kernel"), 10);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].outcome, "verified");
+    drop(store);
+
+    let (tables, version) = inspect_file(&ledger_path);
+    assert_eq!(version, bootvault::migrations::CURRENT);
+    for t in ["meta", "records_v1", "events_v1"] {
+        assert!(tables.contains(&t.to_string()), "{t} missing: {tables:?}");
+    }
+    // The fixture in the tree is untouched.
+    assert_eq!(inspect_file(Path::new(FIXTURE_V1)).1, 1);
+}
+
+#[test]
+fn v1_record_with_a_foreign_stamp_is_shown_but_never_trusted() {
+    let env = Env::new();
+    env.install_v1();
+    let runc = content("runc");
+    env.put("bin/runc", &runc);
+    let recs = env.records();
+    let r = &recs["bin/runc"];
+    assert_eq!(r["method"], "hashed");
+    assert_eq!(r["sha256"].as_str(), Some(sha(&runc).as_str()));
+    assert_eq!(r["manifest_version"], "2026.10.0");
+    assert_eq!(r["ino"].as_u64(), Some(4242));
+
+    // Same digest, but the stamp is another file's: re-hash, then trust.
+    let m = env.manifest("m.json", vec![asset("bin/runc", &runc)]);
+    assert_eq!(env.prepare(&m, 0)["runc"], "verified");
+    assert_eq!(env.prepare(&m, 0)["runc"], "cached");
+    let recs = env.records();
+    assert_eq!(recs["bin/runc"]["manifest_version"], "0.6.0");
+    assert_eq!(
+        inspect_file(&env.state().join("ledger.redb")).1,
+        bootvault::migrations::CURRENT
+    );
+}
+
+// ---- arcbox-boot .verified.json ---------------------------------------------------------------
+
+#[test]
+fn migrate_imports_matching_entries_and_skips_changed_ones() {
+    let env = Env::new();
+    let legacy = env.install_legacy(None);
+    let legacy_before = std::fs::read(&legacy).unwrap();
+    let root = env.root.to_str().unwrap();
+
+    let (code, stdout, stderr) = env.run(&["migrate", "--dir", root, "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    let mut imported: Vec<&str> = v["imported"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    imported.sort();
+    assert_eq!(imported, vec!["bin/runc", "kernel", "rootfs.erofs"], "{v}");
+    let skipped = v["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 3, "{v}");
+    for key in ["bin/crun", "bin/gvproxy", "/var/lib/elsewhere/0.5.2/kernel"] {
+        assert!(
+            skipped
+                .iter()
+                .any(|s| s["key"].as_str().unwrap().ends_with(key)),
+            "{key} not skipped: {v}"
+        );
+    }
+
+    // The legacy cache stays where it was, unchanged.
+    assert_eq!(std::fs::read(&legacy).unwrap(), legacy_before);
+
+    let recs = env.records();
+    assert_eq!(
+        recs.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+        vec!["bin/runc", "kernel", "rootfs.erofs"]
+    );
+    for (rel, r) in &recs {
+        assert_eq!(r["method"], "legacy-import", "{rel}");
+        assert_eq!(
+            r["sha256"].as_str(),
+            Some(sha(&content(name_of(rel))).as_str())
+        );
+        let meta = std::fs::metadata(env.root.join(rel)).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(r["ino"].as_u64(), Some(meta.ino()), "{rel}");
+    }
+
+    // A prepare expecting the same digests trusts the imported records.
+    let same: Vec<Value> = ["kernel", "rootfs.erofs", "bin/runc"]
+        .iter()
+        .map(|rel| asset(rel, &content(name_of(rel))))
+        .collect();
+    let m = env.manifest("same.json", same);
+    let o = env.prepare(&m, 0);
+    assert!(o.values().all(|x| x == "cached"), "{o:?}");
+
+    // One expecting another runc (an upgrade) does not: the file is wrong for it.
+    let new_runc = content("runc 0.6.0");
+    let src = env.tmp.path().join("runc-0.6.0");
+    std::fs::write(&src, &new_runc).unwrap();
+    let mut upgraded = asset("bin/runc", &new_runc);
+    upgraded["urls"] = json!([url::Url::from_file_path(&src).unwrap().to_string()]);
+    let m = env.manifest(
+        "upgrade.json",
+        vec![asset("kernel", &content("kernel")), upgraded],
+    );
+    let o = env.prepare(&m, 0);
+    assert_eq!(o["kernel"], "cached");
+    assert_eq!(o["runc"], "repaired", "{o:?}");
+    assert_eq!(std::fs::read(env.root.join("bin/runc")).unwrap(), new_runc);
+}
+
+#[test]
+fn imported_record_for_another_digest_is_never_trusted() {
+    // Same file, same stamp, but the manifest expects different content: verify, fail.
+    let env = Env::new();
+    env.install_legacy(None);
+    let root = env.root.to_str().unwrap();
+    assert_eq!(env.run(&["migrate", "--dir", root]).0, 0);
+    let m = env.manifest("m.json", vec![asset("kernel", &content("kernel 0.6.0"))]);
+    let o = env.prepare(&m, 1);
+    assert_eq!(o["kernel"], "failed", "{o:?}");
+}
+
+#[test]
+fn skipped_legacy_entries_are_rehashed() {
+    let env = Env::new();
+    env.install_legacy(None);
+    let root = env.root.to_str().unwrap();
+    assert_eq!(env.run(&["migrate", "--dir", root]).0, 0);
+    // gvproxy's content is what the cache says, but its mtime moved: no import, re-hash.
+    let m = env.manifest("m.json", vec![asset("bin/gvproxy", &content("gvproxy"))]);
+    assert_eq!(env.prepare(&m, 0)["gvproxy"], "verified");
+    assert_eq!(env.prepare(&m, 0)["gvproxy"], "cached");
+}
+
+#[test]
+fn migrate_from_a_legacy_file_elsewhere() {
+    let env = Env::new();
+    let legacy = env.tmp.path().join("old-cache.json");
+    env.install_legacy(Some(&legacy));
+    let root = env.root.to_str().unwrap();
+    let (code, _, stderr) = env.run(&[
+        "migrate",
+        "--dir",
+        root,
+        "--legacy",
+        legacy.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(legacy.exists());
+    let recs = env.records();
+    assert_eq!(recs.len(), 3, "{recs:?}");
+    assert!(recs.values().all(|r| r["method"] == "legacy-import"));
+}
+
+#[test]
+fn migrate_with_a_missing_or_malformed_legacy_file_exits_2() {
+    let env = Env::new();
+    let root = env.root.to_str().unwrap();
+    let (code, _, stderr) = env.run(&["migrate", "--dir", root]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains(".verified.json"), "{stderr}");
+
+    std::fs::write(env.root.join(".verified.json"), b"{\"entries\": [1, 2]}").unwrap();
+    let (code, _, stderr) = env.run(&["migrate", "--dir", root]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains(".verified.json"), "{stderr}");
+    assert!(env.records().is_empty());
+}
+
+#[test]
+fn first_prepare_auto_imports_verified_json() {
+    let env = Env::new();
+    let legacy = env.install_legacy(None);
+    assert!(!env.state().exists());
+    let assets: Vec<Value> = ["kernel", "rootfs.erofs", "bin/runc", "bin/gvproxy"]
+        .iter()
+        .map(|rel| asset(rel, &content(name_of(rel))))
+        .collect();
+    let m = env.manifest("m.json", assets);
+
+    let o = env.prepare(&m, 0);
+    assert_eq!(o["kernel"], "cached", "{o:?}");
+    assert_eq!(o["rootfs.erofs"], "cached", "{o:?}");
+    assert_eq!(o["runc"], "cached", "{o:?}");
+    assert_eq!(o["gvproxy"], "verified", "{o:?}");
+    assert!(legacy.exists(), "the legacy cache was removed");
+
+    let recs = env.records();
+    assert_eq!(recs["kernel"]["method"], "legacy-import");
+    assert_eq!(recs["bin/gvproxy"]["method"], "hashed");
+    assert!(!recs.contains_key("bin/crun"));
+
+    // Only on first use: later changes to the legacy file are ignored.
+    let o = env.prepare(&m, 0);
+    assert!(o.values().all(|x| x == "cached"), "{o:?}");
+}
+
+#[test]
+fn auto_import_never_trusts_a_file_rewritten_after_the_cache() {
+    // arcbox-boot trusted size + mtime; bootvault imports on the same terms but records ctime,
+    // so a rewrite after the import (mtime restored) is caught.
+    let env = Env::new();
+    env.install_legacy(None);
+    let m = env.manifest("m.json", vec![asset("kernel", &content("kernel"))]);
+    assert_eq!(env.prepare(&m, 0)["kernel"], "cached");
+    let p = env.root.join("kernel");
+    let meta = std::fs::metadata(&p).unwrap();
+    let mut evil = content("kernel");
+    evil[0] ^= 1;
+    std::fs::write(&p, &evil).unwrap();
+    filetime::set_file_mtime(&p, filetime::FileTime::from_last_modification_time(&meta)).unwrap();
+    let o = env.prepare(&m, 1);
+    assert_eq!(o["kernel"], "failed", "{o:?}");
+}
