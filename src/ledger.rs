@@ -415,6 +415,15 @@ impl Ledger {
     /// The write handle, opening (and creating, migrating, or rebuilding) the ledger as needed.
     /// `Ok(None)` when the ledger is newer than this binary and must not be touched.
     fn writer(&self) -> Result<Option<Arc<Database>>> {
+        // A read-write open rewrites the header, so look at the schema read-only first: a
+        // newer ledger must stay byte-identical (this also covers `gc` and `migrate`).
+        let first_open = matches!(
+            *self.handle.lock().unwrap_or_else(|p| p.into_inner()),
+            Handle::Closed | Handle::Read(_)
+        );
+        if first_open && self.path.exists() && self.read_many(&[]).1 == LedgerState::Newer {
+            return Ok(None);
+        }
         let mut h = self.handle.lock().unwrap_or_else(|p| p.into_inner());
         match &*h {
             Handle::Write(db) => return Ok(Some(db.clone())),
@@ -455,7 +464,9 @@ impl Ledger {
         let check = self.suspect.load(Ordering::Relaxed);
         let attempt = || {
             catch_unwind(AssertUnwindSafe(|| {
-                builder().set_check_integrity_on_open(check).create(&self.path)
+                builder()
+                    .set_check_integrity_on_open(check)
+                    .create(&self.path)
             }))
         };
         match attempt() {
@@ -609,13 +620,20 @@ impl Ledger {
     /// Imports an arcbox-boot `.verified.json` (see `migrations::legacy`).
     pub fn import_legacy(&self, legacy: &Path) -> Result<crate::migrations::legacy::ImportReport> {
         let (records, report) = crate::migrations::legacy::plan(&self.root, legacy)?;
-        self.write(|txn| {
+        let written = self.write(|txn| {
             let mut t = txn.open_table(RECORDS)?;
             for (rel, r) in &records {
                 t.insert(rel.as_str(), r.encode().as_slice())?;
             }
             Ok(())
         })?;
+        if !written {
+            return Err(redb_err(
+                &self.path,
+                "import",
+                "the ledger was written by a newer bootvault; left untouched",
+            ));
+        }
         Ok(report)
     }
 
