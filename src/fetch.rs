@@ -102,6 +102,8 @@ struct Partial {
     validator: Option<String>,
     since_checkpoint: u64,
     resumed: u64,
+    /// Bytes appended by this process, across tries and resets.
+    received: u64,
 }
 
 impl Partial {
@@ -125,6 +127,7 @@ impl Partial {
         self.hasher.update(bytes);
         self.offset += bytes.len() as u64;
         self.since_checkpoint += bytes.len() as u64;
+        self.received += bytes.len() as u64;
         Ok(())
     }
 
@@ -210,6 +213,7 @@ fn open_partial(tmp_dir: &Path, key: &str, expected: &Sha256Digest) -> Result<Pa
                 validator: cp.validator,
                 since_checkpoint: 0,
                 resumed: cp.offset,
+                received: 0,
             });
         }
     }
@@ -230,6 +234,7 @@ fn open_partial(tmp_dir: &Path, key: &str, expected: &Sha256Digest) -> Result<Pa
         validator: None,
         since_checkpoint: 0,
         resumed: 0,
+        received: 0,
     })
 }
 
@@ -295,7 +300,6 @@ impl Fetcher {
             });
         }
         let mut partial = open_partial(req.tmp_dir, req.key, &req.sha256)?;
-        let mut downloaded = 0u64;
         let mut attempts: Vec<String> = Vec::new();
         let mut dead = vec![false; req.urls.len()];
         for round in 0..=self.opts.retries {
@@ -304,12 +308,8 @@ impl Fetcher {
                 if dead[i] {
                     continue;
                 }
-                // A partial from another URL cannot be resumed against this one.
-                if partial.offset > 0 && partial.url.as_deref() != Some(url.as_str()) {
-                    partial.reset()?;
-                }
-                partial.url = Some(url.clone());
-                let before = partial.offset;
+                // A partial from another URL is not resumed against this one; it is dropped
+                // only once this URL answers with a body (see `try_http`, `copy_file`).
                 let result = if url.starts_with("file:") {
                     copy_file(url, &mut partial, req)
                 } else {
@@ -318,9 +318,8 @@ impl Fetcher {
                         None => Err(TryError::Permanent("fetch runtime is shut down".into())),
                     }
                 };
-                downloaded += partial.offset.saturating_sub(before);
                 match result {
-                    Ok(()) => match self.finish(partial, req, downloaded) {
+                    Ok(()) => match self.finish(partial, req) {
                         Ok(done) => return Ok(done),
                         Err((p, why)) => {
                             partial = p;
@@ -335,7 +334,9 @@ impl Fetcher {
                     }
                     Err(TryError::Permanent(why)) => {
                         dead[i] = true;
-                        partial.reset()?;
+                        if partial.url.as_deref() == Some(url.as_str()) {
+                            partial.reset()?;
+                        }
                         attempts.push(format!("{url}: {why}"));
                     }
                     Err(TryError::Transient(why, retry_after)) => {
@@ -381,7 +382,6 @@ impl Fetcher {
         &self,
         mut p: Partial,
         req: &Request<'_>,
-        downloaded: u64,
     ) -> std::result::Result<Fetched, (Partial, String)> {
         let hasher = std::mem::replace(&mut p.hasher, Sha256::new());
         let digest = Sha256Digest::from_hasher(hasher);
@@ -405,7 +405,7 @@ impl Fetcher {
             path: p.path,
             file: p.file,
             size: p.offset,
-            bytes_downloaded: downloaded,
+            bytes_downloaded: p.received,
             bytes_resumed: p.resumed,
         })
     }
@@ -417,7 +417,7 @@ impl Fetcher {
         req: &Request<'_>,
     ) -> std::result::Result<(), TryError> {
         let mut rb = self.client.get(url);
-        let resuming = p.offset > 0;
+        let resuming = p.offset > 0 && p.url.as_deref() == Some(url);
         if resuming {
             rb = rb.header(reqwest::header::RANGE, format!("bytes={}-", p.offset));
             if let Some(v) = &p.validator {
@@ -437,8 +437,9 @@ impl Fetcher {
             .map(Duration::from_secs);
         match status.as_u16() {
             200 => {
-                if resuming {
-                    // The server ignored Range (or the resource changed): start over cleanly.
+                if p.offset > 0 {
+                    // The server ignored Range, the resource changed, or the partial came from
+                    // another URL: start over cleanly.
                     p.reset().map_err(TryError::Local)?;
                 }
             }
@@ -471,6 +472,7 @@ impl Fetcher {
             }
             _ => return Err(TryError::Permanent(format!("HTTP {status}"))),
         }
+        p.url = Some(url.to_string());
         let validator = resp
             .headers()
             .get(reqwest::header::ETAG)
@@ -542,9 +544,10 @@ fn copy_file(url: &str, p: &mut Partial, req: &Request<'_>) -> std::result::Resu
         .ok()
         .and_then(|u| u.to_file_path().ok())
         .ok_or_else(|| TryError::Permanent("not a local file URL".into()))?;
-    p.reset().map_err(TryError::Local)?;
     let mut src =
         File::open(&path).map_err(|e| TryError::Permanent(format!("{}: {e}", path.display())))?;
+    p.reset().map_err(TryError::Local)?;
+    p.url = Some(url.to_string());
     let mut buf = vec![0u8; crate::digest::HASH_BUF];
     loop {
         let n = src
