@@ -389,6 +389,24 @@ impl Ledger {
                 *h = Handle::Read(db.clone());
                 Ok(Some(db))
             }
+            // A process died holding a write handle: the file needs repair, which only a
+            // read-write open does. Repair once rather than re-hash everything; the prepare
+            // after a crash is not a warm one.
+            Ok(Err(redb::DatabaseError::RepairAborted)) => {
+                drop(h);
+                tracing::info!(
+                    "ledger {}: repairing after a crashed writer",
+                    self.path.display()
+                );
+                match self.open_writer() {
+                    Ok(Some(db)) => Ok(Some(db)),
+                    Ok(None) => Err(LedgerState::Newer),
+                    Err(e) => {
+                        self.warn_once(&format!("{e}; re-hashing"));
+                        Err(LedgerState::Unavailable)
+                    }
+                }
+            }
             Ok(Err(e)) => match classify(&self.path, e) {
                 OpenFailure::Newer => {
                     *h = Handle::Newer;
@@ -424,6 +442,11 @@ impl Ledger {
         if first_open && self.path.exists() && self.read_many(&[]).1 == LedgerState::Newer {
             return Ok(None);
         }
+        self.open_writer()
+    }
+
+    /// The write handle, without the read-only look at the schema first.
+    fn open_writer(&self) -> Result<Option<Arc<Database>>> {
         let mut h = self.handle.lock().unwrap_or_else(|p| p.into_inner());
         match &*h {
             Handle::Write(db) => return Ok(Some(db.clone())),
