@@ -258,7 +258,7 @@ fn one(a: OneArgs, why: bool) -> CmdResult {
     let record = store.ledger().read_many(&[rel.as_str()]).0.pop().flatten();
     if asset.is_none() && record.is_none() && live.is_none() {
         return Err(super::Failure {
-            code: EXIT_FAILED,
+            code: super::EXIT_USAGE,
             message: format!(
                 "{}: no such asset, record or file under {}",
                 a.target,
