@@ -37,6 +37,8 @@ pub enum Field {
     Digest,
     /// The record was taken in the same clock tick as the file's last change.
     Racy,
+    /// The file's fs-verity digest differs from the record's (or can no longer be measured).
+    Verity,
 }
 
 impl Field {
@@ -50,6 +52,7 @@ impl Field {
             Field::Dev => "dev",
             Field::Digest => "digest",
             Field::Racy => "racy",
+            Field::Verity => "verity",
         }
     }
 }

@@ -33,8 +33,10 @@ pub(crate) const EVENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::n
 /// Key of the schema version in `meta`.
 pub(crate) const SCHEMA_KEY: &str = "schema_version";
 
-/// Leading tag of a record value.
+/// Leading tag of a record value without a verity digest.
 const RECORD_FORMAT_V1: u8 = 1;
+/// Leading tag of a record value with a verity digest.
+const RECORD_FORMAT_V2: u8 = 2;
 /// Leading tag of an event value.
 const EVENT_FORMAT_V1: u8 = 1;
 /// How many events the ledger keeps (oldest dropped first).
@@ -66,7 +68,7 @@ impl Method {
 }
 
 /// One verification, as stored in `records_v1`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     /// The digest the content hashed to.
     pub sha256: Sha256Digest,
@@ -88,6 +90,30 @@ pub struct Record {
     pub method: Method,
     /// Taken in the same clock tick as the file's last change: never trusted.
     pub racy: bool,
+    /// The fs-verity digest, when verity was enabled on the file (method `verity`).
+    pub verity: Option<Sha256Digest>,
+}
+
+/// Wire form of a record without verity (tag 1). Frozen: never change its fields.
+#[derive(Serialize, Deserialize)]
+struct RecordV1 {
+    sha256: Sha256Digest,
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+    ino: u64,
+    dev: u64,
+    manifest_version: String,
+    verified_at_ns: i64,
+    method: Method,
+    racy: bool,
+}
+
+/// Wire form of a record with a verity digest (tag 2). Frozen: never change its fields.
+#[derive(Serialize, Deserialize)]
+struct RecordV2 {
+    base: RecordV1,
+    verity: Sha256Digest,
 }
 
 impl Record {
@@ -111,17 +137,66 @@ impl Record {
             verified_at_ns,
             method,
             racy,
+            verity: None,
         }
     }
 
-    /// Tag byte, then bincode.
+    fn to_v1(&self) -> RecordV1 {
+        RecordV1 {
+            sha256: self.sha256,
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+            ctime_ns: self.ctime_ns,
+            ino: self.ino,
+            dev: self.dev,
+            manifest_version: self.manifest_version.clone(),
+            verified_at_ns: self.verified_at_ns,
+            method: self.method,
+            racy: self.racy,
+        }
+    }
+
+    fn from_v1(v: RecordV1, verity: Option<Sha256Digest>) -> Record {
+        Record {
+            sha256: v.sha256,
+            size: v.size,
+            mtime_ns: v.mtime_ns,
+            ctime_ns: v.ctime_ns,
+            ino: v.ino,
+            dev: v.dev,
+            manifest_version: v.manifest_version,
+            verified_at_ns: v.verified_at_ns,
+            method: v.method,
+            racy: v.racy,
+            verity,
+        }
+    }
+
+    /// Tag byte, then bincode: tag 1 without a verity digest, tag 2 with one, so ledgers
+    /// without verity stay readable by every release.
     pub fn encode(&self) -> Vec<u8> {
-        encode_tagged(RECORD_FORMAT_V1, self)
+        match self.verity {
+            None => encode_tagged(RECORD_FORMAT_V1, &self.to_v1()),
+            Some(verity) => encode_tagged(
+                RECORD_FORMAT_V2,
+                &RecordV2 {
+                    base: self.to_v1(),
+                    verity,
+                },
+            ),
+        }
     }
 
     /// Decodes a value; `None` for an unknown tag or bytes that do not decode.
     pub fn decode(bytes: &[u8]) -> Option<Record> {
-        decode_tagged(RECORD_FORMAT_V1, bytes)
+        match bytes.first()? {
+            &RECORD_FORMAT_V1 => {
+                decode_tagged::<RecordV1>(RECORD_FORMAT_V1, bytes).map(|v| Record::from_v1(v, None))
+            }
+            &RECORD_FORMAT_V2 => decode_tagged::<RecordV2>(RECORD_FORMAT_V2, bytes)
+                .map(|v| Record::from_v1(v.base, Some(v.verity))),
+            _ => None,
+        }
     }
 }
 
@@ -801,6 +876,24 @@ mod tests {
         let mut longer = bytes;
         longer.push(0);
         assert_eq!(Record::decode(&longer), None);
+    }
+
+    #[test]
+    fn verity_records_use_tag_2_and_plain_records_keep_tag_1() {
+        let plain = sample();
+        assert_eq!(plain.encode()[0], RECORD_FORMAT_V1);
+        let with = Record {
+            method: Method::Verity,
+            verity: Some(Sha256Digest([9; 32])),
+            ..sample()
+        };
+        let bytes = with.encode();
+        assert_eq!(bytes[0], RECORD_FORMAT_V2);
+        assert_eq!(Record::decode(&bytes), Some(with));
+        // A v2 body under a v1 tag does not decode exactly: a miss, not a wrong record.
+        let mut wrong = bytes.clone();
+        wrong[0] = RECORD_FORMAT_V1;
+        assert_eq!(Record::decode(&wrong), None);
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod origin;
 pub mod place;
 pub mod stamp;
 pub mod store;
+pub mod verity;
 
 pub use digest::Sha256Digest;
 pub use error::{Error, Result};

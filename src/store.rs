@@ -195,6 +195,7 @@ impl StoreBuilder {
             state,
             ledger,
             fetcher: OnceLock::new(),
+            verity: OnceLock::new(),
             opts: self.opts,
         })
     }
@@ -206,6 +207,8 @@ pub struct Store {
     state: PathBuf,
     ledger: Ledger,
     fetcher: OnceLock<std::result::Result<Fetcher, String>>,
+    /// Whether ROOT's filesystem supports fs-verity (probed on the first placement).
+    verity: OnceLock<bool>,
     opts: Options,
 }
 
@@ -321,6 +324,8 @@ impl Store {
                 };
                 let p = policy.unwrap_or_else(|| self.policy(asset));
                 let verdict = judge(record.as_ref(), live.as_ref(), &expected, p);
+                let verdict =
+                    verity_verdict(&self.root.join(&asset.path), record.as_ref(), verdict);
                 Inspection {
                     asset: asset.clone(),
                     path: self.root.join(&asset.path),
@@ -529,6 +534,7 @@ impl Store {
         let live = Stamp::of_path(&path).at(&path, "stat")?;
         let record = self.ledger.read_many(&[key]).0.pop().flatten();
         let verdict_now = judge(record.as_ref(), live.as_ref(), &expected, policy);
+        let verdict_now = verity_verdict(&path, record.as_ref(), verdict_now);
         if verdict_now.is_trusted() {
             return Ok((Outcome::Cached, live.map(|l| l.size).unwrap_or(0)));
         }
@@ -741,6 +747,28 @@ impl Store {
         }
         let (stamp_placed, rehashed) = placed?;
         counters.0 += rehashed;
+        // The verity tier: enable it on the placed file where the filesystem supports it
+        // (this needs no writer open, so the download's handle is closed first).
+        drop(fetched.file);
+        let verity = if *self
+            .verity
+            .get_or_init(|| crate::verity::probe(&self.root) == crate::verity::Support::Available)
+        {
+            enable_verity(path)
+        } else {
+            None
+        };
+        let stamp_placed = match verity {
+            Some(_) => Stamp::of_path(path)
+                .at(path, "stat")?
+                .unwrap_or(stamp_placed),
+            None => stamp_placed,
+        };
+        let method = if verity.is_some() {
+            Method::Verity
+        } else {
+            Method::Downloaded
+        };
         // Settle: wait for the filesystem clock to pass the placement, then check the inode
         // is unchanged, so the record is not racy.
         let dir = path.parent().unwrap_or(&self.root);
@@ -753,24 +781,20 @@ impl Store {
         .flatten();
         let now = Stamp::of_path(path).ok().flatten();
         let rec = match (settled, now) {
-            (Some(at), Some(s)) if s == stamp_placed => Some(Record::new(
-                asset.sha256,
-                &s,
-                version,
-                at,
-                Method::Downloaded,
-                false,
-            )),
+            (Some(at), Some(s)) if s == stamp_placed => {
+                Some(Record::new(asset.sha256, &s, version, at, method, false))
+            }
             (None, Some(s)) if s == stamp_placed => Some(Record::new(
                 asset.sha256,
                 &s,
                 version,
                 stamp::wall_now_ns(),
-                Method::Downloaded,
+                method,
                 true,
             )),
             _ => None,
         };
+        let rec = rec.map(|r| Record { verity, ..r });
         Ok((rec, fetched.size))
     }
 
@@ -933,4 +957,33 @@ fn walk(root: &Path, dir: &Path, state: &Path, out: &mut Vec<String>) -> Result<
         }
     }
     Ok(())
+}
+
+/// A record with a verity digest vouches only while the file still measures to it; then it
+/// vouches even under `verify: always`, since the kernel checks every read against it.
+fn verity_verdict(path: &Path, record: Option<&Record>, verdict: Verdict) -> Verdict {
+    let Some(expected) = record.and_then(|r| r.verity) else {
+        return verdict;
+    };
+    if !matches!(verdict, Verdict::Fresh | Verdict::Always) {
+        return verdict;
+    }
+    let measured = place::open_nofollow(path)
+        .ok()
+        .and_then(|f| crate::verity::measure(&f));
+    if measured == Some(expected) {
+        Verdict::Fresh
+    } else {
+        Verdict::Stale(vec![crate::judge::Field::Verity])
+    }
+}
+
+/// Enables fs-verity on a placed file and returns its verity digest.
+fn enable_verity(path: &Path) -> Option<Sha256Digest> {
+    let file = place::open_nofollow(path).ok()?;
+    if let Err(e) = crate::verity::enable(&file) {
+        tracing::debug!("{}: fs-verity not enabled: {e}", path.display());
+        return None;
+    }
+    crate::verity::measure(&file)
 }

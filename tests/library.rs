@@ -155,3 +155,43 @@ fn verify_always_on_an_unchanged_file_rehashes_but_does_not_write() {
     let after = std::fs::metadata(&ledger).unwrap();
     assert_eq!(before.mtime_nsec(), after.mtime_nsec());
 }
+
+#[test]
+fn verity_tier_is_used_where_available_and_falls_back_elsewhere() {
+    use bootvault::ledger::Method;
+    use bootvault::verity::{Support, probe};
+    let dir = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let mut set = small_set(1, "v");
+    set[0].verify = Policy::Always;
+    write_all(src.path(), &set).unwrap();
+    let m = manifest(&set, "v1", |a| {
+        Some(
+            url::Url::from_file_path(src.path().join(&a.path))
+                .unwrap()
+                .to_string(),
+        )
+    });
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.prepare(&m).unwrap().assets[0].outcome,
+        Some(Outcome::Downloaded)
+    );
+    let (records, _) = store.ledger().all();
+    let second = store.prepare(&m).unwrap();
+    match probe(dir.path()) {
+        Support::Available => {
+            assert_eq!(records[0].1.method, Method::Verity);
+            assert!(records[0].1.verity.is_some());
+            // The kernel checks every read: `always` is satisfied in O(1).
+            assert_eq!(second.assets[0].outcome, Some(Outcome::Cached));
+        }
+        Support::Unsupported(why) => {
+            eprintln!("fs-verity unavailable here ({why}): checking the fallback");
+            assert_eq!(records[0].1.method, Method::Downloaded);
+            assert_eq!(records[0].1.verity, None);
+            assert_eq!(second.assets[0].outcome, Some(Outcome::Verified));
+            assert_eq!(second.assets[0].bytes_hashed, set[0].bytes.len() as u64);
+        }
+    }
+}

@@ -94,11 +94,12 @@ proptest! {
     fn record_codec_round_trips(
         digest in any::<[u8; 32]>(), size in any::<u64>(), mtime in any::<i64>(), ctime in any::<i64>(),
         ino in any::<u64>(), dev in any::<u64>(), version in ".{0,20}", at in any::<i64>(),
-        method in 0u8..4, racy in any::<bool>(),
+        method in 0u8..4, racy in any::<bool>(), verity in prop::option::of(any::<[u8; 32]>()),
     ) {
         let stamp = Stamp { size, mtime_ns: mtime, ctime_ns: ctime, ino, dev, kind: FileKind::Regular };
         let method = [Method::Hashed, Method::Downloaded, Method::LegacyImport, Method::Verity][method as usize];
-        let r = Record::new(Sha256Digest(digest), &stamp, &version, at, method, racy);
+        let mut r = Record::new(Sha256Digest(digest), &stamp, &version, at, method, racy);
+        r.verity = verity.map(Sha256Digest);
         prop_assert_eq!(Record::decode(&r.encode()), Some(r));
     }
 
