@@ -189,11 +189,11 @@ impl Record {
 
     /// Decodes a value; `None` for an unknown tag or bytes that do not decode.
     pub fn decode(bytes: &[u8]) -> Option<Record> {
-        match bytes.first()? {
-            &RECORD_FORMAT_V1 => {
+        match *bytes.first()? {
+            RECORD_FORMAT_V1 => {
                 decode_tagged::<RecordV1>(RECORD_FORMAT_V1, bytes).map(|v| Record::from_v1(v, None))
             }
-            &RECORD_FORMAT_V2 => decode_tagged::<RecordV2>(RECORD_FORMAT_V2, bytes)
+            RECORD_FORMAT_V2 => decode_tagged::<RecordV2>(RECORD_FORMAT_V2, bytes)
                 .map(|v| Record::from_v1(v.base, Some(v.verity))),
             _ => None,
         }
