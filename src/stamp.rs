@@ -93,6 +93,31 @@ impl Stamp {
         }
     }
 
+    /// `lstat` of `rel` under the directory `dir` (`fstatat` with `AT_SYMLINK_NOFOLLOW`);
+    /// `None` when nothing is there or it cannot be read.
+    pub fn of_path_at(dir: &impl std::os::fd::AsFd, rel: &str) -> Option<Stamp> {
+        use rustix::fs::{AtFlags, FileType, statat};
+        let st = statat(dir, rel, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        let kind = match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => FileKind::Regular,
+            FileType::Symlink => FileKind::Symlink,
+            FileType::Directory => FileKind::Directory,
+            _ => FileKind::Other,
+        };
+        Some(Stamp {
+            size: st.st_size as u64,
+            mtime_ns: (st.st_mtime as i64)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(st.st_mtime_nsec as i64),
+            ctime_ns: (st.st_ctime as i64)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(st.st_ctime_nsec as i64),
+            ino: st.st_ino as u64,
+            dev: st.st_dev as u64,
+            kind,
+        })
+    }
+
     /// `fstat` of an open file.
     pub fn of_file(file: &std::fs::File) -> std::io::Result<Stamp> {
         file.metadata().map(|m| Stamp::from_metadata(&m))
@@ -158,6 +183,23 @@ mod tests {
         assert!(stamp(50, 100).is_racy(100));
         assert!(stamp(50, 150).is_racy(100));
         assert!(!stamp(99, 99).is_racy(100));
+    }
+
+    #[test]
+    fn stamp_at_a_directory_equals_stamp_by_path() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/f"), b"abc").unwrap();
+        std::os::unix::fs::symlink("f", dir.path().join("sub/l")).unwrap();
+        let fd = std::fs::File::open(dir.path()).unwrap();
+        for rel in ["sub/f", "sub/l", "sub"] {
+            assert_eq!(
+                Stamp::of_path_at(&fd, rel),
+                Stamp::of_path(&dir.path().join(rel)).unwrap(),
+                "{rel}"
+            );
+        }
+        assert_eq!(Stamp::of_path_at(&fd, "missing"), None);
     }
 
     #[test]

@@ -76,14 +76,14 @@ pub enum Progress<'a> {
 pub type ProgressFn = Arc<dyn Fn(&Progress<'_>) + Send + Sync>;
 
 /// The result for one asset.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct AssetReport {
     /// Asset name.
     pub name: String,
     /// Absolute path under ROOT.
     pub path: PathBuf,
-    /// Expected digest (hex).
-    pub sha256: String,
+    /// Expected digest.
+    pub sha256: Sha256Digest,
     /// Size of the file (or the manifest size when it failed).
     pub size: Option<u64>,
     /// The outcome, or `None` when it failed.
@@ -94,7 +94,7 @@ pub struct AssetReport {
     pub bytes_downloaded: u64,
     /// The error, when it failed.
     pub error: Option<String>,
-    /// Why the asset was not cached (the verdict), for humans.
+    /// Why the asset was not cached (the verdict), for humans; empty when cached.
     pub reason: String,
     /// Time spent on this asset.
     pub elapsed: Duration,
@@ -130,7 +130,8 @@ impl Report {
 /// Options of a store; see [`StoreBuilder`].
 #[derive(Clone)]
 struct Options {
-    jobs: usize,
+    /// `None`: the number of cores, looked up only when there is work (it reads cgroup files).
+    jobs: Option<usize>,
     offline: bool,
     verify: Option<Policy>,
     fetch: FetchOptions,
@@ -153,7 +154,7 @@ impl StoreBuilder {
     }
     /// Parallel workers for hashing and fetching (default: number of cores).
     pub fn jobs(mut self, jobs: usize) -> Self {
-        self.opts.jobs = jobs.max(1);
+        self.opts.jobs = Some(jobs.max(1));
         self
     }
     /// Never touch the network (`file://` sources still work).
@@ -254,9 +255,7 @@ impl Store {
             root: root.into(),
             state_dir: None,
             opts: Options {
-                jobs: std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(2),
+                jobs: None,
                 offline: false,
                 verify: None,
                 fetch: FetchOptions::default(),
@@ -305,12 +304,45 @@ impl Store {
         manifest: &Manifest,
         policy: Option<Policy>,
     ) -> (Vec<Inspection>, LedgerState) {
-        let keys: Vec<&str> = manifest.assets.iter().map(|a| a.path.as_str()).collect();
+        let (judged, state) = self.judge_all(manifest, policy);
+        let out = manifest
+            .assets
+            .iter()
+            .zip(judged)
+            .map(|(asset, (live, record, verdict))| Inspection {
+                asset: asset.clone(),
+                path: self.root.join(&asset.path),
+                live,
+                record,
+                verdict,
+            })
+            .collect();
+        (out, state)
+    }
+
+    /// The warm path: one `lstat` per asset (relative to a descriptor of ROOT, so the ROOT
+    /// prefix is resolved once), one read transaction for every record, and [`judge`].
+    #[allow(clippy::type_complexity)]
+    fn judge_all(
+        &self,
+        manifest: &Manifest,
+        policy: Option<Policy>,
+    ) -> (Vec<(Option<Stamp>, Option<Record>, Verdict)>, LedgerState) {
+        let root_fd = rustix::fs::open(
+            &self.root,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .ok();
         let lives: Vec<Option<Stamp>> = manifest
             .assets
             .iter()
-            .map(|a| Stamp::of_path(&self.root.join(&a.path)).ok().flatten())
+            .map(|a| match &root_fd {
+                Some(fd) => Stamp::of_path_at(fd, &a.path),
+                None => Stamp::of_path(&self.root.join(&a.path)).ok().flatten(),
+            })
             .collect();
+        let keys: Vec<&str> = manifest.assets.iter().map(|a| a.path.as_str()).collect();
         let (records, state) = self.ledger.read_many(&keys);
         let out = manifest
             .assets
@@ -323,16 +355,12 @@ impl Store {
                     size: asset.size,
                 };
                 let p = policy.unwrap_or_else(|| self.policy(asset));
-                let verdict = judge(record.as_ref(), live.as_ref(), &expected, p);
-                let verdict =
-                    verity_verdict(&self.root.join(&asset.path), record.as_ref(), verdict);
-                Inspection {
-                    asset: asset.clone(),
-                    path: self.root.join(&asset.path),
-                    live,
-                    record,
-                    verdict,
+                let mut verdict = judge(record.as_ref(), live.as_ref(), &expected, p);
+                if record.as_ref().is_some_and(|r| r.verity.is_some()) {
+                    verdict =
+                        verity_verdict(&self.root.join(&asset.path), record.as_ref(), verdict);
                 }
+                (live, record, verdict)
             })
             .collect();
         (out, state)
@@ -342,34 +370,29 @@ impl Store {
     /// report; `Err` only when the store itself cannot be used.
     pub fn prepare(&self, manifest: &Manifest) -> Result<Report> {
         let start = Instant::now();
-        // First use of a store that holds an arcbox-boot cache: import it before judging.
-        if !self.ledger.path().exists()
+        let (mut judged, mut state) = self.judge_all(manifest, None);
+        // First use of a store that holds an arcbox-boot cache: import it, then judge again.
+        if state == LedgerState::Absent
             && self
                 .root
                 .join(crate::migrations::legacy::FILE_NAME)
                 .exists()
         {
             let _ = self.ledger.write(|_| Ok(()));
+            (judged, state) = self.judge_all(manifest, None);
         }
-        let (inspections, state) = self.inspect(manifest, None);
         let mut reports: Vec<Option<AssetReport>> = vec![None; manifest.assets.len()];
         let mut queue = VecDeque::new();
-        for (i, ins) in inspections.into_iter().enumerate() {
-            self.emit(Progress::Checking {
-                name: &ins.asset.name,
-            });
-            if ins.verdict.is_trusted() {
+        for (i, (asset, (live, _, verdict))) in manifest.assets.iter().zip(judged).enumerate() {
+            self.emit(Progress::Checking { name: &asset.name });
+            if verdict.is_trusted() {
                 self.emit(Progress::Ready {
-                    name: &ins.asset.name,
+                    name: &asset.name,
                     outcome: Outcome::Cached,
                 });
-                reports[i] =
-                    Some(self.cached_report(&ins.asset, ins.live.map(|l| l.size), Duration::ZERO));
+                reports[i] = Some(self.cached_report(asset, live.map(|l| l.size), Duration::ZERO));
             } else {
-                queue.push_back(Work {
-                    index: i,
-                    verdict: ins.verdict,
-                });
+                queue.push_back(Work { index: i, verdict });
             }
         }
         if !queue.is_empty() {
@@ -379,6 +402,11 @@ impl Store {
             let workers = self
                 .opts
                 .jobs
+                .unwrap_or_else(|| {
+                    std::thread::available_parallelism()
+                        .map(|n| n.get())
+                        .unwrap_or(2)
+                })
                 .min(queue.lock().map(|q| q.len()).unwrap_or(1))
                 .max(1);
             std::thread::scope(|scope| {
@@ -427,13 +455,13 @@ impl Store {
         AssetReport {
             name: asset.name.clone(),
             path: self.root.join(&asset.path),
-            sha256: asset.sha256.to_hex(),
+            sha256: asset.sha256,
             size,
             outcome: Some(Outcome::Cached),
             bytes_hashed: 0,
             bytes_downloaded: 0,
             error: None,
-            reason: Verdict::Fresh.reason(),
+            reason: String::new(),
             elapsed,
         }
     }
@@ -459,7 +487,7 @@ impl Store {
                 AssetReport {
                     name: asset.name.clone(),
                     path: self.root.join(&asset.path),
-                    sha256: asset.sha256.to_hex(),
+                    sha256: asset.sha256,
                     size: Some(size),
                     outcome: Some(outcome),
                     bytes_hashed,
@@ -481,7 +509,7 @@ impl Store {
                 AssetReport {
                     name: asset.name.clone(),
                     path: self.root.join(&asset.path),
-                    sha256: asset.sha256.to_hex(),
+                    sha256: asset.sha256,
                     size: asset.size,
                     outcome: None,
                     bytes_hashed,

@@ -92,7 +92,7 @@ pub fn report_json(report: &Report) -> serde_json::Value {
             let mut v = json!({
                 "name": a.name,
                 "path": a.path,
-                "sha256": a.sha256,
+                "sha256": a.sha256.to_hex(),
                 "size": a.size,
                 "outcome": a.outcome.map(|o| o.as_str()).unwrap_or("failed"),
                 "bytes_hashed": a.bytes_hashed,
