@@ -113,8 +113,14 @@ mod tests {
     fn ioctl_numbers_match_the_kernel_headers() {
         assert_eq!(std::mem::size_of::<EnableArg>(), 128);
         // _IOW: dir 1, size 128; _IOWR: dir 3, size 4 (the header struct without the digest).
-        assert_eq!(FS_IOC_ENABLE_VERITY, (1 << 30) | (128 << 16) | (0x66 << 8) | 133);
-        assert_eq!(FS_IOC_MEASURE_VERITY, (3 << 30) | (4 << 16) | (0x66 << 8) | 134);
+        assert_eq!(
+            FS_IOC_ENABLE_VERITY,
+            (1 << 30) | (128 << 16) | (0x66 << 8) | 133
+        );
+        assert_eq!(
+            FS_IOC_MEASURE_VERITY,
+            (3 << 30) | (4 << 16) | (0x66 << 8) | 134
+        );
     }
 
     #[test]

@@ -3,195 +3,73 @@
 //! Every test builds a fresh store in its own temp dir, uses only `file://` sources (or none:
 //! verify in place) and runs the real binary.
 
-use assert_cmd::Command;
-use bootvault::Sha256Digest;
+mod common;
+
+use common::{
+    Env, Run, asset, asset_report, asset_with_urls, blob, file_url, native, outcomes, run, sha,
+    with,
+};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use tempfile::TempDir;
 
 // ---- helpers ------------------------------------------------------------------------------
 
-fn sha(bytes: &[u8]) -> String {
-    Sha256Digest::of(bytes).to_hex()
-}
-
-/// Deterministic pseudo-random content, different per `seed`.
-fn blob(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-fn file_url(p: &Path) -> String {
-    url::Url::from_file_path(p).unwrap().to_string()
-}
-
-/// The result of one run of the binary.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    /// stdout parsed as exactly one JSON value (and that value is an object).
-    fn json(&self) -> Value {
-        let mut values = serde_json::Deserializer::from_str(&self.stdout).into_iter::<Value>();
-        let first = values
-            .next()
-            .unwrap_or_else(|| panic!("no JSON on stdout; stderr: {}", self.stderr))
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}", self.stdout));
-        assert!(
-            values.next().is_none(),
-            "stdout holds more than one JSON value: {:?}",
-            self.stdout
-        );
-        assert!(first.is_object(), "stdout JSON is not an object: {first}");
-        first
-    }
-}
-
-/// A temp dir holding ROOT, a source dir for `file://` URLs and manifests.
-struct Env {
-    tmp: TempDir,
-    root: PathBuf,
-    src: PathBuf,
-}
-
+/// What only these tests need of `common::Env`: a source dir for `file://` URLs, manifests
+/// that may be any JSON (valid or not), and `gc`.
 impl Env {
-    fn new() -> Env {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("root");
-        let src = tmp.path().join("src");
-        std::fs::create_dir_all(&root).unwrap();
-        std::fs::create_dir_all(&src).unwrap();
-        Env { tmp, root, src }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.root.join(rel)
-    }
-
-    /// Writes `bytes` at ROOT/`rel`.
-    fn put(&self, rel: &str, bytes: &[u8]) -> PathBuf {
-        let p = self.path(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, bytes).unwrap();
+    /// The source dir beside ROOT (created on first use).
+    fn src(&self) -> PathBuf {
+        let p = self.outside("src");
+        std::fs::create_dir_all(&p).unwrap();
         p
     }
 
     /// Writes a source file and returns its `file://` URL.
     fn source(&self, name: &str, bytes: &[u8]) -> String {
-        let p = self.src.join(name);
+        let p = self.src().join(name);
         std::fs::write(&p, bytes).unwrap();
         file_url(&p)
     }
 
     /// Writes a manifest file (any JSON, valid or not) next to ROOT.
     fn manifest(&self, file: &str, value: &Value) -> PathBuf {
-        let p = self.tmp.path().join(file);
+        let p = self.outside(file);
         std::fs::write(&p, serde_json::to_vec_pretty(value).unwrap()).unwrap();
         p
     }
 
-    fn state(&self) -> PathBuf {
-        self.root.join(".bootvault")
-    }
-
-    fn ledger(&self) -> PathBuf {
-        self.state().join("ledger.redb")
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        let out = Command::cargo_bin("bootvault")
-            .unwrap()
-            .args(args)
-            .timeout(std::time::Duration::from_secs(60))
-            .output()
-            .unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    /// `bootvault prepare --dir ROOT --manifest M --json EXTRA...`
-    fn prepare(&self, manifest: &Path, extra: &[&str]) -> Run {
+    /// `bootvault gc --dir ROOT --manifest M EXTRA... --json`
+    fn gc(&self, manifest: &Path, extra: &[&str]) -> Run {
         let mut args = vec![
-            "prepare",
+            "gc",
             "--dir",
             self.root.to_str().unwrap(),
             "--manifest",
             manifest.to_str().unwrap(),
-            "--json",
         ];
         args.extend_from_slice(extra);
-        self.run(&args)
+        args.push("--json");
+        run(&args)
     }
 
-    /// A prepare that must succeed; returns its JSON report.
-    fn prepare_ok(&self, manifest: &Path, extra: &[&str]) -> Value {
-        let r = self.prepare(manifest, extra);
-        assert_eq!(r.code, 0, "prepare failed: stderr {}", r.stderr);
-        r.json()
-    }
-
-    /// `bootvault debug SUB --dir ROOT ARGS... --json`
-    fn debug(&self, sub: &str, args: &[&str]) -> Run {
-        let mut all = vec!["debug", sub];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["--dir", self.root.to_str().unwrap(), "--json"]);
-        self.run(&all)
+    /// Writes `m.json`, a native manifest of `assets` at version `v1`.
+    fn manifest_v1(&self, assets: Vec<Value>) -> PathBuf {
+        self.manifest("m.json", &native("v1", assets))
     }
 }
 
-/// A native manifest asset for `bytes` (no URL unless added).
-fn asset(name: &str, path: &str, bytes: &[u8]) -> Value {
-    json!({"name": name, "path": path, "sha256": sha(bytes), "size": bytes.len()})
-}
-
-fn with(mut a: Value, key: &str, v: Value) -> Value {
-    a[key] = v;
-    a
-}
-
-fn native(version: &str, assets: Vec<Value>) -> Value {
-    json!({"version": version, "assets": assets})
-}
-
-/// name → outcome of a prepare report.
-fn outcomes(report: &Value) -> BTreeMap<String, String> {
+/// name → row of a `debug check` / `debug verify` report.
+fn rows_by_name(report: &Value) -> BTreeMap<&str, &Value> {
     report["assets"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| {
-            (
-                a["name"].as_str().unwrap().to_string(),
-                a["outcome"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|a| (a["name"].as_str().unwrap(), a))
         .collect()
-}
-
-fn asset_report<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["assets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == name)
-        .unwrap_or_else(|| panic!("no asset {name} in {report}"))
 }
 
 fn mode_of(p: &Path) -> u32 {
@@ -237,7 +115,7 @@ fn prepare_json_is_exactly_one_object_with_the_contract_fields() {
         "sha256",
         json!(sha(&k).to_uppercase()),
     );
-    let rootfs = with(asset("rootfs", "rootfs.img", &r), "urls", json!([r_url]));
+    let rootfs = asset_with_urls("rootfs", "rootfs.img", &r, &[r_url]);
     let m = env.manifest("m.json", &native("2026.11.0", vec![kernel, rootfs]));
 
     let run = env.prepare(&m, &[]);
@@ -281,17 +159,12 @@ fn file_url_downloads_a_missing_asset_read_only_by_default() {
     let env = Env::new();
     let data = blob(4, 300_000);
     let url = env.source("vmlinux", &data);
-    let m = env.manifest(
-        "m.json",
-        &native(
-            "v1",
-            vec![with(
-                asset("kernel", "boot/kernel/vmlinux", &data),
-                "urls",
-                json!([url]),
-            )],
-        ),
-    );
+    let m = env.manifest_v1(vec![asset_with_urls(
+        "kernel",
+        "boot/kernel/vmlinux",
+        &data,
+        &[url],
+    )]);
 
     let v = env.prepare_ok(&m, &[]);
     let a = asset_report(&v, "kernel");
@@ -316,11 +189,8 @@ fn manifest_mode_0755_is_applied_when_placed() {
     let env = Env::new();
     let data = blob(5, 4096);
     let url = env.source("runc", &data);
-    let a = with(asset("runc", "bin/runc", &data), "urls", json!([url]));
-    let m = env.manifest(
-        "m.json",
-        &native("v1", vec![with(a, "mode", json!("0755"))]),
-    );
+    let a = asset_with_urls("runc", "bin/runc", &data, &[url]);
+    let m = env.manifest_v1(vec![with(a, "mode", json!("0755"))]);
     let v = env.prepare_ok(&m, &[]);
     assert_eq!(asset_report(&v, "runc")["outcome"], "downloaded");
     assert_eq!(mode_of(&env.path("bin/runc")), 0o755);
@@ -334,16 +204,10 @@ fn wrong_file_with_file_url_is_repaired() {
     // Same size, wrong content; and a file of the wrong size.
     env.put("same-size", &blob(7, good.len()));
     env.put("short", &good[..1000]);
-    let m = env.manifest(
-        "m.json",
-        &native(
-            "v1",
-            vec![
-                with(asset("same-size", "same-size", &good), "urls", json!([url])),
-                with(asset("short", "short", &good), "urls", json!([url])),
-            ],
-        ),
-    );
+    let m = env.manifest_v1(vec![
+        asset_with_urls("same-size", "same-size", &good, &[&url]),
+        asset_with_urls("short", "short", &good, &[&url]),
+    ]);
     let v = env.prepare_ok(&m, &[]);
     let o = outcomes(&v);
     assert_eq!(o["same-size"], "repaired");
@@ -364,12 +228,13 @@ fn offline_missing_asset_exits_1_and_names_it() {
     let env = Env::new();
     let data = blob(8, 1000);
     // A URL that must never be contacted under --offline.
-    let a = with(
-        asset("initramfs", "initramfs.img", &data),
-        "urls",
-        json!(["http://127.0.0.1:9/initramfs.img"]),
+    let a = asset_with_urls(
+        "initramfs",
+        "initramfs.img",
+        &data,
+        &["http://127.0.0.1:9/initramfs.img"],
     );
-    let m = env.manifest("m.json", &native("v1", vec![a]));
+    let m = env.manifest_v1(vec![a]);
     let r = env.prepare(&m, &["--offline"]);
     assert_eq!(r.code, 1, "stdout {} stderr {}", r.stdout, r.stderr);
     assert!(r.stderr.contains("initramfs"), "stderr: {}", r.stderr);
@@ -384,10 +249,7 @@ fn offline_missing_asset_exits_1_and_names_it() {
 fn missing_asset_without_url_exits_1_and_names_it() {
     let env = Env::new();
     let data = blob(9, 1000);
-    let m = env.manifest(
-        "m.json",
-        &native("v1", vec![asset("rootfs", "rootfs", &data)]),
-    );
+    let m = env.manifest_v1(vec![asset("rootfs", "rootfs", &data)]);
     let r = env.prepare(&m, &[]);
     assert_eq!(r.code, 1, "stderr {}", r.stderr);
     assert!(r.stderr.contains("rootfs"), "stderr: {}", r.stderr);
@@ -402,16 +264,10 @@ fn offline_wrong_content_exits_1_with_expected_and_actual_digests() {
     env.put("same", &bad_same);
     env.put("short", &bad_short);
     let url = "http://127.0.0.1:9/never".to_string();
-    let m = env.manifest(
-        "m.json",
-        &native(
-            "v1",
-            vec![
-                with(asset("same", "same", &good), "urls", json!([url])),
-                with(asset("short", "short", &good), "urls", json!([url])),
-            ],
-        ),
-    );
+    let m = env.manifest_v1(vec![
+        asset_with_urls("same", "same", &good, &[&url]),
+        asset_with_urls("short", "short", &good, &[&url]),
+    ]);
     let r = env.prepare(&m, &["--offline"]);
     assert_eq!(r.code, 1, "stderr {}", r.stderr);
     for (name, bad) in [("same", &bad_same), ("short", &bad_short)] {
@@ -436,13 +292,7 @@ fn offline_still_uses_file_sources() {
     let env = Env::new();
     let data = blob(13, 5000);
     let url = env.source("a", &data);
-    let m = env.manifest(
-        "m.json",
-        &native(
-            "v1",
-            vec![with(asset("a", "a", &data), "urls", json!([url]))],
-        ),
-    );
+    let m = env.manifest_v1(vec![asset_with_urls("a", "a", &data, &[url])]);
     let r = env.prepare(&m, &["--offline"]);
     assert_eq!(r.code, 0, "stderr {}", r.stderr);
     assert_eq!(asset_report(&r.json(), "a")["outcome"], "downloaded");
@@ -456,16 +306,10 @@ fn verify_always_asset_is_rehashed_on_every_prepare() {
     let other = blob(15, 1000);
     env.put("kernel", &data);
     env.put("other", &other);
-    let m = env.manifest(
-        "m.json",
-        &native(
-            "v1",
-            vec![
-                with(asset("kernel", "kernel", &data), "verify", json!("always")),
-                asset("other", "other", &other),
-            ],
-        ),
-    );
+    let m = env.manifest_v1(vec![
+        with(asset("kernel", "kernel", &data), "verify", json!("always")),
+        asset("other", "other", &other),
+    ]);
     for i in 0..3 {
         let v = env.prepare_ok(&m, &[]);
         let k = asset_report(&v, "kernel");
@@ -487,13 +331,7 @@ fn regression_mtime_restored_rewrite_is_not_cached() {
     let good = blob(16, 32 * 1024);
     let url = env.source("runc", &good);
     let p = env.put("bin/runc", &good);
-    let with_url = env.manifest(
-        "m.json",
-        &native(
-            "v1",
-            vec![with(asset("runc", "bin/runc", &good), "urls", json!([url]))],
-        ),
-    );
+    let with_url = env.manifest_v1(vec![asset_with_urls("runc", "bin/runc", &good, &[url])]);
     let no_url = env.manifest(
         "m2.json",
         &native("v1", vec![asset("runc", "bin/runc", &good)]),
@@ -590,6 +428,13 @@ fn good_asset(name: &str) -> Value {
     json!({"name": name, "sha256": sha(name.as_bytes())})
 }
 
+/// `assert_invalid` of a manifest whose one asset, `name`, has `key` set to `value`: stderr
+/// names both.
+fn assert_invalid_field(name: &str, key: &str, value: Value) {
+    let a = with(good_asset(name), key, value);
+    assert_invalid(native("v1", vec![a]), &[name, key]);
+}
+
 #[test]
 fn invalid_unknown_top_level_field() {
     assert_invalid(
@@ -600,62 +445,52 @@ fn invalid_unknown_top_level_field() {
 
 #[test]
 fn invalid_unknown_asset_field() {
-    let a = with(good_asset("kernel"), "verfiy", json!("always"));
-    assert_invalid(native("v1", vec![a]), &["kernel", "verfiy"]);
+    assert_invalid_field("kernel", "verfiy", json!("always"));
 }
 
 #[test]
 fn invalid_dotdot_path() {
-    let a = with(good_asset("kernel"), "path", json!("boot/../../etc/passwd"));
-    assert_invalid(native("v1", vec![a]), &["kernel", "path"]);
+    assert_invalid_field("kernel", "path", json!("boot/../../etc/passwd"));
 }
 
 #[test]
 fn invalid_lone_dotdot_path() {
-    let a = with(good_asset("kernel"), "path", json!(".."));
-    assert_invalid(native("v1", vec![a]), &["kernel", "path"]);
+    assert_invalid_field("kernel", "path", json!(".."));
 }
 
 #[test]
 fn invalid_absolute_path() {
-    let a = with(good_asset("kernel"), "path", json!("/etc/passwd"));
-    assert_invalid(native("v1", vec![a]), &["kernel", "path"]);
+    assert_invalid_field("kernel", "path", json!("/etc/passwd"));
 }
 
 #[test]
 fn invalid_empty_path_component() {
-    let a = with(good_asset("kernel"), "path", json!("boot//vmlinux"));
-    assert_invalid(native("v1", vec![a]), &["kernel", "path"]);
+    assert_invalid_field("kernel", "path", json!("boot//vmlinux"));
 }
 
 #[test]
 fn invalid_dot_path_component() {
-    let a = with(good_asset("kernel"), "path", json!("boot/./vmlinux"));
-    assert_invalid(native("v1", vec![a]), &["kernel", "path"]);
+    assert_invalid_field("kernel", "path", json!("boot/./vmlinux"));
 }
 
 #[test]
 fn invalid_trailing_slash_path() {
-    let a = with(good_asset("kernel"), "path", json!("boot/"));
-    assert_invalid(native("v1", vec![a]), &["kernel", "path"]);
+    assert_invalid_field("kernel", "path", json!("boot/"));
 }
 
 #[test]
 fn invalid_backslash_path() {
-    let a = with(good_asset("kernel"), "path", json!("boot\\vmlinux"));
-    assert_invalid(native("v1", vec![a]), &["kernel", "path"]);
+    assert_invalid_field("kernel", "path", json!("boot\\vmlinux"));
 }
 
 #[test]
 fn invalid_sha256_too_short() {
-    let a = with(good_asset("kernel"), "sha256", json!("ab".repeat(31)));
-    assert_invalid(native("v1", vec![a]), &["kernel", "sha256"]);
+    assert_invalid_field("kernel", "sha256", json!("ab".repeat(31)));
 }
 
 #[test]
 fn invalid_sha256_not_hex() {
-    let a = with(good_asset("kernel"), "sha256", json!("zz".repeat(32)));
-    assert_invalid(native("v1", vec![a]), &["kernel", "sha256"]);
+    assert_invalid_field("kernel", "sha256", json!("zz".repeat(32)));
 }
 
 #[test]
@@ -682,26 +517,22 @@ fn invalid_duplicate_path() {
 
 #[test]
 fn invalid_mode_not_octal() {
-    let a = with(good_asset("runc"), "mode", json!("0789"));
-    assert_invalid(native("v1", vec![a]), &["runc", "mode"]);
+    assert_invalid_field("runc", "mode", json!("0789"));
 }
 
 #[test]
 fn invalid_mode_beyond_permission_bits() {
-    let a = with(good_asset("runc"), "mode", json!("4755"));
-    assert_invalid(native("v1", vec![a]), &["runc", "mode"]);
+    assert_invalid_field("runc", "mode", json!("4755"));
 }
 
 #[test]
 fn invalid_mode_as_number() {
-    let a = with(good_asset("runc"), "mode", json!(755));
-    assert_invalid(native("v1", vec![a]), &["runc", "mode"]);
+    assert_invalid_field("runc", "mode", json!(755));
 }
 
 #[test]
 fn invalid_verify_policy() {
-    let a = with(good_asset("kernel"), "verify", json!("sometimes"));
-    assert_invalid(native("v1", vec![a]), &["kernel", "verify"]);
+    assert_invalid_field("kernel", "verify", json!("sometimes"));
 }
 
 #[test]
@@ -716,14 +547,12 @@ fn invalid_empty_version() {
 
 #[test]
 fn invalid_relative_url_without_base_url() {
-    let a = with(good_asset("kernel"), "urls", json!(["kernel/vmlinux"]));
-    assert_invalid(native("v1", vec![a]), &["kernel", "urls"]);
+    assert_invalid_field("kernel", "urls", json!(["kernel/vmlinux"]));
 }
 
 #[test]
 fn invalid_url_scheme() {
-    let a = with(good_asset("kernel"), "urls", json!(["ftp://example.com/k"]));
-    assert_invalid(native("v1", vec![a]), &["kernel", "urls"]);
+    assert_invalid_field("kernel", "urls", json!(["ftp://example.com/k"]));
 }
 
 #[test]
@@ -740,12 +569,7 @@ fn invalid_name_characters() {
 
 #[test]
 fn invalid_path_in_the_state_dir() {
-    let a = with(
-        good_asset("ledger"),
-        "path",
-        json!(".bootvault/ledger.redb"),
-    );
-    assert_invalid(native("v1", vec![a]), &["ledger", "path"]);
+    assert_invalid_field("ledger", "path", json!(".bootvault/ledger.redb"));
 }
 
 #[test]
@@ -753,13 +577,13 @@ fn relative_url_resolves_against_base_url() {
     // The valid counterpart of `invalid_relative_url_without_base_url`.
     let env = Env::new();
     let data = blob(17, 2000);
-    std::fs::create_dir_all(env.src.join("v1")).unwrap();
-    std::fs::write(env.src.join("v1/kernel.bin"), &data).unwrap();
-    let base = file_url(&env.src.join("v1"));
+    std::fs::create_dir_all(env.src().join("v1")).unwrap();
+    std::fs::write(env.src().join("v1/kernel.bin"), &data).unwrap();
+    let base = file_url(&env.src().join("v1"));
     let m = env.manifest(
         "m.json",
         &json!({"version": "v1", "base_url": base, "assets": [
-            with(asset("kernel", "kernel", &data), "urls", json!(["kernel.bin"]))
+            asset_with_urls("kernel", "kernel", &data, &["kernel.bin"])
         ]}),
     );
     let v = env.prepare_ok(&m, &[]);
@@ -770,30 +594,30 @@ fn relative_url_resolves_against_base_url() {
 #[test]
 fn unknown_cli_flag_exits_2() {
     let env = Env::new();
-    let m = env.manifest("m.json", &native("v1", vec![good_asset("kernel")]));
+    let m = env.manifest_v1(vec![good_asset("kernel")]);
     let r = env.prepare(&m, &["--frobnicate"]);
     assert_eq!(r.code, 2, "stderr {}", r.stderr);
     assert!(r.stderr.contains("--frobnicate"), "{}", r.stderr);
-    let r = env.run(&["debug", "ls", "--dir", env.root.to_str().unwrap(), "--nope"]);
+    let r = run(&["debug", "ls", "--dir", env.root.to_str().unwrap(), "--nope"]);
     assert_eq!(r.code, 2, "stderr {}", r.stderr);
-    let r = env.run(&["no-such-subcommand"]);
+    let r = run(&["no-such-subcommand"]);
     assert_eq!(r.code, 2, "stderr {}", r.stderr);
 }
 
 #[test]
 fn unreadable_manifest_exits_2_and_names_the_file() {
     let env = Env::new();
-    let missing = env.tmp.path().join("nope.json");
+    let missing = env.outside("nope.json");
     let r = env.prepare(&missing, &[]);
     assert_eq!(r.code, 2, "stderr {}", r.stderr);
     assert!(r.stderr.contains("nope.json"), "{}", r.stderr);
 
     // A directory is not a readable manifest either.
-    let r = env.prepare(&env.src, &[]);
+    let r = env.prepare(&env.src(), &[]);
     assert_eq!(r.code, 2, "stderr {}", r.stderr);
 
     // Not JSON.
-    let garbage = env.tmp.path().join("garbage.json");
+    let garbage = env.outside("garbage.json");
     std::fs::write(&garbage, b"{\"version\": \"v1\", \"assets\": [").unwrap();
     let r = env.prepare(&garbage, &[]);
     assert_eq!(r.code, 2, "stderr {}", r.stderr);
@@ -816,7 +640,7 @@ fn debug_ls_json_lists_records_relative_to_root_with_method() {
             "2026.11.0",
             vec![
                 asset("kernel", "boot/kernel", &k),
-                with(asset("runc", "bin/runc", &r), "urls", json!([url])),
+                asset_with_urls("runc", "bin/runc", &r, &[url]),
             ],
         ),
     );
@@ -894,7 +718,7 @@ fn debug_check_json_reports_fresh_stale_missing_unrecorded() {
     let all: Vec<Value> = files.iter().map(|(n, b)| asset(n, n, b)).collect();
     let first: Vec<Value> = all[..4].to_vec();
     let m1 = env.manifest("m1.json", &native("v1", first));
-    let m_all = env.manifest("m.json", &native("v1", all));
+    let m_all = env.manifest_v1(all);
     env.prepare_ok(&m1, &[]);
     let before = env.debug("check", &["--manifest", m_all.to_str().unwrap()]);
     assert_eq!(before.code, 0, "{}", before.stderr);
@@ -906,12 +730,7 @@ fn debug_check_json_reports_fresh_stale_missing_unrecorded() {
     let run = env.debug("check", &["--manifest", m_all.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let v = run.json();
-    let rows: BTreeMap<&str, &Value> = v["assets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| (a["name"].as_str().unwrap(), a))
-        .collect();
+    let rows = rows_by_name(&v);
     assert_eq!(rows.len(), 5);
     for row in rows.values() {
         for key in ["name", "path", "state", "changed"] {
@@ -961,7 +780,7 @@ fn debug_check_reads_no_content() {
         0,
     )
     .unwrap();
-    let m = env.manifest("m.json", &native("v1", vec![asset("fifo", "fifo", &data)]));
+    let m = env.manifest_v1(vec![asset("fifo", "fifo", &data)]);
     let run = env.debug("check", &["--manifest", m.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let v = run.json();
@@ -977,17 +796,11 @@ fn debug_verify_json_reports_ok_mismatch_missing_and_exits_1() {
     env.put("ok", &ok);
     env.put("bad", &bad);
     env.put("gone", &gone);
-    let m = env.manifest(
-        "m.json",
-        &native(
-            "v1",
-            vec![
-                asset("ok", "ok", &ok),
-                asset("bad", "bad", &bad),
-                asset("gone", "gone", &gone),
-            ],
-        ),
-    );
+    let m = env.manifest_v1(vec![
+        asset("ok", "ok", &ok),
+        asset("bad", "bad", &bad),
+        asset("gone", "gone", &gone),
+    ]);
     env.prepare_ok(&m, &[]);
     let ms = m.to_str().unwrap();
     let all_ok = env.debug("verify", &["--manifest", ms]);
@@ -1012,12 +825,7 @@ fn debug_verify_json_reports_ok_mismatch_missing_and_exits_1() {
     let run = env.debug("verify", &["--manifest", ms]);
     assert_eq!(run.code, 1, "{}", run.stdout);
     let v = run.json();
-    let rows: BTreeMap<&str, &Value> = v["assets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| (a["name"].as_str().unwrap(), a))
-        .collect();
+    let rows = rows_by_name(&v);
     for row in rows.values() {
         for key in ["name", "path", "state", "expected", "actual"] {
             assert!(row.get(key).is_some(), "row lacks {key}: {row}");
@@ -1042,13 +850,7 @@ fn debug_show_and_why_json_return_record_live_and_events_newest_first() {
     let env = Env::new();
     let good = blob(60, 6000);
     let url = env.source("runc", &good);
-    let m = env.manifest(
-        "m.json",
-        &native(
-            "v1",
-            vec![with(asset("runc", "bin/runc", &good), "urls", json!([url]))],
-        ),
-    );
+    let m = env.manifest_v1(vec![asset_with_urls("runc", "bin/runc", &good, &[url])]);
     env.prepare_ok(&m, &[]); // downloaded
     // Break it (wrong size), then let prepare repair it.
     let p = env.path("bin/runc");
@@ -1124,16 +926,7 @@ fn gc_dry_run_removes_nothing_then_gc_removes_extra_file_and_record() {
     );
     env.prepare_ok(&both, &[]);
 
-    let root = env.root.to_str().unwrap();
-    let dry = env.run(&[
-        "gc",
-        "--dir",
-        root,
-        "--manifest",
-        only.to_str().unwrap(),
-        "--dry-run",
-        "--json",
-    ]);
+    let dry = env.gc(&only, &["--dry-run"]);
     assert_eq!(dry.code, 0, "{}", dry.stderr);
     let dv = dry.json();
     let files: Vec<&str> = dv["files"]
@@ -1156,14 +949,7 @@ fn gc_dry_run_removes_nothing_then_gc_removes_extra_file_and_record() {
         "dry run dropped a record"
     );
 
-    let real = env.run(&[
-        "gc",
-        "--dir",
-        root,
-        "--manifest",
-        only.to_str().unwrap(),
-        "--json",
-    ]);
+    let real = env.gc(&only, &[]);
     assert_eq!(real.code, 0, "{}", real.stderr);
     assert!(!env.path("old/initrd").exists());
     assert!(!env.path("stray.txt").exists());
@@ -1189,18 +975,13 @@ fn state_dir_elsewhere_leaves_root_with_assets_only() {
     let env = Env::new();
     let data = blob(80, 4000);
     let url = env.source("k", &data);
-    let state = env.tmp.path().join("state");
-    let m = env.manifest(
-        "m.json",
-        &native(
-            "v1",
-            vec![with(
-                asset("kernel", "boot/kernel", &data),
-                "urls",
-                json!([url]),
-            )],
-        ),
-    );
+    let state = env.outside("state");
+    let m = env.manifest_v1(vec![asset_with_urls(
+        "kernel",
+        "boot/kernel",
+        &data,
+        &[url],
+    )]);
     let s = state.to_str().unwrap();
     let v = env.prepare_ok(&m, &["--state-dir", s]);
     assert_eq!(asset_report(&v, "kernel")["outcome"], "downloaded");
@@ -1217,10 +998,10 @@ fn state_dir_elsewhere_leaves_root_with_assets_only() {
     let v = env.prepare_ok(&m, &["--state-dir", s]);
     assert_eq!(asset_report(&v, "kernel")["outcome"], "cached");
     let root = env.root.to_str().unwrap();
-    let ls = env.run(&["debug", "ls", "--dir", root, "--state-dir", s, "--json"]);
+    let ls = run(&["debug", "ls", "--dir", root, "--state-dir", s, "--json"]);
     assert_eq!(ls.json()["records"].as_array().unwrap().len(), 1);
     // Without --state-dir, the default location has no ledger (and is not created).
-    let ls = env.run(&["debug", "ls", "--dir", root, "--json"]);
+    let ls = run(&["debug", "ls", "--dir", root, "--json"]);
     assert_eq!(ls.json()["records"], json!([]));
     assert!(!env.state().exists());
 }
@@ -1289,16 +1070,10 @@ fn warm_prepare_writes_nothing() {
     let b = blob(91, 30_000);
     env.put("a", &a);
     let url = env.source("b", &b);
-    let m = env.manifest(
-        "m.json",
-        &native(
-            "v1",
-            vec![
-                asset("a", "a", &a),
-                with(asset("b", "bin/b", &b), "urls", json!([url])),
-            ],
-        ),
-    );
+    let m = env.manifest_v1(vec![
+        asset("a", "a", &a),
+        asset_with_urls("b", "bin/b", &b, &[url]),
+    ]);
     env.prepare_ok(&m, &[]);
     let state_before = snapshot(&env.state());
     let root_before = snapshot(&env.root);
@@ -1326,8 +1101,6 @@ fn warm_prepare_writes_nothing() {
 
 /// Fills the ledger of a store at `root` with `n` records in one transaction.
 fn many_records(root: &Path, n: usize) {
-    let store = bootvault::Store::open(root).unwrap();
-    let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("records_v1");
     let stamp = bootvault::stamp::Stamp {
         size: 4096,
         mtime_ns: 1_700_000_000_000_000_000,
@@ -1337,7 +1110,7 @@ fn many_records(root: &Path, n: usize) {
         kind: bootvault::stamp::FileKind::Regular,
     };
     let rec = bootvault::ledger::Record::new(
-        Sha256Digest::of(b"x"),
+        bootvault::Sha256Digest::of(b"x"),
         &stamp,
         "v1",
         1_700_000_000_000_000_001,
@@ -1345,17 +1118,10 @@ fn many_records(root: &Path, n: usize) {
         false,
     )
     .encode();
-    let wrote = store
-        .ledger()
-        .write(|txn| {
-            let mut t = txn.open_table(table)?;
-            for i in 0..n {
-                t.insert(format!("assets/file-{i:06}.bin").as_str(), rec.as_slice())?;
-            }
-            Ok(())
-        })
-        .unwrap();
-    assert!(wrote);
+    common::insert_records(
+        root,
+        (0..n).map(|i| (format!("assets/file-{i:06}.bin"), rec.clone())),
+    );
 }
 
 #[test]
@@ -1365,7 +1131,7 @@ fn regression_debug_ls_into_a_closed_pipe_exits_0() {
     let root = env.root.to_str().unwrap();
     for json in [false, true] {
         for read_first in [false, true] {
-            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_bootvault"));
+            let mut cmd = common::bootvault_cmd();
             cmd.args(["debug", "ls", "--dir", root]);
             if json {
                 cmd.arg("--json");
@@ -1399,7 +1165,7 @@ fn regression_debug_ls_into_a_closed_pipe_exits_0() {
         }
     }
     // Sanity: the full listing is far larger than a pipe buffer.
-    let full = env.run(&["debug", "ls", "--dir", root]);
+    let full = run(&["debug", "ls", "--dir", root]);
     assert_eq!(full.code, 0);
     assert!(full.stdout.len() > 128 * 1024, "{}", full.stdout.len());
 }
@@ -1409,7 +1175,7 @@ fn regression_debug_ls_into_a_closed_pipe_exits_0() {
 #[test]
 fn arcbox_manifest_with_arch_and_file_base_url() {
     let env = Env::new();
-    let cdn = env.tmp.path().join("cdn");
+    let cdn = env.outside("cdn");
     let files: BTreeMap<&str, Vec<u8>> = [
         ("0.5.5/x86_64/kernel", blob(100, 50_000)),
         ("0.5.5/x86_64/rootfs.erofs", blob(101, 80_000)),
@@ -1507,7 +1273,7 @@ fn regression_log_lines_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
     let env = Env::new();
     let data = blob(110, 2000);
     env.put("a", &data);
-    let m = env.manifest("m.json", &native("v1", vec![asset("a", "a", &data)]));
+    let m = env.manifest_v1(vec![asset("a", "a", &data)]);
     env.prepare_ok(&m, &[]);
     std::fs::write(env.ledger(), blob(111, 8192)).unwrap();
     let r = env.prepare(&m, &[]);
@@ -1532,18 +1298,13 @@ fn urls_are_tried_in_order_until_one_works() {
     let data = blob(120, 9000);
     let good = env.source("good", &data);
     let bad = env.source("bad", &blob(121, 9000));
-    let missing = file_url(&env.src.join("missing"));
-    let m = env.manifest(
-        "m.json",
-        &native(
-            "v1",
-            vec![with(
-                asset("kernel", "kernel", &data),
-                "urls",
-                json!([missing, bad, good]),
-            )],
-        ),
-    );
+    let missing = file_url(&env.src().join("missing"));
+    let m = env.manifest_v1(vec![asset_with_urls(
+        "kernel",
+        "kernel",
+        &data,
+        &[missing, bad, good],
+    )]);
     let v = env.prepare_ok(&m, &["--retries", "0"]);
     assert_eq!(asset_report(&v, "kernel")["outcome"], "downloaded");
     assert_eq!(std::fs::read(env.path("kernel")).unwrap(), data);
@@ -1557,16 +1318,10 @@ fn source_with_wrong_digest_fails_and_leaves_the_old_file() {
     env.put("kernel", &old);
     env.put("absent-dir/keep", b"x");
     let evil = env.source("evil", &blob(124, 5000));
-    let m = env.manifest(
-        "m.json",
-        &native(
-            "v1",
-            vec![
-                with(asset("kernel", "kernel", &want), "urls", json!([evil])),
-                with(asset("initrd", "boot/initrd", &want), "urls", json!([evil])),
-            ],
-        ),
-    );
+    let m = env.manifest_v1(vec![
+        asset_with_urls("kernel", "kernel", &want, &[&evil]),
+        asset_with_urls("initrd", "boot/initrd", &want, &[&evil]),
+    ]);
     let r = env.prepare(&m, &["--retries", "0"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("kernel"), "{}", r.stderr);
@@ -1598,7 +1353,7 @@ fn source_larger_than_manifest_size_is_cut_off_and_fails() {
     let src = env.source("long", &longer);
     // The digest is of the long file: only the size says it must be 4000 bytes.
     let a = json!({"name": "k", "path": "k", "sha256": sha(&longer), "size": data.len(), "urls": [src]});
-    let m = env.manifest("m.json", &native("v1", vec![a]));
+    let m = env.manifest_v1(vec![a]);
     let r = env.prepare(&m, &["--retries", "0"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("k"), "{}", r.stderr);
@@ -1613,7 +1368,7 @@ fn source_larger_than_manifest_size_is_cut_off_and_fails() {
 #[test]
 fn jobs_zero_is_a_usage_error() {
     let env = Env::new();
-    let m = env.manifest("m.json", &native("v1", vec![good_asset("kernel")]));
+    let m = env.manifest_v1(vec![good_asset("kernel")]);
     let r = env.prepare(&m, &["--jobs", "0"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
 }
@@ -1630,14 +1385,10 @@ fn many_assets_with_few_jobs() {
             assets.push(asset(&format!("f{i}"), &rel, &data));
         } else {
             let url = env.source(&format!("f{i}"), &data);
-            assets.push(with(
-                asset(&format!("f{i}"), &rel, &data),
-                "urls",
-                json!([url]),
-            ));
+            assets.push(asset_with_urls(&format!("f{i}"), &rel, &data, &[url]));
         }
     }
-    let m = env.manifest("m.json", &native("v1", assets));
+    let m = env.manifest_v1(assets);
     let v = env.prepare_ok(&m, &["--jobs", "2"]);
     for (name, o) in outcomes(&v) {
         let i: u64 = name[1..].parse().unwrap();
@@ -1666,13 +1417,10 @@ fn every_subcommand_takes_state_dir() {
     let data = blob(130, 3000);
     env.put("kernel", &data);
     env.put("extra", b"extra");
-    let state = env.tmp.path().join("elsewhere");
+    let state = env.outside("elsewhere");
     let s = state.to_str().unwrap();
     let root = env.root.to_str().unwrap();
-    let m = env.manifest(
-        "m.json",
-        &native("v1", vec![asset("kernel", "kernel", &data)]),
-    );
+    let m = env.manifest_v1(vec![asset("kernel", "kernel", &data)]);
     let ms = m.to_str().unwrap();
     env.prepare_ok(&m, &["--state-dir", s]);
 
@@ -1690,21 +1438,11 @@ fn every_subcommand_takes_state_dir() {
     let run = env.debug("verify", &["--state-dir", s]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.json()["assets"].as_array().unwrap().len(), 1);
-    let run = env.run(&[
-        "gc",
-        "--dir",
-        root,
-        "--manifest",
-        ms,
-        "--state-dir",
-        s,
-        "--dry-run",
-        "--json",
-    ]);
+    let run = env.gc(&m, &["--state-dir", s, "--dry-run"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.json()["files"], json!(["extra"]));
     std::fs::write(env.root.join(".verified.json"), b"{\"entries\": {}}").unwrap();
-    let run = env.run(&["migrate", "--dir", root, "--state-dir", s]);
+    let run = common::run(&["migrate", "--dir", root, "--state-dir", s]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(!env.state().exists(), "ROOT/.bootvault was created");
 }
@@ -1714,10 +1452,7 @@ fn read_only_debug_commands_write_nothing() {
     let env = Env::new();
     let data = blob(140, 3000);
     env.put("kernel", &data);
-    let m = env.manifest(
-        "m.json",
-        &native("v1", vec![asset("kernel", "kernel", &data)]),
-    );
+    let m = env.manifest_v1(vec![asset("kernel", "kernel", &data)]);
     let ms = m.to_str().unwrap();
     env.prepare_ok(&m, &[]);
     let before = snapshot(&env.root);

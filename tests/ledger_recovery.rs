@@ -1,113 +1,67 @@
 //! A missing, corrupt or newer-schema ledger never fails a prepare and never yields trust:
 //! it degrades to re-hashing, and the ledger is rebuilt (or, if newer, left untouched).
 
-use assert_cmd::Command;
+mod common;
+
 use bootvault::Sha256Digest;
 use bootvault::ledger::{Method, Record};
 use bootvault::stamp::Stamp;
-use redb::{ReadableDatabase, TableDefinition};
-use serde_json::{Value, json};
+use common::{
+    Env, META, RECORDS, asset, blob, insert_records, name_of, prepare_cmd, redb_builder, run_cmd,
+    schema_version,
+};
+use redb::ReadableDatabase;
 use std::path::{Path, PathBuf};
-use tempfile::TempDir;
-
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records_v1");
 
 /// Keys chosen so that the records leaf page holds them back to back ("alphabravocharlie").
 const NAMES: [&str; 3] = ["assets/alpha", "assets/bravo", "assets/charlie"];
 
-fn blob(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-struct Env {
-    _tmp: TempDir,
-    root: PathBuf,
-    manifest: PathBuf,
-}
-
+/// What only these tests need of `common::Env`: a store with three assets in ROOT, at
+/// `NAMES`, and a manifest of them.
 impl Env {
     /// ROOT with three assets in place and a manifest (no URLs: verify in place).
-    fn new() -> Env {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("root");
+    fn with_assets() -> Env {
+        let env = Env::new();
         let mut assets = Vec::new();
         for (i, rel) in NAMES.iter().enumerate() {
             let data = blob(i as u64 + 1, 8192 + i * 1000);
-            let p = root.join(rel);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, &data).unwrap();
-            assets.push(json!({
-                "name": rel.rsplit('/').next().unwrap(),
-                "path": rel,
-                "sha256": Sha256Digest::of(&data).to_hex(),
-                "size": data.len(),
-            }));
+            env.put(rel, &data);
+            assets.push(asset(name_of(rel), rel, &data));
         }
-        let manifest = tmp.path().join("m.json");
-        std::fs::write(
-            &manifest,
-            serde_json::to_vec(&json!({"version": "2026.11.0", "assets": assets})).unwrap(),
-        )
-        .unwrap();
-        Env {
-            _tmp: tmp,
-            root,
-            manifest,
-        }
+        env.write_manifest("m.json", "2026.11.0", assets);
+        env
     }
 
-    fn state(&self) -> PathBuf {
-        self.root.join(".bootvault")
+    fn manifest(&self) -> PathBuf {
+        self.outside("m.json")
     }
 
-    fn ledger(&self) -> PathBuf {
-        self.state().join("ledger.redb")
-    }
-
-    /// Runs `prepare --json`; returns (exit code, outcomes in manifest order, stderr).
-    fn prepare(&self) -> (i32, Vec<String>, String) {
-        let out = Command::cargo_bin("bootvault")
-            .unwrap()
-            .args(["prepare", "--dir"])
-            .arg(&self.root)
-            .arg("--manifest")
-            .arg(&self.manifest)
-            .arg("--json")
-            .env("RUST_BACKTRACE", "0")
-            .timeout(std::time::Duration::from_secs(60))
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let v: Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("prepare printed no JSON ({e}); stderr: {stderr}"));
+    /// Runs `prepare --json` on the manifest; returns (exit code, outcomes in manifest order,
+    /// stderr).
+    fn prepare_all(&self) -> (i32, Vec<String>, String) {
+        let mut cmd = prepare_cmd(&self.root, &self.manifest(), &[]);
+        cmd.env("RUST_BACKTRACE", "0");
+        let r = run_cmd(cmd);
+        let v = r.json();
         let outcomes = v["assets"]
             .as_array()
             .unwrap()
             .iter()
             .map(|a| a["outcome"].as_str().unwrap().to_string())
             .collect();
-        (out.status.code().unwrap_or(-1), outcomes, stderr)
+        (r.code, outcomes, r.stderr)
     }
 
-    fn prepare_ok(&self) -> Vec<String> {
-        let (code, outcomes, stderr) = self.prepare();
+    fn prepare_all_ok(&self) -> Vec<String> {
+        let (code, outcomes, stderr) = self.prepare_all();
         assert_eq!(code, 0, "prepare failed: {stderr}");
         outcomes
     }
 
     /// A store whose ledger holds a trusted record of every asset.
     fn warmed(self) -> Env {
-        assert_eq!(self.prepare_ok(), vec!["verified"; 3]);
-        assert_eq!(self.prepare_ok(), vec!["cached"; 3]);
+        assert_eq!(self.prepare_all_ok(), vec!["verified"; 3]);
+        assert_eq!(self.prepare_all_ok(), vec!["cached"; 3]);
         self
     }
 
@@ -125,12 +79,12 @@ impl Env {
     }
 
     fn stamp(&self, rel: &str) -> Stamp {
-        Stamp::of_path(&self.root.join(rel)).unwrap().unwrap()
+        Stamp::of_path(&self.path(rel)).unwrap().unwrap()
     }
 
     /// A record that vouches for the live file at `rel` (as a prepare would have left it).
     fn vouching_record(&self, rel: &str) -> Record {
-        let data = std::fs::read(self.root.join(rel)).unwrap();
+        let data = self.read(rel);
         Record::new(
             Sha256Digest::of(&data),
             &self.stamp(rel),
@@ -142,16 +96,10 @@ impl Env {
     }
 }
 
-fn redb_builder() -> redb::Builder {
-    let mut b = redb::Builder::new();
-    b.set_concurrency_mode(redb::ConcurrencyMode::MultiWriter);
-    b
-}
-
 /// After damaging the ledger: the prepare succeeds, trusts nothing, moves the damaged file
 /// aside, and leaves a ledger that the next prepare trusts.
 fn assert_recovers(env: &Env, what: &str) {
-    let (code, outcomes, stderr) = env.prepare();
+    let (code, outcomes, stderr) = env.prepare_all();
     assert_eq!(code, 0, "{what}: prepare failed: {stderr}");
     assert_eq!(outcomes, vec!["verified"; 3], "{what}: {stderr}");
     assert_eq!(
@@ -160,7 +108,7 @@ fn assert_recovers(env: &Env, what: &str) {
         "{what}: the damaged ledger was not moved aside; stderr: {stderr}"
     );
     assert!(env.ledger().is_file(), "{what}: no new ledger");
-    let (code, outcomes, stderr) = env.prepare();
+    let (code, outcomes, stderr) = env.prepare_all();
     assert_eq!(code, 0, "{what}: {stderr}");
     assert_eq!(
         outcomes,
@@ -171,7 +119,7 @@ fn assert_recovers(env: &Env, what: &str) {
 
 #[test]
 fn ledger_overwritten_with_garbage_is_moved_aside_and_rebuilt() {
-    let env = Env::new().warmed();
+    let env = Env::with_assets().warmed();
     let len = std::fs::metadata(env.ledger()).unwrap().len() as usize;
     std::fs::write(env.ledger(), blob(99, len)).unwrap();
     assert_recovers(&env, "garbage");
@@ -179,7 +127,7 @@ fn ledger_overwritten_with_garbage_is_moved_aside_and_rebuilt() {
 
 #[test]
 fn ledger_overwritten_with_zeros_is_moved_aside_and_rebuilt() {
-    let env = Env::new().warmed();
+    let env = Env::with_assets().warmed();
     let len = std::fs::metadata(env.ledger()).unwrap().len() as usize;
     std::fs::write(env.ledger(), vec![0u8; len]).unwrap();
     assert_recovers(&env, "zeros");
@@ -187,14 +135,9 @@ fn ledger_overwritten_with_zeros_is_moved_aside_and_rebuilt() {
 
 #[test]
 fn ledger_truncated_to_half_is_moved_aside_and_rebuilt() {
-    let env = Env::new().warmed();
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(env.ledger())
-        .unwrap();
-    let len = f.metadata().unwrap().len();
-    f.set_len(len / 2).unwrap();
-    drop(f);
+    let env = Env::with_assets().warmed();
+    let len = std::fs::metadata(env.ledger()).unwrap().len();
+    truncate(&env.ledger(), len / 2);
     assert_recovers(&env, "truncated to half");
 }
 
@@ -202,24 +145,19 @@ fn ledger_truncated_to_half_is_moved_aside_and_rebuilt() {
 fn regression_ledger_truncated_inside_its_header_is_rebuilt() {
     // A file shorter than redb's header fails to open with UnexpectedEof; that is damage,
     // not a transient I/O problem, so it must be moved aside like any other corruption.
-    let env = Env::new().warmed();
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(env.ledger())
-        .unwrap();
-    f.set_len(100).unwrap();
-    drop(f);
+    let env = Env::with_assets().warmed();
+    truncate(&env.ledger(), 100);
     assert_recovers(&env, "truncated to 100 bytes");
 }
 
 #[test]
 fn empty_ledger_file_degrades_to_rehash_and_is_rebuilt() {
-    let env = Env::new().warmed();
+    let env = Env::with_assets().warmed();
     std::fs::write(env.ledger(), b"").unwrap();
-    let (code, outcomes, stderr) = env.prepare();
+    let (code, outcomes, stderr) = env.prepare_all();
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(outcomes, vec!["verified"; 3]);
-    assert_eq!(env.prepare_ok(), vec!["cached"; 3]);
+    assert_eq!(env.prepare_all_ok(), vec!["cached"; 3]);
 }
 
 /// Offset of the live `records_v1` leaf page: the one page that holds every key back to back.
@@ -234,6 +172,12 @@ fn records_page(ledger: &Path) -> usize {
         .collect();
     assert_eq!(hits.len(), 1, "records page not found uniquely: {hits:?}");
     hits[0] / 4096 * 4096
+}
+
+/// Cuts the file at `path` down to `len` bytes.
+fn truncate(path: &Path, len: u64) {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.set_len(len).unwrap();
 }
 
 fn flip(path: &Path, range: std::ops::Range<usize>) {
@@ -253,7 +197,7 @@ fn regression_flipped_bytes_in_the_records_page_are_moved_aside_and_rebuilt() {
         ("entry count", 2..4),
         ("page header", 1..16),
     ] {
-        let env = Env::new().warmed();
+        let env = Env::with_assets().warmed();
         let page = records_page(&env.ledger());
         flip(&env.ledger(), page + at.start..page + at.end);
         assert_recovers(&env, what);
@@ -262,7 +206,7 @@ fn regression_flipped_bytes_in_the_records_page_are_moved_aside_and_rebuilt() {
 
 #[test]
 fn flipped_bytes_in_a_record_value_are_a_miss_never_trust() {
-    let env = Env::new().warmed();
+    let env = Env::with_assets().warmed();
     let bytes = std::fs::read(env.ledger()).unwrap();
     let page = records_page(&env.ledger());
     let keys_end = page
@@ -274,22 +218,22 @@ fn flipped_bytes_in_a_record_value_are_a_miss_never_trust() {
     // The first value follows the keys: tag byte, then the digest.
     assert_eq!(bytes[keys_end], 1, "expected the record format tag");
     flip(&env.ledger(), keys_end + 1..keys_end + 9);
-    let (code, outcomes, stderr) = env.prepare();
+    let (code, outcomes, stderr) = env.prepare_all();
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(
         outcomes[0], "verified",
         "a damaged record vouched for its file: {stderr}"
     );
-    assert_eq!(env.prepare_ok(), vec!["cached"; 3]);
+    assert_eq!(env.prepare_all_ok(), vec!["cached"; 3]);
 }
 
 #[test]
 fn missing_ledger_is_recreated() {
-    let env = Env::new().warmed();
+    let env = Env::with_assets().warmed();
     std::fs::remove_file(env.ledger()).unwrap();
-    assert_eq!(env.prepare_ok(), vec!["verified"; 3]);
+    assert_eq!(env.prepare_all_ok(), vec!["verified"; 3]);
     assert!(env.corrupt_files().is_empty());
-    assert_eq!(env.prepare_ok(), vec!["cached"; 3]);
+    assert_eq!(env.prepare_all_ok(), vec!["cached"; 3]);
 }
 
 /// Writes a ledger with redb directly: `meta.schema_version = version`, and a record that
@@ -314,9 +258,9 @@ fn hand_made_ledger(env: &Env, version: u64) {
 #[test]
 fn hand_made_current_schema_ledger_is_trusted() {
     // The control for the newer-schema test below: the same file at CURRENT is trusted.
-    let env = Env::new();
+    let env = Env::with_assets();
     hand_made_ledger(&env, bootvault::migrations::CURRENT);
-    assert_eq!(env.prepare_ok(), vec!["cached"; 3]);
+    assert_eq!(env.prepare_all_ok(), vec!["cached"; 3]);
 }
 
 /// Asserts the file at `path` still holds exactly `before`, reporting the first difference.
@@ -338,11 +282,11 @@ fn assert_same_bytes(path: &Path, before: &[u8], what: &str) {
 
 #[test]
 fn newer_schema_ledger_is_never_trusted_and_left_byte_identical() {
-    let env = Env::new();
+    let env = Env::with_assets();
     hand_made_ledger(&env, bootvault::migrations::CURRENT + 1);
     let before = std::fs::read(env.ledger()).unwrap();
     for run in 0..2 {
-        let (code, outcomes, stderr) = env.prepare();
+        let (code, outcomes, stderr) = env.prepare_all();
         assert_eq!(code, 0, "run {run}: {stderr}");
         assert_eq!(outcomes, vec!["verified"; 3], "run {run}: {stderr}");
         assert_same_bytes(&env.ledger(), &before, &format!("run {run}"));
@@ -352,71 +296,43 @@ fn newer_schema_ledger_is_never_trusted_and_left_byte_identical() {
         );
     }
     // Read-only views work on it too, and leave it alone.
-    let out = Command::cargo_bin("bootvault")
-        .unwrap()
-        .args(["debug", "ls", "--json", "--dir"])
-        .arg(&env.root)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
+    let out = env.debug("ls", &[]);
+    assert_eq!(out.code, 0);
     assert_same_bytes(&env.ledger(), &before, "debug ls");
     // Its schema version is as written.
     let db = redb_builder().open_read_only(env.ledger()).unwrap();
-    let txn = db.begin_read().unwrap();
-    let v = txn
-        .open_table(META)
-        .unwrap()
-        .get("schema_version")
-        .unwrap()
-        .unwrap()
-        .value();
+    let v = schema_version(&db.begin_read().unwrap());
     assert_eq!(v, bootvault::migrations::CURRENT + 1);
 }
 
 #[test]
 fn unknown_record_format_tag_is_a_miss_not_a_panic() {
-    let env = Env::new();
+    let env = Env::with_assets();
     let write = |tag: u8| {
-        let store = bootvault::Store::open(&env.root).unwrap();
-        let wrote = store
-            .ledger()
-            .write(|txn| {
-                let mut t = txn.open_table(RECORDS)?;
-                for rel in NAMES {
-                    let mut bytes = env.vouching_record(rel).encode();
-                    bytes[0] = tag;
-                    t.insert(rel, bytes.as_slice())?;
-                }
-                Ok(())
-            })
-            .unwrap();
-        assert!(wrote);
+        let records = NAMES.map(|rel| {
+            let mut bytes = env.vouching_record(rel).encode();
+            bytes[0] = tag;
+            (rel.to_string(), bytes)
+        });
+        insert_records(&env.root, records);
     };
     // Control: with the known tag the hand-made records are trusted.
     write(1);
-    assert_eq!(env.prepare_ok(), vec!["cached"; 3]);
+    assert_eq!(env.prepare_all_ok(), vec!["cached"; 3]);
     // A format this build does not know.
     write(99);
-    let (code, outcomes, stderr) = env.prepare();
+    let (code, outcomes, stderr) = env.prepare_all();
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(outcomes, vec!["verified"; 3], "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(env.prepare_ok(), vec!["cached"; 3]);
+    assert_eq!(env.prepare_all_ok(), vec!["cached"; 3]);
 
     // Debug views skip what they cannot decode, without failing.
     write(99);
-    for args in [&["ls"][..], &["check"][..], &["show", "assets/alpha"][..]] {
-        let out = Command::cargo_bin("bootvault")
-            .unwrap()
-            .arg("debug")
-            .args(args)
-            .arg("--dir")
-            .arg(&env.root)
-            .arg("--json")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(0), "debug {args:?}: {stderr}");
+    for (sub, args) in [("ls", &[][..]), ("check", &[]), ("show", &["assets/alpha"])] {
+        let out = env.debug(sub, args);
+        let stderr = &out.stderr;
+        assert_eq!(out.code, 0, "debug {sub} {args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }

@@ -6,17 +6,19 @@
 //! `regenerate_fixtures` (ignored) and must never be regenerated after a release: they stand
 //! for files that exist on users' disks.
 
-use assert_cmd::Command;
+mod common;
+
 use bootvault::Sha256Digest;
 use bootvault::ledger::{Method, Record};
 use bootvault::stamp::{FileKind, Stamp};
-use redb::{ReadableDatabase, TableDefinition, TableHandle};
+use common::{
+    Env, RECORDS, Run, asset_with_urls, file_url, name_of, outcomes, redb_builder, run,
+    schema_version, sha,
+};
+use redb::{ReadableDatabase, TableHandle};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records_v1");
 
 const FIXTURE_V1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ledger-v1.redb");
 const FIXTURE_LEGACY: &str = concat!(
@@ -30,10 +32,6 @@ fn content(name: &str) -> Vec<u8> {
     format!("{name} as shipped with arcbox-boot 0.5.2\n")
         .repeat(100)
         .into_bytes()
-}
-
-fn sha(bytes: &[u8]) -> String {
-    Sha256Digest::of(bytes).to_hex()
 }
 
 /// The one record of the v1 fixture.
@@ -64,16 +62,6 @@ const LEGACY: [(&str, i64, i64); 5] = [
     ("bin/crun", 1_700_000_003, 444_444_444),
     ("bin/gvproxy", 1_700_000_004, 555_555_555),
 ];
-
-fn name_of(rel: &str) -> &str {
-    rel.rsplit('/').next().unwrap()
-}
-
-fn redb_builder() -> redb::Builder {
-    let mut b = redb::Builder::new();
-    b.set_concurrency_mode(redb::ConcurrencyMode::MultiWriter);
-    b
-}
 
 #[test]
 #[ignore = "regenerates fixtures"]
@@ -111,34 +99,12 @@ fn regenerate_fixtures() {
 
 // ---- helpers --------------------------------------------------------------------------------
 
-struct Env {
-    tmp: tempfile::TempDir,
-    root: PathBuf,
-}
-
+/// What only these tests need of `common::Env`: the fixtures, manifests at 0.6.0, `migrate`.
 impl Env {
-    fn new() -> Env {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("root");
-        std::fs::create_dir_all(&root).unwrap();
-        Env { tmp, root }
-    }
-
-    fn state(&self) -> PathBuf {
-        self.root.join(".bootvault")
-    }
-
-    fn put(&self, rel: &str, bytes: &[u8]) -> PathBuf {
-        let p = self.root.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, bytes).unwrap();
-        p
-    }
-
     /// Installs the v1 fixture as this store's ledger.
     fn install_v1(&self) {
         std::fs::create_dir_all(self.state()).unwrap();
-        std::fs::copy(FIXTURE_V1, self.state().join("ledger.redb")).unwrap();
+        std::fs::copy(FIXTURE_V1, self.ledger()).unwrap();
     }
 
     /// Lays out ROOT as arcbox-boot 0.5.2 left it, then changes two files behind the cache's
@@ -160,82 +126,33 @@ impl Env {
         let text = text.replace(ROOT_PLACEHOLDER, root);
         let path = legacy
             .map(Path::to_path_buf)
-            .unwrap_or_else(|| self.root.join(".verified.json"));
+            .unwrap_or_else(|| self.path(".verified.json"));
         std::fs::write(&path, text).unwrap();
         path
     }
 
     fn manifest(&self, file: &str, assets: Vec<Value>) -> PathBuf {
-        let p = self.tmp.path().join(file);
-        std::fs::write(
-            &p,
-            serde_json::to_vec(&json!({"version": "0.6.0", "assets": assets})).unwrap(),
-        )
-        .unwrap();
-        p
+        self.write_manifest(file, "0.6.0", assets)
     }
 
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::cargo_bin("bootvault")
-            .unwrap()
-            .args(args)
-            .timeout(std::time::Duration::from_secs(60))
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+    /// `bootvault migrate --dir ROOT EXTRA...`
+    fn migrate(&self, extra: &[&str]) -> Run {
+        let mut args = vec!["migrate", "--dir", self.root.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        run(&args)
     }
 
     /// `prepare --json`; returns name → outcome, asserting exit `code`.
-    fn prepare(&self, manifest: &Path, code: i32) -> BTreeMap<String, String> {
-        let (c, stdout, stderr) = self.run(&[
-            "prepare",
-            "--dir",
-            self.root.to_str().unwrap(),
-            "--manifest",
-            manifest.to_str().unwrap(),
-            "--json",
-        ]);
-        assert_eq!(c, code, "prepare: {stderr}");
-        let v: Value = serde_json::from_str(&stdout).unwrap();
-        v["assets"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| {
-                (
-                    a["name"].as_str().unwrap().to_string(),
-                    a["outcome"].as_str().unwrap_or("failed").to_string(),
-                )
-            })
-            .collect()
-    }
-
-    /// `debug ls --json` records by path.
-    fn records(&self) -> BTreeMap<String, Value> {
-        let (c, stdout, stderr) = self.run(&[
-            "debug",
-            "ls",
-            "--dir",
-            self.root.to_str().unwrap(),
-            "--json",
-        ]);
-        assert_eq!(c, 0, "{stderr}");
-        let v: Value = serde_json::from_str(&stdout).unwrap();
-        v["records"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| (r["path"].as_str().unwrap().to_string(), r.clone()))
-            .collect()
+    fn prepare_outcomes(&self, manifest: &Path, code: i32) -> BTreeMap<String, String> {
+        let r = self.prepare(manifest, &[]);
+        assert_eq!(r.code, code, "prepare: {}", r.stderr);
+        outcomes(&r.json())
     }
 }
 
+/// A manifest asset for `bytes` at `rel`, named after its last component.
 fn asset(rel: &str, bytes: &[u8]) -> Value {
-    json!({"name": name_of(rel), "path": rel, "sha256": sha(bytes), "size": bytes.len()})
+    common::asset(name_of(rel), rel, bytes)
 }
 
 /// Table names and the schema version of a ledger file, read with redb directly.
@@ -247,14 +164,7 @@ fn inspect_file(path: &Path) -> (Vec<String>, u64) {
         .unwrap()
         .map(|t| t.name().to_string())
         .collect();
-    let version = txn
-        .open_table(META)
-        .unwrap()
-        .get("schema_version")
-        .unwrap()
-        .unwrap()
-        .value();
-    (tables, version)
+    (tables, schema_version(&txn))
 }
 
 // ---- schema upgrades --------------------------------------------------------------------------
@@ -273,7 +183,7 @@ fn v1_ledger_is_upgraded_to_current_and_keeps_its_record() {
     env.install_v1();
     let kernel = content("kernel");
     env.put("kernel", &kernel);
-    let ledger_path = env.state().join("ledger.redb");
+    let ledger_path = env.ledger();
 
     let store = bootvault::Store::open(&env.root).unwrap();
     // Reading neither upgrades nor loses the old record: its bytes still decode.
@@ -330,12 +240,12 @@ fn v1_record_with_a_foreign_stamp_is_shown_but_never_trusted() {
 
     // Same digest, but the stamp is another file's: re-hash, then trust.
     let m = env.manifest("m.json", vec![asset("bin/runc", &runc)]);
-    assert_eq!(env.prepare(&m, 0)["runc"], "verified");
-    assert_eq!(env.prepare(&m, 0)["runc"], "cached");
+    assert_eq!(env.prepare_outcomes(&m, 0)["runc"], "verified");
+    assert_eq!(env.prepare_outcomes(&m, 0)["runc"], "cached");
     let recs = env.records();
     assert_eq!(recs["bin/runc"]["manifest_version"], "0.6.0");
     assert_eq!(
-        inspect_file(&env.state().join("ledger.redb")).1,
+        inspect_file(&env.ledger()).1,
         bootvault::migrations::CURRENT
     );
 }
@@ -347,11 +257,10 @@ fn migrate_imports_matching_entries_and_skips_changed_ones() {
     let env = Env::new();
     let legacy = env.install_legacy(None);
     let legacy_before = std::fs::read(&legacy).unwrap();
-    let root = env.root.to_str().unwrap();
 
-    let (code, stdout, stderr) = env.run(&["migrate", "--dir", root, "--json"]);
-    assert_eq!(code, 0, "{stderr}");
-    let v: Value = serde_json::from_str(&stdout).unwrap();
+    let r = env.migrate(&["--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
     let mut imported: Vec<&str> = v["imported"]
         .as_array()
         .unwrap()
@@ -385,7 +294,7 @@ fn migrate_imports_matching_entries_and_skips_changed_ones() {
             r["sha256"].as_str(),
             Some(sha(&content(name_of(rel))).as_str())
         );
-        let meta = std::fs::metadata(env.root.join(rel)).unwrap();
+        let meta = std::fs::metadata(env.path(rel)).unwrap();
         use std::os::unix::fs::MetadataExt;
         assert_eq!(r["ino"].as_u64(), Some(meta.ino()), "{rel}");
     }
@@ -396,23 +305,22 @@ fn migrate_imports_matching_entries_and_skips_changed_ones() {
         .map(|rel| asset(rel, &content(name_of(rel))))
         .collect();
     let m = env.manifest("same.json", same);
-    let o = env.prepare(&m, 0);
+    let o = env.prepare_outcomes(&m, 0);
     assert!(o.values().all(|x| x == "cached"), "{o:?}");
 
     // One expecting another runc (an upgrade) does not: the file is wrong for it.
     let new_runc = content("runc 0.6.0");
-    let src = env.tmp.path().join("runc-0.6.0");
+    let src = env.outside("runc-0.6.0");
     std::fs::write(&src, &new_runc).unwrap();
-    let mut upgraded = asset("bin/runc", &new_runc);
-    upgraded["urls"] = json!([url::Url::from_file_path(&src).unwrap().to_string()]);
+    let upgraded = asset_with_urls("runc", "bin/runc", &new_runc, &[file_url(&src)]);
     let m = env.manifest(
         "upgrade.json",
         vec![asset("kernel", &content("kernel")), upgraded],
     );
-    let o = env.prepare(&m, 0);
+    let o = env.prepare_outcomes(&m, 0);
     assert_eq!(o["kernel"], "cached");
     assert_eq!(o["runc"], "repaired", "{o:?}");
-    assert_eq!(std::fs::read(env.root.join("bin/runc")).unwrap(), new_runc);
+    assert_eq!(env.read("bin/runc"), new_runc);
 }
 
 #[test]
@@ -420,10 +328,9 @@ fn imported_record_for_another_digest_is_never_trusted() {
     // Same file, same stamp, but the manifest expects different content: verify, fail.
     let env = Env::new();
     env.install_legacy(None);
-    let root = env.root.to_str().unwrap();
-    assert_eq!(env.run(&["migrate", "--dir", root]).0, 0);
+    assert_eq!(env.migrate(&[]).code, 0);
     let m = env.manifest("m.json", vec![asset("kernel", &content("kernel 0.6.0"))]);
-    let o = env.prepare(&m, 1);
+    let o = env.prepare_outcomes(&m, 1);
     assert_eq!(o["kernel"], "failed", "{o:?}");
 }
 
@@ -431,28 +338,20 @@ fn imported_record_for_another_digest_is_never_trusted() {
 fn skipped_legacy_entries_are_rehashed() {
     let env = Env::new();
     env.install_legacy(None);
-    let root = env.root.to_str().unwrap();
-    assert_eq!(env.run(&["migrate", "--dir", root]).0, 0);
+    assert_eq!(env.migrate(&[]).code, 0);
     // gvproxy's content is what the cache says, but its mtime moved: no import, re-hash.
     let m = env.manifest("m.json", vec![asset("bin/gvproxy", &content("gvproxy"))]);
-    assert_eq!(env.prepare(&m, 0)["gvproxy"], "verified");
-    assert_eq!(env.prepare(&m, 0)["gvproxy"], "cached");
+    assert_eq!(env.prepare_outcomes(&m, 0)["gvproxy"], "verified");
+    assert_eq!(env.prepare_outcomes(&m, 0)["gvproxy"], "cached");
 }
 
 #[test]
 fn migrate_from_a_legacy_file_elsewhere() {
     let env = Env::new();
-    let legacy = env.tmp.path().join("old-cache.json");
+    let legacy = env.outside("old-cache.json");
     env.install_legacy(Some(&legacy));
-    let root = env.root.to_str().unwrap();
-    let (code, _, stderr) = env.run(&[
-        "migrate",
-        "--dir",
-        root,
-        "--legacy",
-        legacy.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{stderr}");
+    let r = env.migrate(&["--legacy", legacy.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(legacy.exists());
     let recs = env.records();
     assert_eq!(recs.len(), 3, "{recs:?}");
@@ -462,15 +361,14 @@ fn migrate_from_a_legacy_file_elsewhere() {
 #[test]
 fn migrate_with_a_missing_or_malformed_legacy_file_exits_2() {
     let env = Env::new();
-    let root = env.root.to_str().unwrap();
-    let (code, _, stderr) = env.run(&["migrate", "--dir", root]);
-    assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains(".verified.json"), "{stderr}");
+    let r = env.migrate(&[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains(".verified.json"), "{}", r.stderr);
 
-    std::fs::write(env.root.join(".verified.json"), b"{\"entries\": [1, 2]}").unwrap();
-    let (code, _, stderr) = env.run(&["migrate", "--dir", root]);
-    assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains(".verified.json"), "{stderr}");
+    std::fs::write(env.path(".verified.json"), b"{\"entries\": [1, 2]}").unwrap();
+    let r = env.migrate(&[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains(".verified.json"), "{}", r.stderr);
     assert!(env.records().is_empty());
 }
 
@@ -485,7 +383,7 @@ fn first_prepare_auto_imports_verified_json() {
         .collect();
     let m = env.manifest("m.json", assets);
 
-    let o = env.prepare(&m, 0);
+    let o = env.prepare_outcomes(&m, 0);
     assert_eq!(o["kernel"], "cached", "{o:?}");
     assert_eq!(o["rootfs.erofs"], "cached", "{o:?}");
     assert_eq!(o["runc"], "cached", "{o:?}");
@@ -498,7 +396,7 @@ fn first_prepare_auto_imports_verified_json() {
     assert!(!recs.contains_key("bin/crun"));
 
     // Only on first use: later changes to the legacy file are ignored.
-    let o = env.prepare(&m, 0);
+    let o = env.prepare_outcomes(&m, 0);
     assert!(o.values().all(|x| x == "cached"), "{o:?}");
 }
 
@@ -509,13 +407,13 @@ fn auto_import_never_trusts_a_file_rewritten_after_the_cache() {
     let env = Env::new();
     env.install_legacy(None);
     let m = env.manifest("m.json", vec![asset("kernel", &content("kernel"))]);
-    assert_eq!(env.prepare(&m, 0)["kernel"], "cached");
-    let p = env.root.join("kernel");
+    assert_eq!(env.prepare_outcomes(&m, 0)["kernel"], "cached");
+    let p = env.path("kernel");
     let meta = std::fs::metadata(&p).unwrap();
     let mut evil = content("kernel");
     evil[0] ^= 1;
     std::fs::write(&p, &evil).unwrap();
     filetime::set_file_mtime(&p, filetime::FileTime::from_last_modification_time(&meta)).unwrap();
-    let o = env.prepare(&m, 1);
+    let o = env.prepare_outcomes(&m, 1);
     assert_eq!(o["kernel"], "failed", "{o:?}");
 }
