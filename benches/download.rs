@@ -49,7 +49,7 @@ fn bench_download(c: &mut Criterion) {
     g.sample_size(10);
     g.sampling_mode(SamplingMode::Flat);
     g.warm_up_time(Duration::from_secs(1));
-    g.measurement_time(Duration::from_secs(8));
+    g.measurement_time(Duration::from_secs(10));
     g.bench_function("prepare_fresh_root", |b| {
         b.iter_batched(
             fresh_root,

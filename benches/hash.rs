@@ -10,7 +10,9 @@
 
 use bootvault::demo::pseudo_random;
 use bootvault::digest::{HASH_BUF, Sha256Digest, hash_path, hash_reader};
-use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
 use std::hint::black_box;
 use std::io::Write;
 use std::time::Duration;
@@ -79,7 +81,7 @@ fn bench_buffers(c: &mut Criterion) {
         g.sample_size(10);
         g.sampling_mode(SamplingMode::Flat);
         g.warm_up_time(Duration::from_secs(1));
-        g.measurement_time(Duration::from_secs(5));
+        g.measurement_time(Duration::from_secs(7));
         g.bench_function("hash_512MiB", |b| {
             b.iter(|| black_box(hash_path(&p).expect("hash_path")))
         });

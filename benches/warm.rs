@@ -12,6 +12,11 @@
 //! legacy iterations are checked the same way (all 20 trusted, nothing re-hashed, no save).
 //!
 //! `cargo bench --bench warm` (about one minute once built).
+//!
+//! With `BOOTVAULT_BENCH_EXPORT=DIR`, the fixture also writes the same 20 files under `DIR/root`
+//! and their native manifest to `DIR/manifest.json`, for whole-process timing of the CLI
+//! (`bootvault prepare --dir DIR/root --manifest DIR/manifest.json`). Combine it with a filter
+//! (`cargo bench --bench warm -- stat_floor`) to skip the other figures.
 
 use bootvault::demo::{self, DemoAsset};
 use bootvault::digest::{HASH_BUF, hash_reader};
@@ -170,11 +175,12 @@ mod legacy {
                 cache.record_sig(&dest_path, &b.sha256, sig);
             }
         }
-        if let Some((bytes, tmp)) = cache.bytes_to_save() {
-            if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, &cache.path).is_ok() {
-                cache.dirty = false;
-                out.saved = true;
-            }
+        if let Some((bytes, tmp)) = cache.bytes_to_save()
+            && std::fs::write(&tmp, bytes).is_ok()
+            && std::fs::rename(&tmp, &cache.path).is_ok()
+        {
+            cache.dirty = false;
+            out.saved = true;
         }
         out
     }
@@ -209,13 +215,12 @@ mod legacy {
                 cache.record_sig(&dest_path, &b.sha256, sig);
             }
         }
-        if let Some((bytes, tmp)) = cache.bytes_to_save() {
-            if tokio::fs::write(&tmp, bytes).await.is_ok()
-                && tokio::fs::rename(&tmp, &cache.path).await.is_ok()
-            {
-                cache.dirty = false;
-                out.saved = true;
-            }
+        if let Some((bytes, tmp)) = cache.bytes_to_save()
+            && tokio::fs::write(&tmp, bytes).await.is_ok()
+            && tokio::fs::rename(&tmp, &cache.path).await.is_ok()
+        {
+            cache.dirty = false;
+            out.saved = true;
         }
         out
     }
@@ -243,6 +248,13 @@ fn fixture() -> Fixture {
     let root = std::path::absolute(dir.path()).expect("absolute ROOT");
     demo::write_all(&root, &set).expect("write demo set");
     let manifest = demo::manifest(&set, "bench", |_| None);
+    if let Some(out) = std::env::var_os("BOOTVAULT_BENCH_EXPORT") {
+        let out = PathBuf::from(out);
+        demo::write_all(&out.join("root"), &set).expect("export: write set");
+        let json = serde_json::to_string(&manifest.to_json()).expect("export: manifest");
+        std::fs::write(out.join("manifest.json"), json).expect("export: write manifest");
+        eprintln!("exported the set to {}", out.display());
+    }
     let paths: Vec<PathBuf> = set.iter().map(|a| root.join(&a.path)).collect();
 
     // Cold prepare(s) until the ledger vouches for every asset.
@@ -372,6 +384,8 @@ fn bench_warm(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    // About 0.4 ms an iteration: a little more time for 100 samples.
+    g.measurement_time(Duration::from_secs(5));
     g.bench_function("json_cache_0_5_2_tokio", |b| {
         b.iter_custom(|iters| {
             let mut spent = Duration::ZERO;
@@ -390,6 +404,7 @@ fn bench_warm(c: &mut Criterion) {
         })
     });
     drop(rt);
+    g.measurement_time(Duration::from_secs(3));
 
     g.bench_function("bootvault_open_per_call", |b| {
         b.iter_custom(|iters| {
