@@ -18,6 +18,7 @@
 //! (`bootvault prepare --dir DIR/root --manifest DIR/manifest.json`). Combine it with a filter
 //! (`cargo bench --bench warm -- stat_floor`) to skip the other figures.
 
+use bootvault::Policy;
 use bootvault::demo::{self, DemoAsset};
 use bootvault::digest::{HASH_BUF, hash_reader};
 use bootvault::{Manifest, Store};
@@ -448,5 +449,69 @@ fn bench_warm(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_warm);
+/// The trust tiers of SECURITY.md on the same warm 20-asset set, side by side: `cached`
+/// (stamp), `always` (content hash of every asset), and the verity tier as it runs where the
+/// filesystem has no fs-verity (this machine): the stamp check plus, per asset, the open and
+/// `FS_IOC_MEASURE_VERITY` that a verity record would add, which fails here, so trust falls
+/// back to the stamp.
+fn bench_tiers(c: &mut Criterion) {
+    use bootvault::verity::{Support, measure, probe};
+    let fx = fixture();
+    let mut g = c.benchmark_group("tiers_20_assets_230MB");
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(3));
+    let cached = Store::builder(&fx.root).open().expect("open");
+    assert!(cached.prepare(&fx.manifest).expect("prepare").all_cached());
+    g.bench_function("cached", |b| {
+        b.iter(|| {
+            let report = cached.prepare(&fx.manifest).expect("prepare");
+            assert!(report.all_cached());
+            report
+        })
+    });
+    let always = Store::builder(&fx.root)
+        .verify(Some(Policy::Always))
+        .open()
+        .expect("open");
+    g.sample_size(10);
+    g.bench_function("always", |b| {
+        b.iter(|| {
+            let report = always.prepare(&fx.manifest).expect("prepare");
+            assert!(
+                report
+                    .assets
+                    .iter()
+                    .all(|a| a.outcome == Some(bootvault::Outcome::Verified))
+            );
+            report
+        })
+    });
+    let available = probe(&fx.root) == Support::Available;
+    eprintln!(
+        "fs-verity on this filesystem: {}",
+        if available {
+            "available"
+        } else {
+            "unavailable (fallback measured)"
+        }
+    );
+    g.sample_size(100);
+    g.bench_function("verity_fallback", |b| {
+        b.iter(|| {
+            let report = cached.prepare(&fx.manifest).expect("prepare");
+            let measured = fx
+                .paths
+                .iter()
+                .filter_map(|p| std::fs::File::open(p).ok())
+                .filter(|f| measure(f).is_some())
+                .count();
+            assert!(report.all_cached());
+            assert_eq!(measured > 0, available);
+            report
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_warm, bench_tiers);
 criterion_main!(benches);
