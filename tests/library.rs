@@ -195,3 +195,51 @@ fn verity_tier_is_used_where_available_and_falls_back_elsewhere() {
         }
     }
 }
+
+#[test]
+fn state_dir_on_another_filesystem_copies_into_root_hashing_again() {
+    // /dev/shm is tmpfs: a different filesystem from the temp dir, where the machine has one.
+    let Ok(state) = tempfile::tempdir_in("/dev/shm") else {
+        eprintln!("no /dev/shm here; nothing to check");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let dev = |p: &std::path::Path| std::fs::metadata(p).unwrap().dev();
+    if dev(state.path()) == dev(dir.path()) {
+        eprintln!("/dev/shm is on the same filesystem here; nothing to check");
+        return;
+    }
+    let src = tempfile::tempdir().unwrap();
+    let set = small_set(2, "x");
+    write_all(src.path(), &set).unwrap();
+    let m = manifest(&set, "v1", |a| {
+        Some(
+            url::Url::from_file_path(src.path().join(&a.path))
+                .unwrap()
+                .to_string(),
+        )
+    });
+    let store = Store::builder(dir.path())
+        .state_dir(state.path())
+        .open()
+        .unwrap();
+    let report = store.prepare(&m).unwrap();
+    for (a, r) in set.iter().zip(&report.assets) {
+        assert_eq!(r.outcome, Some(Outcome::Downloaded), "{r:?}");
+        // Hashed once as it arrived and once more on the copy into ROOT.
+        assert_eq!(r.bytes_hashed, 2 * a.bytes.len() as u64);
+        assert_eq!(
+            std::fs::read(dir.path().join(&a.path)).unwrap(),
+            &a.bytes[..]
+        );
+    }
+    // No temp name is left beside the assets, and nothing of the state is in ROOT.
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir.path().join("x")).unwrap() {
+        names.push(entry.unwrap().file_name().to_string_lossy().to_string());
+    }
+    names.sort();
+    assert_eq!(names, vec!["0.bin", "1.bin"]);
+    assert!(!dir.path().join(".bootvault").exists());
+    assert!(store.prepare(&m).unwrap().all_cached());
+}
