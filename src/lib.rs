@@ -9,7 +9,22 @@
 //! redb tables and value encodings, upgraded by the steps in [`migrations`]; [`lock`] gives
 //! single-flight per asset across processes; [`fetch`] downloads with retries and resume;
 //! [`place`] keeps paths inside ROOT and places files atomically; [`store`] is the facade;
-//! [`origin`] is a loopback HTTP server for the demo and the tests; [`demo`] builds the demo set.
+//! [`origin`] is a loopback HTTP server for the demo and the tests; [`demo`] builds the demo set;
+//! [`verity`] is the fs-verity tier where the filesystem has it.
+//!
+//! ```
+//! let manifest = bootvault::Manifest::from_json_str(&format!(
+//!     r#"{{"version": "2026.11.0", "assets": [{{"name": "kernel", "sha256": "{}"}}]}}"#,
+//!     "ab".repeat(32)
+//! ))?;
+//! assert_eq!(manifest.assets[0].path, "kernel"); // the path defaults to the name
+//!
+//! let root = tempfile::tempdir()?;
+//! let store = bootvault::Store::builder(root.path()).offline(true).open()?;
+//! let report = store.prepare(&manifest)?;
+//! assert!(report.failed()); // missing, and offline: exit code 1 in the CLI
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod demo;
 pub mod digest;
