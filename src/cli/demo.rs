@@ -1,7 +1,7 @@
 //! `bootvault demo`: cold download from a loopback origin, warm `cached`, a tamper with mtime
 //! put back, and the repair. No network: the origin runs in this process on 127.0.0.1.
 
-use super::prepare::{human_bytes, report_table};
+use super::prepare::human_bytes;
 use super::{CmdResult, EXIT_FAILED, Failure, finish_output, out};
 use bootvault::origin::Origin;
 use bootvault::{Outcome, Store};
@@ -55,27 +55,21 @@ pub fn run(a: DemoArgs) -> CmdResult {
         }
         b.open()
     };
-    let mut failed = false;
-    let mut step = |title: &str,
-                    expect: &dyn Fn(&bootvault::AssetReport) -> bool|
-     -> Result<bootvault::Report, Failure> {
-        // A fresh Store per step, as a fresh process would open it.
-        let report = open()?.prepare(&manifest)?;
-        let ok = report.assets.iter().all(expect);
-        failed |= !ok;
-        text.push_str(&format!(
-            "\n== {title} {}\n{}\n",
-            if ok { "" } else { "(UNEXPECTED)" },
-            report_table(&report)
-        ));
-        Ok(report)
-    };
+    let mut steps: Vec<(String, bootvault::Report, bool)> = Vec::new();
+    let mut step =
+        |title: &str, expect: &dyn Fn(&bootvault::AssetReport) -> bool| -> Result<(), Failure> {
+            // A fresh Store per step, as a fresh process would open it.
+            let report = open()?.prepare(&manifest)?;
+            let ok = report.assets.iter().all(expect);
+            steps.push((title.to_string(), report, ok));
+            Ok(())
+        };
     step(
-        "1. cold: every asset fetched and hashed in the same pass",
+        "cold: every asset fetched and hashed in the same pass",
         &|r| r.outcome == Some(Outcome::Downloaded),
     )?;
     step(
-        "2. warm: binaries cached from their stamps; kernel and rootfs re-hashed (verify: always)",
+        "warm: binaries cached from their stamps; kernel and rootfs re-hashed (verify: always)",
         &|r| {
             r.outcome
                 == Some(if r.name == "kernel" || r.name == "rootfs" {
@@ -101,7 +95,7 @@ pub fn run(a: DemoArgs) -> CmdResult {
     )?;
     let downloads_before = origin.requests(&format!("v{version}/bin/runc"));
     step(
-        "3. tamper: bin/runc rewritten with its mtime put back, then prepared",
+        "tamper: bin/runc rewritten with its mtime put back, then prepared",
         &|r| {
             if r.name == "runc" {
                 r.outcome == Some(Outcome::Repaired)
@@ -111,15 +105,63 @@ pub fn run(a: DemoArgs) -> CmdResult {
         },
     )?;
     let refetched = origin.requests(&format!("v{version}/bin/runc")) - downloads_before;
-    step("4. warm again", &|r| {
+    step("warm again", &|r| {
         r.outcome.is_some() && r.outcome != Some(Outcome::Repaired)
     })?;
+    text.push_str(&steps_table(&steps));
     text.push_str(&format!(
         "\nthe tampered runc was detected by its ctime and re-fetched {refetched} time(s); origin served {} requests in all\n",
         origin.total_requests()
     ));
+    let failed = steps.iter().any(|(_, _, ok)| !ok);
     if failed {
         text.push_str("demo: some steps did not go as expected (see UNEXPECTED above)\n");
     }
     finish_output(out(&text), if failed { EXIT_FAILED } else { 0 })
+}
+
+/// One row per asset, one column per step: the outcome and the bytes hashed; then one line per
+/// step with its totals and time.
+fn steps_table(steps: &[(String, bootvault::Report, bool)]) -> String {
+    let Some((_, first, _)) = steps.first() else {
+        return String::new();
+    };
+    let mut s = format!("\n{:<24}", "ASSET");
+    for i in 0..steps.len() {
+        s.push_str(&format!(" {:<22}", format!("step {}", i + 1)));
+    }
+    s.truncate(s.trim_end().len());
+    s.push('\n');
+    for (row, asset) in first.assets.iter().enumerate() {
+        s.push_str(&format!("{:<24}", asset.name));
+        for (_, report, _) in steps {
+            let a = &report.assets[row];
+            let cell = format!(
+                "{} {}",
+                a.outcome.map(|o| o.as_str()).unwrap_or("FAILED"),
+                if a.bytes_hashed == 0 {
+                    "-".to_string()
+                } else {
+                    human_bytes(a.bytes_hashed)
+                }
+            );
+            s.push_str(&format!(" {cell:<22}"));
+        }
+        s.truncate(s.trim_end().len());
+        s.push('\n');
+    }
+    s.push('\n');
+    for (i, (title, report, ok)) in steps.iter().enumerate() {
+        let hashed: u64 = report.assets.iter().map(|a| a.bytes_hashed).sum();
+        let down: u64 = report.assets.iter().map(|a| a.bytes_downloaded).sum();
+        s.push_str(&format!(
+            "step {}: {title}\n        {:.2} ms, {} hashed, {} downloaded{}\n",
+            i + 1,
+            report.elapsed.as_secs_f64() * 1e3,
+            human_bytes(hashed),
+            human_bytes(down),
+            if *ok { "" } else { "  (UNEXPECTED outcome)" }
+        ));
+    }
+    s
 }
