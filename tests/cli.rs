@@ -1470,3 +1470,31 @@ fn read_only_debug_commands_write_nothing() {
         assert_eq!(before, snapshot(&env.root), "debug {sub} wrote something");
     }
 }
+
+#[test]
+fn demo_runs_end_to_end_offline_and_checks_itself() {
+    // Small data: the demo's own checks (cold downloaded, warm cached, tamper repaired) decide
+    // its exit code.
+    let dir = tempfile::tempdir().unwrap();
+    let out = assert_cmd::Command::cargo_bin("bootvault")
+        .unwrap()
+        .args(["demo", "--binaries-mb", "4", "--dir"])
+        .arg(dir.path().join("store"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runc = stdout
+        .lines()
+        .find(|l| l.starts_with("runc "))
+        .expect("a runc row");
+    let cells: Vec<&str> = runc.split_whitespace().collect();
+    assert_eq!(cells[1], "downloaded", "{runc}");
+    assert_eq!(cells[4], "cached", "{runc}");
+    assert!(runc.contains("repaired"), "{runc}");
+    assert!(!stdout.contains("UNEXPECTED"), "{stdout}");
+}
