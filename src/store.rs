@@ -955,6 +955,51 @@ impl Store {
         }
         Ok((stale_files, stale_records))
     }
+
+    /// Partial downloads in `STATE/tmp` that nobody will adopt: left by a process that is gone,
+    /// for an asset `manifest` does not name. (A partial of a manifest asset is kept: the next
+    /// prepare of that asset resumes it.) Removed unless `dry_run`; returns their file names.
+    pub fn gc_partials(&self, manifest: &Manifest, dry_run: bool) -> Result<Vec<String>> {
+        let tmp = self.state.join("tmp");
+        let wanted: std::collections::HashSet<String> = manifest
+            .assets
+            .iter()
+            .map(|a| Self::lock_key(&a.path))
+            .collect();
+        let entries = match std::fs::read_dir(&tmp) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(&tmp, "list", e)),
+        };
+        let mut removed = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let mut parts = name.split('.');
+            let (Some(key), Some(pid)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let alive = pid
+                .parse::<i32>()
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+                .is_some_and(|p| {
+                    !matches!(
+                        rustix::process::test_kill_process(p),
+                        Err(rustix::io::Errno::SRCH)
+                    )
+                });
+            if alive || wanted.contains(key) {
+                continue;
+            }
+            if !dry_run {
+                let p = entry.path();
+                std::fs::remove_file(&p).at(&p, "remove partial")?;
+            }
+            removed.push(name);
+        }
+        removed.sort();
+        Ok(removed)
+    }
 }
 
 /// Regular files and symlinks under `dir`, relative to `root`, skipping the state dir and

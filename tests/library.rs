@@ -243,3 +243,40 @@ fn state_dir_on_another_filesystem_copies_into_root_hashing_again() {
     assert!(!dir.path().join(".bootvault").exists());
     assert!(store.prepare(&m).unwrap().all_cached());
 }
+
+#[test]
+fn gc_removes_partials_of_dead_processes_for_assets_no_longer_wanted() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = small_set(1, "g");
+    write_all(dir.path(), &set).unwrap();
+    let m = manifest(&set, "v1", |_| None);
+    let key = |path: &str| bootvault::Sha256Digest::of(path.as_bytes()).to_hex()[..32].to_string();
+    // A pid that certainly belongs to no live process: a child that has been reaped.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let tmp = dir.path().join(".bootvault/tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let abandoned = format!("{}.{dead}.part", key("old/asset"));
+    let resumable = format!("{}.{dead}.part", key(&set[0].path));
+    let in_flight = format!("{}.{}.part", key("old/asset"), std::process::id());
+    for name in [&abandoned, &resumable, &in_flight] {
+        std::fs::write(tmp.join(name), b"partial").unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.gc_partials(&m, true).unwrap(),
+        vec![abandoned.clone()]
+    );
+    assert!(tmp.join(&abandoned).exists(), "a dry run removes nothing");
+    assert_eq!(
+        store.gc_partials(&m, false).unwrap(),
+        vec![abandoned.clone()]
+    );
+    assert!(!tmp.join(&abandoned).exists());
+    assert!(
+        tmp.join(&resumable).exists(),
+        "the next prepare of that asset resumes it"
+    );
+    assert!(tmp.join(&in_flight).exists(), "its process is alive");
+}

@@ -26,8 +26,11 @@ pub fn run(a: GcArgs) -> CmdResult {
     let manifest = a.manifest_args.load(&a.manifest)?;
     let store = a.store.open()?;
     let (files, records) = store.gc(&manifest, a.dry_run)?;
+    let partials = store.gc_partials(&manifest, a.dry_run)?;
     let printed = if a.json {
-        out_json(&json!({ "dry_run": a.dry_run, "files": files, "records": records }))
+        out_json(&json!({
+            "dry_run": a.dry_run, "files": files, "records": records, "partials": partials,
+        }))
     } else {
         let verb = if a.dry_run { "would remove" } else { "removed" };
         let mut s = String::new();
@@ -36,6 +39,9 @@ pub fn run(a: GcArgs) -> CmdResult {
         }
         for r in &records {
             s.push_str(&format!("{verb} record {r}\n"));
+        }
+        for p in &partials {
+            s.push_str(&format!("{verb} abandoned partial download {p}\n"));
         }
         s.push_str(&format!(
             "{verb} {} files and {} records",
