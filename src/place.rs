@@ -11,6 +11,7 @@ use crate::stamp::Stamp;
 use sha2::{Digest as _, Sha256};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -102,44 +103,135 @@ pub fn hash_in_place(path: &Path, name: &str, progress: &mut dyn FnMut(u64)) -> 
     })
 }
 
-fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .at(dir, "fsync directory")
+/// The directory that holds an asset, opened beneath ROOT, and the asset's file name in it.
+/// Placement renames against this descriptor, so the directory that was checked is the one
+/// written: a parent swapped for a symlink after the check cannot redirect the write.
+pub struct Parent {
+    fd: OwnedFd,
+    file_name: String,
 }
 
-/// Places the verified file `src` (open as `file`, in the state dir) at `dest`.
+fn unsafe_path(name: &str, path: &Path, why: impl Into<String>) -> Error {
+    Error::UnsafePath {
+        name: name.into(),
+        path: path.into(),
+        why: why.into(),
+    }
+}
+
+/// Where the descriptor `fd` really is (Linux `/proc/self/fd`).
+fn real_path(fd: &OwnedFd) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()
+}
+
+/// Walks `rel` from ROOT one component at a time with `O_NOFOLLOW | O_DIRECTORY`, creating
+/// missing directories. A symlinked component is followed only when it resolves inside ROOT,
+/// and the directory then opened is checked to be inside ROOT.
+pub fn open_parent(root: &Path, rel: &str, name: &str) -> Result<Parent> {
+    use rustix::fs::{Mode, OFlags, mkdirat, openat};
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let canon_root = std::fs::canonicalize(root).at(root, "resolve ROOT")?;
+    let mut fd: OwnedFd = rustix::fs::open(&canon_root, dir_flags, Mode::empty())
+        .map_err(|e| Error::io(&canon_root, "open ROOT", e.into()))?;
+    let mut comps: Vec<&str> = rel.split('/').collect();
+    let file_name = comps.pop().unwrap_or_default().to_string();
+    let mut here = canon_root.clone();
+    for comp in comps {
+        here.push(comp);
+        let next = match openat(&fd, comp, dir_flags | OFlags::NOFOLLOW, Mode::empty()) {
+            Ok(next) => next,
+            Err(rustix::io::Errno::NOENT) => {
+                match mkdirat(&fd, comp, Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(Error::io(&here, "create directory", e.into())),
+                }
+                openat(&fd, comp, dir_flags | OFlags::NOFOLLOW, Mode::empty())
+                    .map_err(|e| Error::io(&here, "open directory", e.into()))?
+            }
+            Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
+                let st = rustix::fs::statat(&fd, comp, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| Error::io(&here, "inspect parent", e.into()))?;
+                if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Symlink
+                {
+                    return Err(unsafe_path(
+                        name,
+                        &here,
+                        "a parent component is not a directory",
+                    ));
+                }
+                let target = std::fs::canonicalize(&here).map_err(|e| {
+                    unsafe_path(
+                        name,
+                        &here,
+                        format!("symlinked parent does not resolve: {e}"),
+                    )
+                })?;
+                if !target.starts_with(&canon_root) {
+                    return Err(unsafe_path(
+                        name,
+                        &here,
+                        format!(
+                            "symlinked parent leads outside ROOT to {}",
+                            target.display()
+                        ),
+                    ));
+                }
+                let opened = rustix::fs::open(&target, dir_flags, Mode::empty())
+                    .map_err(|e| Error::io(&target, "open directory", e.into()))?;
+                // The link may have changed between canonicalize and open: check what was opened.
+                if !real_path(&opened).is_some_and(|p| p.starts_with(&canon_root)) {
+                    return Err(unsafe_path(
+                        name,
+                        &here,
+                        "symlinked parent moved outside ROOT",
+                    ));
+                }
+                opened
+            }
+            Err(e) => return Err(Error::io(&here, "open directory", e.into())),
+        };
+        fd = next;
+    }
+    Ok(Parent { fd, file_name })
+}
+
+/// Places the verified file `src` (open as `file`, in the state dir) at `dest` (the asset
+/// `rel` under `root`).
 ///
 /// On the same filesystem: chmod, fsync, rename, fsync the directory. Across filesystems the
 /// bytes are copied into an anonymous file (`O_TMPFILE`) beside `dest`, hashed again on the
-/// way, linked under a temp name and renamed. Returns the stamp of the placed file.
+/// way, linked under a temp name and renamed. Every name operation is relative to the parent
+/// descriptor from [`open_parent`]. Returns the stamp of the placed file and bytes re-hashed.
 pub fn place(
     src: &Path,
     file: &File,
-    dest: &Path,
+    root: &Path,
+    rel: &str,
     mode: u32,
     expected: &Sha256Digest,
     name: &str,
 ) -> Result<(Stamp, u64)> {
-    let parent = dest.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).at(parent, "create directory")?;
+    let dest = root.join(rel);
+    let parent = open_parent(root, rel, name)?;
     file.set_permissions(std::fs::Permissions::from_mode(mode))
         .at(src, "chmod")?;
     file.sync_all().at(src, "fsync")?;
-    let same_fs = file.metadata().at(src, "fstat")?.dev()
-        == std::fs::metadata(parent).at(parent, "stat")?.dev();
-    if same_fs {
-        std::fs::rename(src, dest).at(dest, "rename into place")?;
-        fsync_dir(parent)?;
-        return Ok((Stamp::of_file(file).at(dest, "fstat")?, 0));
+    let parent_dev = rustix::fs::fstat(&parent.fd)
+        .map_err(|e| Error::io(&dest, "stat directory", e.into()))?
+        .st_dev as u64;
+    if file.metadata().at(src, "fstat")?.dev() == parent_dev {
+        rustix::fs::renameat(rustix::fs::CWD, src, &parent.fd, parent.file_name.as_str())
+            .map_err(|e| Error::io(&dest, "rename into place", e.into()))?;
+        rustix::fs::fsync(&parent.fd).map_err(|e| Error::io(&dest, "fsync directory", e.into()))?;
+        return Ok((Stamp::of_file(file).at(&dest, "fstat")?, 0));
     }
-    copy_across(file, src, parent, dest, mode, expected, name)
+    copy_across(file, src, &parent, &dest, mode, expected, name)
 }
 
 fn copy_across(
     file: &File,
     src: &Path,
-    parent: &Path,
+    parent: &Parent,
     dest: &Path,
     mode: u32,
     expected: &Sha256Digest,
@@ -147,7 +239,7 @@ fn copy_across(
 ) -> Result<(Stamp, u64)> {
     let mut reader = file.try_clone().at(src, "dup")?;
     std::io::Seek::rewind(&mut reader).at(src, "rewind")?;
-    let (mut out, tmp_name) = anonymous_or_named(parent)?;
+    let (mut out, tmp_name) = anonymous_or_named(parent, dest)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; HASH_BUF];
     let mut copied = 0u64;
@@ -157,11 +249,17 @@ fn copy_across(
             break;
         }
         hasher.update(&buf[..n]);
-        out.write_all(&buf[..n]).at(parent, "write copy")?;
+        out.write_all(&buf[..n]).at(dest, "write copy")?;
         copied += n as u64;
     }
     let digest = Sha256Digest::from_hasher(hasher);
+    let discard = |tmp: &Option<String>| {
+        if let Some(t) = tmp {
+            let _ = rustix::fs::unlinkat(&parent.fd, t.as_str(), rustix::fs::AtFlags::empty());
+        }
+    };
     if &digest != expected {
+        discard(&tmp_name);
         return Err(Error::Mismatch {
             name: name.into(),
             path: dest.into(),
@@ -172,16 +270,21 @@ fn copy_across(
     out.set_permissions(std::fs::Permissions::from_mode(mode))
         .at(dest, "chmod")?;
     out.sync_all().at(dest, "fsync copy")?;
-    let tmp_path = match tmp_name {
-        Some(p) => p,
-        None => link_anonymous(&out, parent)?,
+    let tmp = match tmp_name {
+        Some(t) => t,
+        None => link_anonymous(&out, parent, dest)?,
     };
-    let before = Stamp::of_file(&out).at(&tmp_path, "fstat")?;
-    if let Err(e) = std::fs::rename(&tmp_path, dest) {
-        let _ = std::fs::remove_file(&tmp_path);
-        return Err(Error::io(dest, "rename into place", e));
+    let before = Stamp::of_file(&out).at(dest, "fstat")?;
+    if let Err(e) = rustix::fs::renameat(
+        &parent.fd,
+        tmp.as_str(),
+        &parent.fd,
+        parent.file_name.as_str(),
+    ) {
+        discard(&Some(tmp));
+        return Err(Error::io(dest, "rename into place", e.into()));
     }
-    fsync_dir(parent)?;
+    rustix::fs::fsync(&parent.fd).map_err(|e| Error::io(dest, "fsync directory", e.into()))?;
     let after = Stamp::of_file(&out).at(dest, "fstat")?;
     // Between link and rename the name was visible; a write through it shows as a size change
     // or a content change in ctime beyond the rename's own.
@@ -195,51 +298,49 @@ fn copy_across(
     Ok((after, copied))
 }
 
-fn temp_name(parent: &Path) -> PathBuf {
-    parent.join(format!(
+fn temp_name() -> String {
+    format!(
         ".bootvault-{}-{:016x}.tmp",
         std::process::id(),
         rand::random::<u64>()
-    ))
+    )
 }
 
-/// An `O_TMPFILE` in `parent` (invisible until linked), or a named temp file where the
+/// An `O_TMPFILE` in the parent (invisible until linked), or a named temp file where the
 /// filesystem lacks it.
-fn anonymous_or_named(parent: &Path) -> Result<(File, Option<PathBuf>)> {
-    use rustix::fs::{Mode, OFlags};
-    match rustix::fs::open(
-        parent,
+fn anonymous_or_named(parent: &Parent, dest: &Path) -> Result<(File, Option<String>)> {
+    use rustix::fs::{Mode, OFlags, openat};
+    let private = Mode::from_raw_mode(0o600);
+    match openat(
+        &parent.fd,
+        ".",
         OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
+        private,
     ) {
         Ok(fd) => Ok((File::from(fd), None)),
         Err(_) => {
-            let p = temp_name(parent);
-            let f = OpenOptions::new()
-                .write(true)
-                .read(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&p)
-                .at(&p, "create temp file")?;
-            Ok((f, Some(p)))
+            let t = temp_name();
+            let flags =
+                OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let fd = openat(&parent.fd, t.as_str(), flags, private)
+                .map_err(|e| Error::io(dest, "create temp file", e.into()))?;
+            Ok((File::from(fd), Some(t)))
         }
     }
 }
 
-fn link_anonymous(file: &File, parent: &Path) -> Result<PathBuf> {
-    use std::os::fd::AsRawFd;
-    let p = temp_name(parent);
+fn link_anonymous(file: &File, parent: &Parent, dest: &Path) -> Result<String> {
+    let t = temp_name();
     let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
     rustix::fs::linkat(
         rustix::fs::CWD,
         proc_path.as_str(),
-        rustix::fs::CWD,
-        &p,
+        &parent.fd,
+        t.as_str(),
         rustix::fs::AtFlags::SYMLINK_FOLLOW,
     )
-    .map_err(|e| Error::io(&p, "link anonymous file", e.into()))?;
-    Ok(p)
+    .map_err(|e| Error::io(dest, "link anonymous file", e.into()))?;
+    Ok(t)
 }
 
 #[cfg(test)]
@@ -256,6 +357,26 @@ mod tests {
         std::fs::create_dir(root.path().join("real")).unwrap();
         std::os::unix::fs::symlink(root.path().join("real"), root.path().join("inside")).unwrap();
         assert!(resolve(root.path(), "inside/x", "x").is_ok());
+    }
+
+    #[test]
+    fn open_parent_creates_directories_and_refuses_escaping_symlinks() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let p = open_parent(root.path(), "a/b/c", "c").unwrap();
+        assert_eq!(p.file_name, "c");
+        assert!(root.path().join("a/b").is_dir());
+        std::os::unix::fs::symlink(outside.path(), root.path().join("out")).unwrap();
+        let err = open_parent(root.path(), "out/x/y", "y").err().unwrap();
+        assert!(matches!(err, Error::UnsafePath { .. }), "{err}");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        std::os::unix::fs::symlink(root.path().join("a"), root.path().join("in")).unwrap();
+        assert!(open_parent(root.path(), "in/b/z", "z").is_ok());
+        std::fs::write(root.path().join("file"), b"x").unwrap();
+        assert!(matches!(
+            open_parent(root.path(), "file/z", "z").err().unwrap(),
+            Error::UnsafePath { .. }
+        ));
     }
 
     #[test]

@@ -765,7 +765,8 @@ impl Store {
         let placed = place::place(
             &fetched.path,
             &fetched.file,
-            path,
+            &self.root,
+            &asset.path,
             mode,
             &asset.sha256,
             name,

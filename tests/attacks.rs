@@ -255,3 +255,34 @@ fn verified_handle_reads_the_verified_inode_even_after_a_swap() {
     let err = store.open_verified(&m.assets[0]).unwrap_err();
     assert!(err.to_string().contains("mismatch"), "{err}");
 }
+
+#[test]
+fn parent_swapped_for_a_symlink_after_the_check_cannot_redirect_placement() {
+    // The race: the path is checked, then a parent directory is replaced by a symlink leading
+    // out of ROOT before the verified file is renamed in. Placement walks the parents again
+    // with O_NOFOLLOW and renames against the directory it opened, so the write is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir_in(dir.path()).unwrap();
+    std::fs::create_dir(dir.path().join("bin")).unwrap();
+    bootvault::place::resolve(dir.path(), "bin/runc", "runc").expect("the check passes");
+    std::fs::remove_dir(dir.path().join("bin")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("bin")).unwrap();
+    let bytes = pseudo_random(11, 4096);
+    let src = state.path().join("runc.part");
+    std::fs::write(&src, &bytes).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&src)
+        .unwrap();
+    let digest = bootvault::Sha256Digest::of(&bytes);
+    let err = bootvault::place::place(&src, &file, dir.path(), "bin/runc", 0o444, &digest, "runc")
+        .expect_err("placement through an escaping parent must fail");
+    assert!(matches!(err, Error::UnsafePath { .. }), "{err}");
+    assert_eq!(
+        std::fs::read_dir(outside.path()).unwrap().count(),
+        0,
+        "nothing written outside ROOT"
+    );
+}
