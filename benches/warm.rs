@@ -320,6 +320,21 @@ fn fixture() -> Fixture {
     }
 }
 
+/// Runs `iteration` `iters` times and returns the time spent in it; every iteration must
+/// report success (all assets trusted, digests equal), or the bench fails after timing.
+fn timed(iters: u64, what: &str, mut iteration: impl FnMut() -> bool) -> Duration {
+    let mut spent = Duration::ZERO;
+    let mut ok = true;
+    for _ in 0..iters {
+        let t = Instant::now();
+        let good = iteration();
+        spent += t.elapsed();
+        ok &= good;
+    }
+    assert!(ok, "{what}");
+    spent
+}
+
 fn bench_warm(c: &mut Criterion) {
     let fx = fixture();
     let expected: Vec<_> = fx.manifest.assets.iter().map(|a| a.sha256).collect();
@@ -342,23 +357,21 @@ fn bench_warm(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(4));
     g.bench_function("full_rehash", |b| {
         b.iter_custom(|iters| {
-            let mut spent = Duration::ZERO;
-            let mut ok = true;
-            for _ in 0..iters {
-                let t = Instant::now();
-                let digests: Vec<_> = fx
-                    .paths
-                    .iter()
-                    .map(|p| {
-                        let f = std::fs::File::open(p).expect("open");
-                        hash_reader(f, HASH_BUF, |_| {}).expect("hash").0
-                    })
-                    .collect();
-                spent += t.elapsed();
-                ok &= digests == expected;
-            }
-            assert!(ok, "full_rehash: a digest did not match the manifest");
-            spent
+            timed(
+                iters,
+                "full_rehash: a digest did not match the manifest",
+                || {
+                    let digests: Vec<_> = fx
+                        .paths
+                        .iter()
+                        .map(|p| {
+                            let f = std::fs::File::open(p).expect("open");
+                            hash_reader(f, HASH_BUF, |_| {}).expect("hash").0
+                        })
+                        .collect();
+                    digests == expected
+                },
+            )
         })
     });
     g.sample_size(100);
@@ -367,16 +380,14 @@ fn bench_warm(c: &mut Criterion) {
 
     g.bench_function("json_cache_0_5_2", |b| {
         b.iter_custom(|iters| {
-            let mut spent = Duration::ZERO;
-            let mut ok = true;
-            for _ in 0..iters {
-                let t = Instant::now();
-                let out = legacy::prepare_sync(&fx.bin_dir, &fx.binaries);
-                spent += t.elapsed();
-                ok &= out.cached == 20 && out.hashed == 0 && !out.saved;
-            }
-            assert!(ok, "json_cache_0_5_2: an iteration was not all-cached");
-            spent
+            timed(
+                iters,
+                "json_cache_0_5_2: an iteration was not all-cached",
+                || {
+                    let out = legacy::prepare_sync(&fx.bin_dir, &fx.binaries);
+                    out.cached == 20 && out.hashed == 0 && !out.saved
+                },
+            )
         })
     });
 
@@ -389,19 +400,14 @@ fn bench_warm(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(5));
     g.bench_function("json_cache_0_5_2_tokio", |b| {
         b.iter_custom(|iters| {
-            let mut spent = Duration::ZERO;
-            let mut ok = true;
-            for _ in 0..iters {
-                let t = Instant::now();
-                let out = rt.block_on(legacy::prepare_tokio(&fx.bin_dir, &fx.binaries));
-                spent += t.elapsed();
-                ok &= out.cached == 20 && out.hashed == 0 && !out.saved;
-            }
-            assert!(
-                ok,
-                "json_cache_0_5_2_tokio: an iteration was not all-cached"
-            );
-            spent
+            timed(
+                iters,
+                "json_cache_0_5_2_tokio: an iteration was not all-cached",
+                || {
+                    let out = rt.block_on(legacy::prepare_tokio(&fx.bin_dir, &fx.binaries));
+                    out.cached == 20 && out.hashed == 0 && !out.saved
+                },
+            )
         })
     });
     drop(rt);
@@ -409,41 +415,34 @@ fn bench_warm(c: &mut Criterion) {
 
     g.bench_function("bootvault_open_per_call", |b| {
         b.iter_custom(|iters| {
-            let mut spent = Duration::ZERO;
-            let mut ok = true;
-            for _ in 0..iters {
-                let t = Instant::now();
-                let store = Store::builder(&fx.root).open().expect("open");
-                let report = store.prepare(&fx.manifest).expect("prepare");
-                let cached = report.all_cached();
-                drop(report);
-                drop(store);
-                spent += t.elapsed();
-                ok &= cached;
-            }
-            assert!(
-                ok,
-                "bootvault_open_per_call: an iteration was not all-cached"
-            );
-            spent
+            timed(
+                iters,
+                "bootvault_open_per_call: an iteration was not all-cached",
+                || {
+                    let store = Store::builder(&fx.root).open().expect("open");
+                    let report = store.prepare(&fx.manifest).expect("prepare");
+                    let cached = report.all_cached();
+                    drop(report);
+                    drop(store);
+                    cached
+                },
+            )
         })
     });
 
     let store = Store::builder(&fx.root).open().expect("open");
     g.bench_function("bootvault_long_lived", |b| {
         b.iter_custom(|iters| {
-            let mut spent = Duration::ZERO;
-            let mut ok = true;
-            for _ in 0..iters {
-                let t = Instant::now();
-                let report = store.prepare(&fx.manifest).expect("prepare");
-                let cached = report.all_cached();
-                drop(report);
-                spent += t.elapsed();
-                ok &= cached;
-            }
-            assert!(ok, "bootvault_long_lived: an iteration was not all-cached");
-            spent
+            timed(
+                iters,
+                "bootvault_long_lived: an iteration was not all-cached",
+                || {
+                    let report = store.prepare(&fx.manifest).expect("prepare");
+                    let cached = report.all_cached();
+                    drop(report);
+                    cached
+                },
+            )
         })
     });
     g.finish();
