@@ -7,25 +7,29 @@
 use bootvault::demo::{self, DemoAsset};
 use bootvault::fetch::FetchOptions;
 use bootvault::origin::{Fault, Origin};
-use bootvault::{Outcome, Policy, Store};
+use bootvault::{Manifest, Outcome, Policy, Store};
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use std::time::Duration;
 
 const ASSET_BYTES: usize = 256 * 1024 * 1024;
 
-fn bench_download(c: &mut Criterion) {
+/// A loopback origin serving one `size`-byte rootfs, and the manifest that names it.
+fn served_rootfs(size: usize, seed: u64) -> (Origin, Manifest) {
     let asset = DemoAsset {
         name: "rootfs".into(),
         path: "rootfs.erofs".into(),
-        bytes: demo::pseudo_random(3, ASSET_BYTES).into(),
+        bytes: demo::pseudo_random(seed, size).into(),
         verify: Policy::Cached,
         mode: None,
     };
     let origin = Origin::start().expect("origin");
     origin.add(&asset.path, asset.bytes.clone());
-    let set = vec![asset];
-    let manifest = demo::manifest(&set, "bench", |a| Some(origin.url(&a.path)));
-    drop(set);
+    let manifest = demo::manifest(&[asset], "bench", |a| Some(origin.url(&a.path)));
+    (origin, manifest)
+}
+
+fn bench_download(c: &mut Criterion) {
+    let (_origin, manifest) = served_rootfs(ASSET_BYTES, 3);
 
     // Once, outside timing: the prepare downloads every byte and records the asset.
     {
@@ -74,18 +78,7 @@ fn bench_download(c: &mut Criterion) {
 fn bench_resume(c: &mut Criterion) {
     const SIZE: usize = 1 << 30;
     let cut = SIZE as u64 / 10 * 9;
-    let asset = DemoAsset {
-        name: "rootfs".into(),
-        path: "rootfs.erofs".into(),
-        bytes: demo::pseudo_random(4, SIZE).into(),
-        verify: Policy::Cached,
-        mode: None,
-    };
-    let origin = Origin::start().expect("origin");
-    origin.add(&asset.path, asset.bytes.clone());
-    let set = vec![asset];
-    let manifest = demo::manifest(&set, "bench", |a| Some(origin.url(&a.path)));
-    drop(set);
+    let (origin, manifest) = served_rootfs(SIZE, 4);
     let fresh_root = || {
         tempfile::Builder::new()
             .prefix("bootvault-bench-resume-")
