@@ -38,22 +38,14 @@ pub struct OneArgs {
     #[arg(value_name = "NAME|PATH")]
     target: String,
     #[command(flatten)]
-    store: StoreArgs,
-    /// Manifest, to resolve names and expected digests.
-    #[arg(long, value_name = "FILE")]
-    manifest: Option<PathBuf>,
-    #[command(flatten)]
-    manifest_args: ManifestArgs,
-    /// JSON output.
-    #[arg(long)]
-    json: bool,
+    opts: ManifestOptArgs,
 }
 
 #[derive(Args, Debug)]
 pub struct ManifestOptArgs {
     #[command(flatten)]
     store: StoreArgs,
-    /// Manifest; without it, every ledger record is checked against its own digest.
+    /// Manifest (names and expected digests); without it, each ledger record is the reference.
     #[arg(long, value_name = "FILE")]
     manifest: Option<PathBuf>,
     #[command(flatten)]
@@ -243,8 +235,8 @@ fn verify(a: ManifestOptArgs) -> CmdResult {
 }
 
 fn one(a: OneArgs, why: bool) -> CmdResult {
-    let manifest = load(&a.manifest, &a.manifest_args)?;
-    let store = a.store.open()?;
+    let manifest = load(&a.opts.manifest, &a.opts.manifest_args)?;
+    let store = a.opts.store.open()?;
     let asset = manifest.as_ref().and_then(|m| m.find(&a.target)).cloned();
     let rel = asset
         .as_ref()
@@ -314,7 +306,7 @@ fn one(a: OneArgs, why: bool) -> CmdResult {
         "diff": diff,
         "events": events.iter().map(event_json).collect::<Vec<_>>(),
     });
-    let printed = if a.json {
+    let printed = if a.opts.json {
         out_json(&value)
     } else {
         let mut s = format!(
