@@ -28,6 +28,15 @@ fn served_rootfs(size: usize, seed: u64) -> (Origin, Manifest) {
     (origin, manifest)
 }
 
+/// A prepare by a store freshly opened on `root`, as a new process would do it.
+fn prepare_in(root: &tempfile::TempDir, manifest: &Manifest) -> bootvault::Report {
+    Store::builder(root.path())
+        .open()
+        .expect("open")
+        .prepare(manifest)
+        .expect("prepare")
+}
+
 fn bench_download(c: &mut Criterion) {
     let (_origin, manifest) = served_rootfs(ASSET_BYTES, 3);
 
@@ -118,11 +127,7 @@ fn bench_resume(c: &mut Criterion) {
         b.iter_batched(
             fresh_root,
             |root| {
-                let report = Store::builder(root.path())
-                    .open()
-                    .expect("open")
-                    .prepare(&manifest)
-                    .expect("prepare");
+                let report = prepare_in(&root, &manifest);
                 assert_eq!(report.assets[0].outcome, Some(Outcome::Downloaded));
                 (root, report)
             },
@@ -133,11 +138,7 @@ fn bench_resume(c: &mut Criterion) {
         b.iter_batched(
             cut_at_90,
             |root| {
-                let report = Store::builder(root.path())
-                    .open()
-                    .expect("open")
-                    .prepare(&manifest)
-                    .expect("prepare");
+                let report = prepare_in(&root, &manifest);
                 let a = &report.assets[0];
                 assert_eq!(a.outcome, Some(Outcome::Downloaded));
                 // Only the missing tenth crosses the wire, and the prefix is not re-read.

@@ -10,6 +10,12 @@ use rustix::fs::{FlockOperation, flock};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
+/// The file-name-safe key of an asset path (first 128 bits of its SHA-256, in hex): names its
+/// lock file, and prefixes its partial downloads in `STATE/tmp`.
+pub fn file_key(path: &str) -> String {
+    Sha256Digest::of(path.as_bytes()).to_hex()[..32].to_string()
+}
+
 /// A held lock; released on drop (closing the descriptor releases the flock).
 #[derive(Debug)]
 pub struct FileLock {
@@ -20,7 +26,7 @@ pub struct FileLock {
 impl FileLock {
     fn open(dir: &Path, key: &str) -> Result<(File, PathBuf)> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create lock dir", e))?;
-        let name = format!("{}.lock", &Sha256Digest::of(key.as_bytes()).to_hex()[..32]);
+        let name = format!("{}.lock", file_key(key));
         let path = dir.join(name);
         let file = OpenOptions::new()
             .create(true)

@@ -33,28 +33,14 @@ pub fn resolve(root: &Path, rel: &str, name: &str) -> Result<PathBuf> {
         cur.push(comp);
         match std::fs::symlink_metadata(&cur) {
             Ok(m) if m.file_type().is_symlink() => {
-                let target = std::fs::canonicalize(&cur).map_err(|e| Error::UnsafePath {
-                    name: name.into(),
-                    path: cur.clone(),
-                    why: format!("symlinked parent does not resolve: {e}"),
-                })?;
-                if !target.starts_with(&canon_root) {
-                    return Err(Error::UnsafePath {
-                        name: name.into(),
-                        path: cur.clone(),
-                        why: format!(
-                            "symlinked parent leads outside ROOT to {}",
-                            target.display()
-                        ),
-                    });
-                }
+                symlink_target_inside(&cur, &canon_root, name)?;
             }
             Ok(m) if !m.is_dir() => {
-                return Err(Error::UnsafePath {
-                    name: name.into(),
-                    path: cur.clone(),
-                    why: "a parent component is not a directory".into(),
-                });
+                return Err(unsafe_path(
+                    name,
+                    &cur,
+                    "a parent component is not a directory",
+                ));
             }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
@@ -119,6 +105,28 @@ fn unsafe_path(name: &str, path: &Path, why: impl Into<String>) -> Error {
     }
 }
 
+/// Where the symlinked parent `link` leads; an error unless that is inside `canon_root`.
+fn symlink_target_inside(link: &Path, canon_root: &Path, name: &str) -> Result<PathBuf> {
+    let target = std::fs::canonicalize(link).map_err(|e| {
+        unsafe_path(
+            name,
+            link,
+            format!("symlinked parent does not resolve: {e}"),
+        )
+    })?;
+    if !target.starts_with(canon_root) {
+        return Err(unsafe_path(
+            name,
+            link,
+            format!(
+                "symlinked parent leads outside ROOT to {}",
+                target.display()
+            ),
+        ));
+    }
+    Ok(target)
+}
+
 /// Where the descriptor `fd` really is (Linux `/proc/self/fd`).
 fn real_path(fd: &OwnedFd) -> Option<PathBuf> {
     std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()
@@ -159,23 +167,7 @@ pub fn open_parent(root: &Path, rel: &str, name: &str) -> Result<Parent> {
                         "a parent component is not a directory",
                     ));
                 }
-                let target = std::fs::canonicalize(&here).map_err(|e| {
-                    unsafe_path(
-                        name,
-                        &here,
-                        format!("symlinked parent does not resolve: {e}"),
-                    )
-                })?;
-                if !target.starts_with(&canon_root) {
-                    return Err(unsafe_path(
-                        name,
-                        &here,
-                        format!(
-                            "symlinked parent leads outside ROOT to {}",
-                            target.display()
-                        ),
-                    ));
-                }
+                let target = symlink_target_inside(&here, &canon_root, name)?;
                 let opened = rustix::fs::open(&target, dir_flags, Mode::empty())
                     .map_err(|e| Error::io(&target, "open directory", e.into()))?;
                 // The link may have changed between canonicalize and open: check what was opened.

@@ -293,10 +293,6 @@ impl Store {
         self.opts.verify.unwrap_or(asset.verify)
     }
 
-    fn lock_key(path: &str) -> String {
-        Sha256Digest::of(path.as_bytes()).to_hex()[..32].to_string()
-    }
-
     /// Stats every asset and reads every record in one read transaction; judges each with
     /// `policy` (or the asset's own). Reads only.
     pub fn inspect(
@@ -745,7 +741,7 @@ impl Store {
         counters: &mut (u64, u64),
     ) -> Result<(Option<Record>, u64)> {
         let tmp = self.state.join("tmp");
-        let key = Self::lock_key(&asset.path);
+        let key = crate::lock::file_key(&asset.path);
         let name = asset.name.as_str();
         let progress =
             |done: u64, total: Option<u64>| self.emit(Progress::Downloading { name, done, total });
@@ -965,7 +961,7 @@ impl Store {
         let wanted: std::collections::HashSet<String> = manifest
             .assets
             .iter()
-            .map(|a| Self::lock_key(&a.path))
+            .map(|a| crate::lock::file_key(&a.path))
             .collect();
         let entries = match std::fs::read_dir(&tmp) {
             Ok(e) => e,

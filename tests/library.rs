@@ -250,7 +250,7 @@ fn gc_removes_partials_of_dead_processes_for_assets_no_longer_wanted() {
     let set = small_set(1, "g");
     write_all(dir.path(), &set).unwrap();
     let m = manifest(&set, "v1", |_| None);
-    let key = |path: &str| bootvault::Sha256Digest::of(path.as_bytes()).to_hex()[..32].to_string();
+    let key = bootvault::lock::file_key;
     // A pid that certainly belongs to no live process: a child that has been reaped.
     let mut child = std::process::Command::new("true").spawn().unwrap();
     let dead = child.id();
