@@ -243,6 +243,26 @@ pub struct Inspection {
     pub verdict: Verdict,
 }
 
+/// What was wrong with the file at an asset path.
+enum Wrong {
+    /// Its content hashed to another digest.
+    Digest(Sha256Digest),
+    /// Its size contradicts the manifest (not hashed).
+    Size { expected: u64, actual: u64 },
+    /// It is not a regular file.
+    Kind(FileKind),
+}
+
+impl Wrong {
+    fn describe(&self) -> String {
+        match self {
+            Wrong::Digest(d) => format!("sha256 {d}"),
+            Wrong::Size { expected, actual } => format!("size {actual}, expected {expected}"),
+            Wrong::Kind(kind) => format!("a {kind:?} is at the asset path"),
+        }
+    }
+}
+
 struct Work {
     index: usize,
     verdict: Verdict,
@@ -567,15 +587,11 @@ impl Store {
         } else {
             verdict_now.reason()
         };
-        let mut wrong: Option<String> = None;
+        let mut wrong: Option<Wrong> = None;
         match live.map(|l| l.kind) {
             Some(FileKind::Regular) => {
-                if let Verdict::WrongSize {
-                    expected: e,
-                    actual: a,
-                } = verdict_now
-                {
-                    wrong = Some(format!("size {a}, expected {e}"));
+                if let Verdict::WrongSize { expected, actual } = verdict_now {
+                    wrong = Some(Wrong::Size { expected, actual });
                 } else {
                     let hashed = self.hash_settled(asset, &path, probe, counters)?;
                     let unchanged = record.as_ref().is_some_and(|r| {
@@ -600,10 +616,10 @@ impl Store {
                         self.record(asset, &rec, version, "verified", &reason);
                         return Ok((Outcome::Verified, hashed.0.stamp.size));
                     }
-                    wrong = Some(format!("sha256 {}", hashed.0.digest));
+                    wrong = Some(Wrong::Digest(hashed.0.digest));
                 }
             }
-            Some(kind) => wrong = Some(format!("a {kind:?} is at the asset path")),
+            Some(kind) => wrong = Some(Wrong::Kind(kind)),
             None => {}
         }
         // Offline, only local (`file://`) sources may be used.
@@ -619,45 +635,34 @@ impl Store {
             } else {
                 "offline"
             };
-            return Err(match (live, wrong) {
-                (None, _) => Error::Missing {
+            let mismatch = |actual: String| Error::Mismatch {
+                name: asset.name.clone(),
+                path: path.clone(),
+                expected: asset.sha256.to_hex(),
+                actual,
+            };
+            return Err(match wrong {
+                None => Error::Missing {
                     name: asset.name.clone(),
                     path,
                     why: why.into(),
                 },
-                (Some(l), _) if l.kind == FileKind::Symlink => Error::UnsafePath {
+                Some(Wrong::Kind(FileKind::Symlink)) => Error::UnsafePath {
                     name: asset.name.clone(),
                     path,
                     why: format!("a symlink is at the asset path; never trusted ({why})"),
                 },
-                (Some(l), _)
-                    if l.kind == FileKind::Regular && asset.size.is_some_and(|s| s != l.size) =>
-                {
-                    let actual = crate::digest::hash_path(&path)
+                Some(Wrong::Kind(kind)) => mismatch(format!("a {kind:?} is at the asset path")),
+                Some(Wrong::Digest(actual)) => mismatch(actual.to_hex()),
+                // Not hashed yet (the size alone proved it wrong): hash it for the report.
+                Some(Wrong::Size { expected, actual }) => {
+                    let digest = crate::digest::hash_path(&path)
                         .map(|(d, _)| d.to_hex())
                         .unwrap_or_else(|_| "unreadable".into());
-                    Error::Mismatch {
-                        name: asset.name.clone(),
-                        path,
-                        expected: asset.sha256.to_hex(),
-                        actual: format!(
-                            "{actual} (size {} bytes, expected {})",
-                            l.size,
-                            asset.size.unwrap_or(0)
-                        ),
-                    }
+                    mismatch(format!(
+                        "{digest} (size {actual} bytes, expected {expected})"
+                    ))
                 }
-                (Some(_), Some(w)) => Error::Mismatch {
-                    name: asset.name.clone(),
-                    path,
-                    expected: asset.sha256.to_hex(),
-                    actual: w.trim_start_matches("sha256 ").to_string(),
-                },
-                (Some(_), None) => Error::Missing {
-                    name: asset.name.clone(),
-                    path,
-                    why: why.into(),
-                },
             });
         }
         let outcome = if live.is_some() {
@@ -668,7 +673,7 @@ impl Store {
         let (rec, size) = self.fetch_and_place(asset, &usable, &path, version, counters)?;
         let label = outcome.as_str();
         let why = match &wrong {
-            Some(w) => format!("{reason}; file was wrong ({w})"),
+            Some(w) => format!("{reason}; file was wrong ({})", w.describe()),
             None => reason,
         };
         if let Some(rec) = rec {
