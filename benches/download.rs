@@ -4,10 +4,10 @@
 //!
 //! `cargo bench --bench download`
 
-use bootvault::demo::{self, DemoAsset};
 use bootvault::fetch::FetchOptions;
-use bootvault::origin::{Fault, Origin};
 use bootvault::{Manifest, Outcome, Policy, Store};
+use bootvault_testkit::demo::{self, DemoAsset};
+use bootvault_testkit::origin::{Fault, Origin};
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use std::time::Duration;
 

@@ -8,8 +8,8 @@
 //!
 //! `cargo bench --bench hash`
 
-use bootvault::demo::pseudo_random;
 use bootvault::digest::{HASH_BUF, Sha256Digest, hash_path, hash_reader};
+use bootvault_testkit::demo::pseudo_random;
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };

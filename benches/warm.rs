@@ -19,9 +19,9 @@
 //! (`cargo bench --bench warm -- stat_floor`) to skip the other figures.
 
 use bootvault::Policy;
-use bootvault::demo::{self, DemoAsset};
 use bootvault::digest::{HASH_BUF, hash_reader};
 use bootvault::{Manifest, Store};
+use bootvault_testkit::demo::{self, DemoAsset};
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::path::{Path, PathBuf};

@@ -4,8 +4,8 @@
 //! kernel through `Store::open_verified` and shows that swapping the file at the path after the
 //! check does not change what the descriptor reads.
 
-use bootvault::demo::{DemoAsset, manifest, pseudo_random, write_all};
 use bootvault::{Policy, Store};
+use bootvault_testkit::demo::{DemoAsset, manifest, pseudo_random, write_all};
 use std::io::Read;
 use std::os::fd::AsRawFd;
 

@@ -9,7 +9,7 @@
 //! redb tables and value encodings, upgraded by the steps in [`migrations`]; [`lock`] gives
 //! single-flight per asset across processes; [`fetch`] downloads with retries and resume;
 //! [`place`] keeps paths inside ROOT and places files atomically; [`store`] is the facade;
-//! [`origin`] is a loopback HTTP server for the demo and the tests; [`demo`] builds the demo set;
+//! (the loopback origin and the demo data live in the `bootvault-testkit` member);
 //! [`verity`] is the fs-verity tier where the filesystem has it.
 //!
 //! ```
@@ -26,7 +26,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod demo;
 pub mod digest;
 pub mod error;
 pub mod fetch;
@@ -36,7 +35,6 @@ pub mod lock;
 pub mod manifest;
 #[path = "../migrations/mod.rs"]
 pub mod migrations;
-pub mod origin;
 pub mod place;
 pub mod stamp;
 pub mod store;

@@ -1,9 +1,9 @@
 //! Each test attempts one attack from SECURITY.md against the real store and shows it fails.
 
-use bootvault::demo::{DemoAsset, manifest, pseudo_random, write_all};
 use bootvault::ledger::{Ledger, Method, Record};
 use bootvault::stamp::Stamp;
 use bootvault::{Error, Manifest, Outcome, Policy, Store};
+use bootvault_testkit::demo::{DemoAsset, manifest, pseudo_random, write_all};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 

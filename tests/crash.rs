@@ -3,7 +3,7 @@
 
 mod common;
 
-use bootvault::origin::{Fault, Origin};
+use bootvault_testkit::origin::{Fault, Origin};
 use common::{
     Env, KIB, MIB, Run, asset, asset_with_urls, data, missing_keys, origin_serving, outcomes, sha,
     throttled,

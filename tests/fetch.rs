@@ -3,8 +3,8 @@
 
 mod common;
 
-use bootvault::origin::{Fault, Origin};
 use bootvault::{Manifest, Outcome, Store};
+use bootvault_testkit::origin::{Fault, Origin};
 use common::{Env, MIB, asset_with_urls, data, origin_serving, serve_faulty, throttled};
 use serde_json::{Value, json};
 use std::path::PathBuf;

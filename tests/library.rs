@@ -1,8 +1,8 @@
 //! Library-level tests: threads sharing a store, the async entry point, the racy rule on
 //! freshly written files, and the warm path leaving the ledger untouched.
 
-use bootvault::demo::{DemoAsset, manifest, pseudo_random, write_all};
 use bootvault::{Outcome, Policy, Store};
+use bootvault_testkit::demo::{DemoAsset, manifest, pseudo_random, write_all};
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 

@@ -20,10 +20,13 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-const FIXTURE_V1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ledger-v1.redb");
+const FIXTURE_V1: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/fixtures/ledger-v1.redb"
+);
 const FIXTURE_LEGACY: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/verified-0.5.2.json"
+    "/../../tests/fixtures/verified-0.5.2.json"
 );
 const ROOT_PLACEHOLDER: &str = "@ROOT@";
 

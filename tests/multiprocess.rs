@@ -3,7 +3,7 @@
 
 mod common;
 
-use bootvault::origin::Origin;
+use bootvault_testkit::origin::Origin;
 use common::{
     Env, KIB, MIB, asset, asset_with_urls, data, missing_keys, outcomes, serve_faulty, sha,
     throttled, wait,

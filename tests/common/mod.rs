@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use bootvault::Sha256Digest;
-use bootvault::origin::{Fault, Origin};
+use bootvault_testkit::origin::{Fault, Origin};
 use redb::TableDefinition;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -43,7 +43,7 @@ pub fn blob(seed: u64, len: usize) -> Vec<u8> {
 /// Deterministic pseudo-random content from the library's demo generator (fast for MiB-sized
 /// bodies).
 pub fn data(seed: u64, len: usize) -> Vec<u8> {
-    bootvault::demo::pseudo_random(seed, len)
+    bootvault_testkit::demo::pseudo_random(seed, len)
 }
 
 pub fn file_url(p: &Path) -> String {

@@ -3,8 +3,8 @@
 
 use super::prepare::human_bytes;
 use super::{CmdResult, EXIT_FAILED, Failure, finish_output, out};
-use bootvault::origin::Origin;
 use bootvault::{Outcome, Store};
+use bootvault_testkit::origin::Origin;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -31,13 +31,13 @@ pub fn run(a: DemoArgs) -> CmdResult {
         }
     };
     std::fs::create_dir_all(&root)?;
-    let set = bootvault::demo::asset_set(a.binaries_mb * 1_000_000, 14 << 20, 48 << 20);
+    let set = bootvault_testkit::demo::asset_set(a.binaries_mb * 1_000_000, 14 << 20, 48 << 20);
     let origin = Origin::start()?;
     let version = "2026.11.0";
     for asset in &set {
         origin.add(&format!("v{version}/{}", asset.path), asset.bytes.clone());
     }
-    let manifest = bootvault::demo::manifest(&set, version, |x| {
+    let manifest = bootvault_testkit::demo::manifest(&set, version, |x| {
         Some(origin.url(&format!("v{version}/{}", x.path)))
     });
     let total: u64 = set.iter().map(|x| x.bytes.len() as u64).sum();

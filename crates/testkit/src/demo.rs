@@ -2,8 +2,8 @@
 //! like arcbox's boot assets, generated deterministically so that no network is needed.
 //! Shared by `bootvault demo`, the benches and the tests.
 
-use crate::digest::Sha256Digest;
-use crate::manifest::{Asset, Manifest, Policy};
+use bootvault::Sha256Digest;
+use bootvault::{Asset, Manifest, Policy};
 
 /// One generated asset.
 #[derive(Clone)]

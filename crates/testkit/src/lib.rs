@@ -1,0 +1,7 @@
+//! The bootvault test kit: what the demo, the tests and the benches share, kept out of the
+//! library so that no host links a web server. [`origin`] is a real HTTP/1.1 server on loopback
+//! with fault injection (ranges, validators, truncated bodies, stalls, throttling); [`demo`]
+//! builds the deterministic demo set shaped like arcbox's boot assets.
+
+pub mod demo;
+pub mod origin;
