@@ -46,7 +46,7 @@ fn bench_download(c: &mut Criterion) {
         let store = Store::builder(root.path()).open().expect("open");
         let report = store.prepare(&manifest).expect("prepare");
         let a = &report.assets[0];
-        assert_eq!(a.outcome, Some(Outcome::Downloaded), "{a:?}");
+        assert_eq!(a.outcome(), Some(Outcome::Downloaded), "{a:?}");
         assert_eq!(a.bytes_downloaded, ASSET_BYTES as u64);
         assert!(store.prepare(&manifest).expect("prepare").all_cached());
     }
@@ -71,7 +71,7 @@ fn bench_download(c: &mut Criterion) {
                 let store = Store::builder(root.path()).open().expect("open");
                 let report = store.prepare(&manifest).expect("prepare");
                 // A branch on a 100 ms operation: checked in the loop, every iteration.
-                assert_eq!(report.assets[0].outcome, Some(Outcome::Downloaded));
+                assert_eq!(report.assets[0].outcome(), Some(Outcome::Downloaded));
                 // The TempDir goes back to criterion, so its removal is not timed.
                 (root, report)
             },
@@ -128,7 +128,7 @@ fn bench_resume(c: &mut Criterion) {
             fresh_root,
             |root| {
                 let report = prepare_in(&root, &manifest);
-                assert_eq!(report.assets[0].outcome, Some(Outcome::Downloaded));
+                assert_eq!(report.assets[0].outcome(), Some(Outcome::Downloaded));
                 (root, report)
             },
             BatchSize::PerIteration,
@@ -140,7 +140,7 @@ fn bench_resume(c: &mut Criterion) {
             |root| {
                 let report = prepare_in(&root, &manifest);
                 let a = &report.assets[0];
-                assert_eq!(a.outcome, Some(Outcome::Downloaded));
+                assert_eq!(a.outcome(), Some(Outcome::Downloaded));
                 // Only the missing tenth crosses the wire, and the prefix is not re-read.
                 assert_eq!(a.bytes_downloaded, SIZE as u64 - cut, "{a:?}");
                 assert_eq!(a.bytes_hashed, SIZE as u64 - cut, "{a:?}");

@@ -480,7 +480,7 @@ fn bench_tiers(c: &mut Criterion) {
                 report
                     .assets
                     .iter()
-                    .all(|a| a.outcome == Some(bootvault::Outcome::Verified))
+                    .all(|a| a.outcome() == Some(bootvault::Outcome::Verified))
             );
             report
         })

@@ -82,7 +82,8 @@ pub fn hash_reader(
     Ok((Sha256Digest::from_hasher(hasher), total))
 }
 
-/// Hashes a whole file by path (used by benches and `debug verify`).
+/// Hashes a whole file by path (the hash bench compares it with `openssl dgst`).
+#[cfg_attr(not(feature = "__internals"), allow(dead_code))]
 pub fn hash_path(path: &std::path::Path) -> std::io::Result<(Sha256Digest, u64)> {
     let file = std::fs::File::open(path)?;
     hash_reader(file, HASH_BUF, |_| {})

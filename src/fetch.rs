@@ -9,7 +9,8 @@
 //! re-read the prefix.
 
 use crate::digest::Sha256Digest;
-use crate::error::{Error, IoContext, Result};
+use crate::cancel::CancelToken;
+use crate::error::{Error, FetchAttempt, IoContext, Result};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
@@ -33,6 +34,9 @@ pub struct FetchOptions {
     pub backoff: Duration,
     /// Largest backoff delay (and cap on Retry-After).
     pub max_backoff: Duration,
+    /// Extra trusted CA certificates (PEM files), on top of the OS trust store and the
+    /// bundled web roots: for a host behind a corporate CA or a private registry.
+    pub ca_certificates: Vec<PathBuf>,
 }
 
 impl Default for FetchOptions {
@@ -43,6 +47,7 @@ impl Default for FetchOptions {
             idle_timeout: Duration::from_secs(30),
             backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(10),
+            ca_certificates: Vec::new(),
         }
     }
 }
@@ -66,6 +71,8 @@ pub struct Request<'a> {
     pub key: &'a str,
     /// Called with (bytes done, total if known).
     pub progress: &'a (dyn Fn(u64, Option<u64>) + Sync),
+    /// Stops the download between chunks, keeping a resumable partial.
+    pub cancel: &'a CancelToken,
 }
 
 /// A verified download, still in the state dir.
@@ -247,6 +254,8 @@ enum TryError {
     Permanent(String),
     /// Local failure (disk): stop everything.
     Local(Error),
+    /// The prepare was cancelled.
+    Cancelled,
 }
 
 /// One HTTP client and runtime per store, so connections are reused across assets.
@@ -267,23 +276,25 @@ impl Drop for Fetcher {
 }
 
 impl Fetcher {
-    /// Builds the client and its runtime.
-    pub fn new(opts: FetchOptions) -> Result<Fetcher> {
+    /// Builds the client (unless `client` is given: a host's own, with its proxies and CAs)
+    /// and a small runtime to drive it from the store's worker threads.
+    pub fn new(opts: FetchOptions, client: Option<reqwest::Client>) -> Result<Fetcher> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("bootvault-fetch")
             .enable_all()
             .build()
             .map_err(|e| Error::io("tokio runtime", "start", e))?;
-        let client = reqwest::Client::builder()
-            .connect_timeout(opts.connect_timeout)
-            .read_timeout(opts.idle_timeout)
-            .user_agent(concat!("bootvault/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::Fetch {
+        let client = match client {
+            Some(c) => c,
+            None => build_client(&opts).map_err(|e| Error::Fetch {
                 name: "-".into(),
-                attempts: vec![format!("cannot build HTTP client: {e}")],
-            })?;
+                attempts: vec![FetchAttempt {
+                    url: String::new(),
+                    reason: format!("cannot build HTTP client: {e}"),
+                }],
+            })?,
+        };
         Ok(Fetcher {
             rt: Some(rt),
             client,
@@ -296,11 +307,18 @@ impl Fetcher {
         if req.urls.is_empty() {
             return Err(Error::Fetch {
                 name: req.name.into(),
-                attempts: vec!["no URL to fetch from".into()],
+                attempts: vec![FetchAttempt {
+                    url: String::new(),
+                    reason: "no URL to fetch from".into(),
+                }],
             });
         }
         let mut partial = open_partial(req.tmp_dir, req.key, &req.sha256)?;
-        let mut attempts: Vec<String> = Vec::new();
+        let mut attempts: Vec<FetchAttempt> = Vec::new();
+        let attempt = |url: &str, reason: String| FetchAttempt {
+            url: url.to_string(),
+            reason,
+        };
         let mut dead = vec![false; req.urls.len()];
         for round in 0..=self.opts.retries {
             let mut hint: Option<Duration> = None;
@@ -324,9 +342,15 @@ impl Fetcher {
                         Err((p, why)) => {
                             partial = p;
                             dead[i] = true;
-                            attempts.push(format!("{url}: {why}"));
+                            attempts.push(attempt(url, why));
                         }
                     },
+                    Err(TryError::Cancelled) => {
+                        let _ = partial.checkpoint(&req.sha256);
+                        return Err(Error::Cancelled {
+                            name: req.name.into(),
+                        });
+                    }
                     Err(TryError::Local(e)) => {
                         let _ = std::fs::remove_file(&partial.path);
                         let _ = std::fs::remove_file(partial.meta_path());
@@ -337,17 +361,23 @@ impl Fetcher {
                         if partial.url.as_deref() == Some(url.as_str()) {
                             partial.reset()?;
                         }
-                        attempts.push(format!("{url}: {why}"));
+                        attempts.push(attempt(url, why));
                     }
                     Err(TryError::Transient(why, retry_after)) => {
                         hint = hint.max(retry_after);
-                        attempts.push(format!("{url}: {why} (try {})", round + 1));
+                        attempts.push(attempt(url, format!("{why} (try {})", round + 1)));
                         let _ = partial.checkpoint(&req.sha256);
                     }
                 }
             }
             if dead.iter().all(|d| *d) || round == self.opts.retries {
                 break;
+            }
+            if req.cancel.is_cancelled() {
+                let _ = partial.checkpoint(&req.sha256);
+                return Err(Error::Cancelled {
+                    name: req.name.into(),
+                });
             }
             let exp = self.opts.backoff.saturating_mul(1 << round.min(16));
             let jittered = exp
@@ -493,7 +523,14 @@ impl Fetcher {
         }
         let total_hint = req.size.or(total);
         let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.next().await {
+        loop {
+            // Cancellation wins over a stalled stream: the partial is checkpointed by the caller.
+            let next = tokio::select! {
+                biased;
+                _ = req.cancel.cancelled() => return Err(TryError::Cancelled),
+                next = stream.next() => next,
+            };
+            let Some(chunk) = next else { break };
             let chunk = chunk.map_err(|e| {
                 TryError::Transient(
                     format!("body cut at {} bytes: {}", p.offset, describe(&e)),
@@ -525,6 +562,40 @@ impl Fetcher {
     }
 }
 
+/// The default client: connect and idle timeouts, the OS trust store plus the bundled web
+/// roots, and any extra CA of `opts`.
+fn build_client(opts: &FetchOptions) -> std::result::Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(opts.connect_timeout)
+        .read_timeout(opts.idle_timeout)
+        .user_agent(concat!("bootvault/", env!("CARGO_PKG_VERSION")));
+    for path in &opts.ca_certificates {
+        let pem = read_bounded(path, 1 << 20).map_err(|e| format!("{}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("{}: not a PEM certificate bundle: {e}", path.display()))?;
+        for cert in certs {
+            b = b.add_root_certificate(cert);
+        }
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+/// Reads a small regular file, refusing anything larger than `cap` bytes.
+fn read_bounded(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = File::open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut out = Vec::new();
+    f.take(cap + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > cap {
+        return Err(std::io::Error::other(format!("larger than {cap} bytes")));
+    }
+    Ok(out)
+}
+
 fn describe(e: &reqwest::Error) -> String {
     use std::error::Error as _;
     let mut s = e.to_string();
@@ -550,6 +621,9 @@ fn copy_file(url: &str, p: &mut Partial, req: &Request<'_>) -> std::result::Resu
     p.url = Some(url.to_string());
     let mut buf = vec![0u8; crate::digest::HASH_BUF];
     loop {
+        if req.cancel.is_cancelled() {
+            return Err(TryError::Cancelled);
+        }
         let n = src
             .read(&mut buf)
             .map_err(|e| TryError::Permanent(format!("{}: {e}", path.display())))?;

@@ -17,6 +17,19 @@ pub struct Expected {
     pub sha256: Sha256Digest,
     /// The manifest size, when given.
     pub size: Option<u64>,
+    /// The permission bits the file must have (the manifest mode, or the read-only default).
+    pub mode: u32,
+}
+
+impl Expected {
+    /// What `asset` expects.
+    pub fn of(asset: &crate::manifest::Asset) -> Expected {
+        Expected {
+            sha256: asset.sha256,
+            size: asset.size,
+            mode: crate::place::effective_mode(asset.mode),
+        }
+    }
 }
 
 /// One reason a record no longer vouches for a file.
@@ -77,6 +90,15 @@ pub enum Verdict {
     },
     /// The ledger has no record for the path.
     Unrecorded,
+    /// The record vouches for the content, but the permission bits drifted from the manifest
+    /// mode (a record imported from another tool, or an older bootvault): put back without
+    /// reading the content.
+    Mode {
+        /// The manifest mode.
+        expected: u32,
+        /// The live permission bits.
+        actual: u32,
+    },
     /// The record no longer vouches; the fields say why (never empty).
     Stale(Vec<Field>),
 }
@@ -93,7 +115,10 @@ impl Verdict {
             Verdict::Fresh | Verdict::Always => "fresh",
             Verdict::Missing => "missing",
             Verdict::Unrecorded => "unrecorded",
-            Verdict::NotRegular(_) | Verdict::WrongSize { .. } | Verdict::Stale(_) => "stale",
+            Verdict::NotRegular(_)
+            | Verdict::WrongSize { .. }
+            | Verdict::Stale(_)
+            | Verdict::Mode { .. } => "stale",
         }
     }
 
@@ -103,6 +128,7 @@ impl Verdict {
             Verdict::Stale(fields) => fields.iter().map(|f| f.as_str()).collect(),
             Verdict::NotRegular(_) => vec!["type"],
             Verdict::WrongSize { .. } => vec!["size"],
+            Verdict::Mode { .. } => vec!["mode"],
             _ => Vec::new(),
         }
     }
@@ -118,6 +144,9 @@ impl Verdict {
                 format!("size {actual} differs from the manifest size {expected}")
             }
             Verdict::Unrecorded => "no ledger record".into(),
+            Verdict::Mode { expected, actual } => {
+                format!("mode {actual:04o} differs from the manifest mode {expected:04o}")
+            }
             Verdict::Stale(fields) => {
                 let names: Vec<_> = fields.iter().map(|f| f.as_str()).collect();
                 format!("stale record: {} changed", names.join(", "))
@@ -127,11 +156,16 @@ impl Verdict {
 }
 
 /// Decides whether `record` still vouches for the file whose live stamp is `live`.
+///
+/// `verity` is the file's live fs-verity measurement, when the record holds one and the file
+/// could be measured: a record with a verity digest vouches only while the file still measures
+/// to it, and then even under `verify: always`, since the kernel checks every read against it.
 pub fn judge(
     record: Option<&Record>,
     live: Option<&Stamp>,
     expected: &Expected,
     policy: Policy,
+    verity: Option<&Sha256Digest>,
 ) -> Verdict {
     let Some(live) = live else {
         return Verdict::Missing;
@@ -165,13 +199,22 @@ pub fn judge(
     if record.racy {
         changed.push(Field::Racy);
     }
+    if record.verity.is_some() && record.verity.as_ref() != verity {
+        changed.push(Field::Verity);
+    }
     if !changed.is_empty() {
         return Verdict::Stale(changed);
     }
-    match policy {
-        Policy::Cached => Verdict::Fresh,
-        Policy::Always => Verdict::Always,
+    if policy == Policy::Always && record.verity.is_none() {
+        return Verdict::Always;
     }
+    if live.perm != expected.mode {
+        return Verdict::Mode {
+            expected: expected.mode,
+            actual: live.perm,
+        };
+    }
+    Verdict::Fresh
 }
 
 #[cfg(test)]
@@ -189,6 +232,7 @@ mod tests {
             ino: 42,
             dev: 8,
             kind: FileKind::Regular,
+            perm: 0o444,
         }
     }
 
@@ -198,6 +242,7 @@ mod tests {
 
     fn expected() -> Expected {
         Expected {
+            mode: 0o444,
             sha256: DIGEST,
             size: Some(4096),
         }
@@ -208,11 +253,11 @@ mod tests {
         let s = live();
         let r = record_for(&s);
         assert_eq!(
-            judge(Some(&r), Some(&s), &expected(), Policy::Cached),
+            judge(Some(&r), Some(&s), &expected(), Policy::Cached, None),
             Verdict::Fresh
         );
         assert_eq!(
-            judge(Some(&r), Some(&s), &expected(), Policy::Always),
+            judge(Some(&r), Some(&s), &expected(), Policy::Always, None),
             Verdict::Always
         );
         assert!(!Verdict::Always.is_trusted());
@@ -237,8 +282,9 @@ mod tests {
             let exp = Expected {
                 sha256: DIGEST,
                 size: None,
+                mode: 0o444,
             };
-            let v = judge(Some(&r), Some(&changed), &exp, Policy::Cached);
+            let v = judge(Some(&r), Some(&changed), &exp, Policy::Cached, None);
             assert_eq!(v, Verdict::Stale(vec![field]), "{field:?}");
             assert_eq!(v.state(), "stale");
             assert_eq!(v.changed(), vec![field.as_str()]);
@@ -251,7 +297,7 @@ mod tests {
         let r = record_for(&s);
         let mut tampered = s;
         tampered.ctime_ns += 3_000_000; // the kernel sets ctime on write and on utimensat
-        let v = judge(Some(&r), Some(&tampered), &expected(), Policy::Cached);
+        let v = judge(Some(&r), Some(&tampered), &expected(), Policy::Cached, None);
         assert_eq!(v, Verdict::Stale(vec![Field::Ctime]));
     }
 
@@ -268,7 +314,7 @@ mod tests {
             s.is_racy(s.ctime_ns),
         );
         assert!(r.racy);
-        let v = judge(Some(&r), Some(&s), &expected(), Policy::Cached);
+        let v = judge(Some(&r), Some(&s), &expected(), Policy::Cached, None);
         assert_eq!(v, Verdict::Stale(vec![Field::Racy]));
         // The same record taken one tick later would be clean.
         let later = Record::new(
@@ -280,7 +326,7 @@ mod tests {
             s.is_racy(s.ctime_ns + 1),
         );
         assert_eq!(
-            judge(Some(&later), Some(&s), &expected(), Policy::Cached),
+            judge(Some(&later), Some(&s), &expected(), Policy::Cached, None),
             Verdict::Fresh
         );
     }
@@ -291,7 +337,7 @@ mod tests {
         let mut r = record_for(&s);
         r.sha256 = Sha256Digest([9; 32]);
         assert_eq!(
-            judge(Some(&r), Some(&s), &expected(), Policy::Cached),
+            judge(Some(&r), Some(&s), &expected(), Policy::Cached, None),
             Verdict::Stale(vec![Field::Digest])
         );
     }
@@ -304,7 +350,7 @@ mod tests {
         let mut other = s;
         other.ino = 99;
         other.ctime_ns += 1;
-        let v = judge(Some(&r), Some(&other), &expected(), Policy::Cached);
+        let v = judge(Some(&r), Some(&other), &expected(), Policy::Cached, None);
         assert_eq!(
             v,
             Verdict::Stale(vec![Field::Ctime, Field::Ino, Field::Racy])
@@ -316,17 +362,17 @@ mod tests {
         let s = live();
         let r = record_for(&s);
         assert_eq!(
-            judge(Some(&r), None, &expected(), Policy::Cached),
+            judge(Some(&r), None, &expected(), Policy::Cached, None),
             Verdict::Missing
         );
         assert_eq!(
-            judge(None, Some(&s), &expected(), Policy::Cached),
+            judge(None, Some(&s), &expected(), Policy::Cached, None),
             Verdict::Unrecorded
         );
         let mut short = s;
         short.size = 10;
         assert_eq!(
-            judge(Some(&r), Some(&short), &expected(), Policy::Cached),
+            judge(Some(&r), Some(&short), &expected(), Policy::Cached, None),
             Verdict::WrongSize {
                 expected: 4096,
                 actual: 10
@@ -335,7 +381,7 @@ mod tests {
         for kind in [FileKind::Symlink, FileKind::Directory, FileKind::Other] {
             let mut odd = s;
             odd.kind = kind;
-            let v = judge(Some(&r), Some(&odd), &expected(), Policy::Cached);
+            let v = judge(Some(&r), Some(&odd), &expected(), Policy::Cached, None);
             assert_eq!(v, Verdict::NotRegular(kind));
             assert!(!v.is_trusted());
         }
@@ -360,5 +406,58 @@ mod tests {
         for v in &all {
             assert!(!v.reason().is_empty());
         }
+    }
+
+    #[test]
+    fn a_verity_record_vouches_under_always_only_while_it_measures() {
+        let s = live();
+        let mut r = record_for(&s);
+        let v = Sha256Digest([9; 32]);
+        r.verity = Some(v);
+        assert_eq!(
+            judge(Some(&r), Some(&s), &expected(), Policy::Always, Some(&v)),
+            Verdict::Fresh
+        );
+        let other = Sha256Digest([1; 32]);
+        for measured in [None, Some(&other)] {
+            assert_eq!(
+                judge(Some(&r), Some(&s), &expected(), Policy::Always, measured),
+                Verdict::Stale(vec![Field::Verity])
+            );
+            assert_eq!(
+                judge(Some(&r), Some(&s), &expected(), Policy::Cached, measured),
+                Verdict::Stale(vec![Field::Verity])
+            );
+        }
+        // A record without verity ignores a measurement.
+        let plain = record_for(&s);
+        assert_eq!(
+            judge(Some(&plain), Some(&s), &expected(), Policy::Always, Some(&v)),
+            Verdict::Always
+        );
+    }
+
+    #[test]
+    fn drifted_mode_is_its_own_verdict_and_never_trusted() {
+        let mut s = live();
+        s.perm = 0o644;
+        let r = record_for(&s);
+        let v = judge(Some(&r), Some(&s), &expected(), Policy::Cached, None);
+        assert_eq!(
+            v,
+            Verdict::Mode {
+                expected: 0o444,
+                actual: 0o644
+            }
+        );
+        assert!(!v.is_trusted());
+        assert_eq!(v.changed(), vec!["mode"]);
+        // Content first: a stale record is stale whatever the mode.
+        let mut moved = s;
+        moved.ino += 1;
+        assert_eq!(
+            judge(Some(&r), Some(&moved), &expected(), Policy::Cached, None),
+            Verdict::Stale(vec![Field::Ino])
+        );
     }
 }

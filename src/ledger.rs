@@ -53,6 +53,8 @@ pub enum Method {
     LegacyImport,
     /// The fs-verity digest was measured.
     Verity,
+    /// Copied from another verified file with the same digest, hashed on the way.
+    Copied,
 }
 
 impl Method {
@@ -63,6 +65,7 @@ impl Method {
             Method::Downloaded => "downloaded",
             Method::LegacyImport => "legacy-import",
             Method::Verity => "verity",
+            Method::Copied => "copied",
         }
     }
 }
@@ -250,11 +253,13 @@ fn decode_tagged<T: for<'de> Deserialize<'de>>(tag: u8, bytes: &[u8]) -> Option<
 }
 
 /// What a read of the ledger found, besides the records.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LedgerState {
     /// A ledger of this schema.
     Ok,
     /// No ledger file yet.
+    #[default]
     Absent,
     /// The ledger could not be read; it will be moved aside and rebuilt on the next write.
     Corrupt,
@@ -694,6 +699,7 @@ impl Ledger {
     }
 
     /// Stores a record (and its event) for `key`.
+    #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
     pub fn put(&self, key: &str, record: &Record, event: Option<&Event>) -> Result<bool> {
         let bytes = record.encode();
         self.write(|txn| {
@@ -705,9 +711,21 @@ impl Ledger {
         })
     }
 
-    /// Appends events only (failures, stale reasons).
-    pub fn log(&self, events: &[Event]) -> Result<bool> {
+    /// Stores several records and events in one short write transaction (a group commit).
+    /// Writes nothing when both are empty.
+    pub fn put_many(&self, records: &[(&str, &Record)], events: &[&Event]) -> Result<bool> {
+        if records.is_empty() && events.is_empty() {
+            return Ok(true);
+        }
+        let encoded: Vec<(&str, Vec<u8>)> =
+            records.iter().map(|(k, r)| (*k, r.encode())).collect();
         self.write(|txn| {
+            {
+                let mut t = txn.open_table(RECORDS)?;
+                for (k, bytes) in &encoded {
+                    t.insert(*k, bytes.as_slice())?;
+                }
+            }
             for ev in events {
                 append_event(txn, ev)?;
             }
@@ -851,6 +869,7 @@ mod tests {
             ino: 3,
             dev: 4,
             kind: FileKind::Regular,
+            perm: 0o444,
         };
         Record::new(
             Sha256Digest([1; 32]),
@@ -919,7 +938,7 @@ mod tests {
         assert_eq!(state, LedgerState::Ok);
         assert_eq!(recs, vec![Some(sample()), None]);
         let many: Vec<_> = (2..(EVENT_CAP as i64 + 10)).map(ev).collect();
-        l.log(&many).unwrap();
+        l.put_many(&[], &many.iter().collect::<Vec<_>>()).unwrap();
         let events = l.events(Some("a"), usize::MAX);
         assert_eq!(events.len() as u64, EVENT_CAP);
         assert_eq!(events[0].at_ns, EVENT_CAP as i64 + 9);

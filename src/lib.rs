@@ -2,48 +2,82 @@
 //!
 //! Given a [`Manifest`] (name, path, SHA-256, size, URLs and policy per asset), a [`Store`]
 //! makes every asset present and verified under its ROOT, and remembers each verification in a
-//! redb ledger so that a warm prepare trusts unchanged files without reading them. The modules,
-//! one per concept: [`manifest`] parses and validates both manifest formats; [`digest`] hashes
-//! streams with SHA-256; [`stamp`] is the stat signature and the racy-clean rule; [`judge`] is
-//! the pure trust decision behind `prepare`, `debug check` and `debug why`; [`ledger`] holds the
-//! redb tables and value encodings, upgraded by the steps in [`migrations`]; [`lock`] gives
-//! single-flight per asset across processes; [`fetch`] downloads with retries and resume;
-//! [`place`] keeps paths inside ROOT and places files atomically; [`store`] is the facade;
-//! (the loopback origin and the demo data live in the `bootvault-testkit` member);
-//! [`verity`] is the fs-verity tier where the filesystem has it.
+//! redb ledger so that a warm prepare trusts unchanged files without reading them.
 //!
-//! ```
-//! let manifest = bootvault::Manifest::from_json_str(&format!(
-//!     r#"{{"version": "2026.11.0", "assets": [{{"name": "kernel", "sha256": "{}"}}]}}"#,
-//!     "ab".repeat(32)
-//! ))?;
-//! assert_eq!(manifest.assets[0].path, "kernel"); // the path defaults to the name
+//! The common case: open a store, prepare a manifest, hand the kernel to the VMM.
 //!
-//! let root = tempfile::tempdir()?;
-//! let store = bootvault::Store::builder(root.path()).offline(true).open()?;
+//! ```no_run
+//! use bootvault::{Manifest, ParseOptions, Store};
+//!
+//! let manifest = Manifest::from_file("boot.json".as_ref(), &ParseOptions::default())?;
+//! let store = Store::open("/var/lib/vm/boot")?; // creates ROOT if it is missing
 //! let report = store.prepare(&manifest)?;
-//! assert!(report.failed()); // missing, and offline: exit code 1 in the CLI
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! for asset in &report.assets {
+//!     if let Err(e) = &asset.result {
+//!         eprintln!("{e}"); // names the asset and the reason; match on it for the kind
+//!     }
+//! }
+//! let kernel = report.asset("kernel").expect("in the manifest");
+//! println!("boot {}", kernel.path.display());
+//! # Ok::<(), bootvault::Error>(())
 //! ```
+//!
+//! A tokio host calls [`Store::prepare_async`] (dropping its future cancels the prepare);
+//! per-call options (progress, a subset of assets, a policy override, a [`CancelToken`]) are
+//! in [`PrepareOptions`]; [`Store::open_verified`] hands out a descriptor of exactly the
+//! verified inode.
+//!
+//! The modules, one per concept (most are private): `manifest` parses and validates both
+//! manifest formats; `digest` hashes with SHA-256; `stamp` is the stat signature and the
+//! racy-clean rule; `judge` is the one pure trust decision behind prepare, `open_verified`
+//! and `debug`; `plan` turns it into a step per asset; `execute` runs the steps on workers;
+//! `commit` writes results in batched transactions; `ledger` holds the redb tables, upgraded
+//! by the steps in [`migrations`]; `lock` gives single flight across processes; `fetch`
+//! downloads with retries and resume; `place` keeps paths inside ROOT and places files
+//! atomically; `verity` is the fs-verity tier; `sys` holds what differs per platform;
+//! `store` is the facade and `inspect` the read-only views and `gc`.
 
-pub mod digest;
-pub mod error;
-pub mod fetch;
-pub mod judge;
-pub mod ledger;
-pub mod lock;
-pub mod manifest;
+#![warn(missing_docs)]
+
+/// Declares a module that is public only with the `__internals` feature (the workspace's own
+/// tests, benches and fuzz targets); hosts see just the re-exports below.
+macro_rules! internal {
+    ($($name:ident),* $(,)?) => {$(
+        #[cfg(feature = "__internals")]
+        #[doc(hidden)]
+        pub mod $name;
+        #[cfg(not(feature = "__internals"))]
+        mod $name;
+    )*};
+}
+
+internal!(
+    commit, digest, execute, fetch, judge, ledger, lock, manifest, place, plan, report, stamp,
+    verity,
+);
+mod cancel;
+mod error;
+mod inspect;
 #[path = "../migrations/mod.rs"]
 pub mod migrations;
-pub mod place;
-pub mod stamp;
-pub mod store;
-pub mod verity;
+mod store;
+pub(crate) mod sys;
 
+pub use cancel::CancelToken;
 pub use digest::Sha256Digest;
-pub use error::{Error, Result};
-pub use manifest::{Asset, Manifest, ParseOptions, Policy};
-pub use store::{AssetReport, Outcome, Progress, Report, Store, StoreBuilder, VerifiedFile};
+pub use error::{Error, FetchAttempt, Result};
+pub use fetch::FetchOptions;
+pub use inspect::{Explanation, GcReport, Inspection, Usage, VerifyState};
+pub use judge::{Field, Verdict};
+pub use ledger::{Event, LedgerState, Method, Record};
+pub use manifest::{
+    Asset, Manifest, ParseOptions, Policy, host_arch, validate_name, validate_path,
+};
+pub use plan::{Action, Plan, Step};
+pub use report::{AssetReport, Outcome, Progress, ProgressFn, Report};
+pub use stamp::{FileKind, Stamp};
+pub use store::{PrepareOptions, Store, StoreBuilder, VerifiedFile};
+pub use sys::FAMILY as PLATFORM_FAMILY;
 
 /// Name of the default state directory inside ROOT.
 pub const STATE_DIR_NAME: &str = ".bootvault";

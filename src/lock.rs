@@ -60,6 +60,7 @@ impl FileLock {
     }
 
     /// The lock file.
+    #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
     pub fn path(&self) -> &Path {
         &self.path
     }

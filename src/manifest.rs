@@ -358,6 +358,47 @@ fn check_unique(cx: &Ctx, m: &Manifest) -> Result<()> {
     Ok(())
 }
 
+/// Checks a manifest that may have been built or changed in code (its fields are public):
+/// every name and path valid, names and paths unique, no asset path inside another's. The
+/// store runs it before every prepare, so no path that escapes ROOT reaches a file operation.
+pub fn revalidate(manifest: &Manifest) -> Result<()> {
+    let fail = |message: String| Error::Manifest {
+        origin: "<in memory>".into(),
+        message,
+    };
+    if manifest.version.is_empty() {
+        return Err(fail("version: must not be empty".into()));
+    }
+    let mut names = std::collections::HashSet::new();
+    let mut paths = std::collections::HashSet::new();
+    for a in &manifest.assets {
+        validate_name(&a.name).map_err(|why| fail(format!("asset {}: name: {why}", a.name)))?;
+        validate_path(&a.path).map_err(|why| fail(format!("asset {}: path: {why}", a.name)))?;
+        if !names.insert(a.name.as_str()) {
+            return Err(fail(format!("asset {}: name: duplicate", a.name)));
+        }
+        if !paths.insert(a.path.as_str()) {
+            return Err(fail(format!("asset {}: path: duplicate {:?}", a.name, a.path)));
+        }
+    }
+    for a in &manifest.assets {
+        let mut prefix = String::new();
+        for comp in a.path.split('/') {
+            if !prefix.is_empty() && paths.contains(prefix.as_str()) {
+                return Err(fail(format!(
+                    "asset {}: path: {:?} lies inside another asset's path {prefix:?}",
+                    a.name, a.path
+                )));
+            }
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(comp);
+        }
+    }
+    Ok(())
+}
+
 /// Checks an asset name: `[A-Za-z0-9._+-]+`.
 pub fn validate_name(name: &str) -> std::result::Result<(), String> {
     if name.is_empty() {
@@ -396,6 +437,11 @@ pub fn validate_path(path: &str) -> std::result::Result<(), String> {
             ".." => return Err(format!("{path:?}: '..' component")),
             _ => {}
         }
+    }
+    if let Some(comp) = path.split('/').find(|c| c.starts_with(".bootvault-")) {
+        return Err(format!(
+            "{path:?}: {comp:?}: names starting with .bootvault- are bootvault's temp files"
+        ));
     }
     if path.split('/').next() == Some(crate::STATE_DIR_NAME) {
         return Err(format!(

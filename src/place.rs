@@ -11,7 +11,7 @@ use crate::stamp::Stamp;
 use sha2::{Digest as _, Sha256};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -26,6 +26,7 @@ pub fn effective_mode(mode: Option<u32>) -> u32 {
 /// Checks every parent of `rel` under `root`: a symlinked parent must stay inside ROOT.
 /// Returns the absolute asset path (not followed).
 pub fn resolve(root: &Path, rel: &str, name: &str) -> Result<PathBuf> {
+    refuse_unsafe(root, rel, name)?;
     let canon_root = std::fs::canonicalize(root).at(root, "resolve ROOT")?;
     let mut cur = root.to_path_buf();
     let comps: Vec<&str> = rel.split('/').collect();
@@ -48,6 +49,36 @@ pub fn resolve(root: &Path, rel: &str, name: &str) -> Result<PathBuf> {
         }
     }
     Ok(root.join(rel))
+}
+
+/// Placement checks the path itself, whatever validated it before: a path with `..`, `.`, an
+/// empty or absolute component never reaches a file operation.
+fn refuse_unsafe(root: &Path, rel: &str, name: &str) -> Result<()> {
+    crate::manifest::validate_path(rel).map_err(|why| unsafe_path(name, &root.join(rel), why))
+}
+
+/// Removes the file `rel` under `root` (`gc`): the parents are walked with `O_NOFOLLOW` and
+/// the name is unlinked relative to its directory's descriptor, so a parent swapped for a
+/// symlink cannot redirect the removal outside ROOT. A missing file or parent is not an error.
+pub fn unlink(root: &Path, rel: &str, name: &str) -> Result<()> {
+    use rustix::fs::{AtFlags, Mode, OFlags, openat, unlinkat};
+    refuse_unsafe(root, rel, name)?;
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let mut fd: OwnedFd = rustix::fs::open(root, dir_flags, Mode::empty())
+        .map_err(|e| Error::io(root, "open ROOT", e.into()))?;
+    let mut comps: Vec<&str> = rel.split('/').collect();
+    let file_name = comps.pop().unwrap_or_default();
+    for comp in comps {
+        fd = match openat(&fd, comp, dir_flags, Mode::empty()) {
+            Ok(next) => next,
+            Err(rustix::io::Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(Error::io(root.join(rel), "open directory", e.into())),
+        };
+    }
+    match unlinkat(&fd, file_name, AtFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(Error::io(root.join(rel), "remove", e.into())),
+    }
 }
 
 /// Opens an existing asset for reading without following a symlink at its path.
@@ -127,15 +158,23 @@ fn symlink_target_inside(link: &Path, canon_root: &Path, name: &str) -> Result<P
     Ok(target)
 }
 
-/// Where the descriptor `fd` really is (Linux `/proc/self/fd`).
-fn real_path(fd: &OwnedFd) -> Option<PathBuf> {
-    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()
+/// Whether the directory opened as `fd` is the one at `target` (same device and inode): a
+/// portable check that a symlink did not change between resolving and opening it.
+// `st_dev`/`st_ino` are not u64 on every platform (macOS: i32 and u64).
+#[allow(clippy::unnecessary_cast)]
+fn same_dir(fd: &OwnedFd, target: &Path) -> bool {
+    let Ok(opened) = rustix::fs::fstat(fd) else {
+        return false;
+    };
+    std::fs::metadata(target)
+        .is_ok_and(|m| m.dev() == opened.st_dev as u64 && m.ino() == opened.st_ino as u64)
 }
 
 /// Walks `rel` from ROOT one component at a time with `O_NOFOLLOW | O_DIRECTORY`, creating
 /// missing directories. A symlinked component is followed only when it resolves inside ROOT,
 /// and the directory then opened is checked to be inside ROOT.
 pub fn open_parent(root: &Path, rel: &str, name: &str) -> Result<Parent> {
+    refuse_unsafe(root, rel, name)?;
     use rustix::fs::{Mode, OFlags, mkdirat, openat};
     let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let canon_root = std::fs::canonicalize(root).at(root, "resolve ROOT")?;
@@ -171,7 +210,7 @@ pub fn open_parent(root: &Path, rel: &str, name: &str) -> Result<Parent> {
                 let opened = rustix::fs::open(&target, dir_flags, Mode::empty())
                     .map_err(|e| Error::io(&target, "open directory", e.into()))?;
                 // The link may have changed between canonicalize and open: check what was opened.
-                if !real_path(&opened).is_some_and(|p| p.starts_with(&canon_root)) {
+                if !same_dir(&opened, &target) {
                     return Err(unsafe_path(
                         name,
                         &here,
@@ -229,35 +268,85 @@ fn copy_across(
     expected: &Sha256Digest,
     name: &str,
 ) -> Result<(Stamp, u64)> {
+    match copy_verified(file, src, parent, dest, mode, expected, name, &mut |_| {})? {
+        Ok(done) => {
+            let _ = std::fs::remove_file(src);
+            Ok(done)
+        }
+        Err((actual, _)) => Err(Error::Mismatch {
+            name: name.into(),
+            path: dest.into(),
+            expected: *expected,
+            actual,
+        }),
+    }
+}
+
+/// Copies the whole content of `src` (an open file: an existing asset to adopt, or a donor
+/// with the same digest) onto a fresh inode beside the asset `rel`, hashing on the way, and
+/// places that copy when the digest matches. The copy is anonymous until placed (`O_TMPFILE`
+/// where the platform has it). Returns the placed stamp and the bytes copied, or, on a
+/// mismatch, the digest found (nothing is placed).
+#[allow(clippy::type_complexity)]
+pub fn copy_into_place(
+    src: &File,
+    root: &Path,
+    rel: &str,
+    mode: u32,
+    expected: &Sha256Digest,
+    name: &str,
+    progress: &mut dyn FnMut(u64),
+) -> Result<std::result::Result<(Stamp, u64), (Sha256Digest, u64)>> {
+    let dest = root.join(rel);
+    let parent = open_parent(root, rel, name)?;
+    copy_verified(src, &dest, &parent, &dest, mode, expected, name, progress)
+}
+
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn copy_verified(
+    file: &File,
+    src: &Path,
+    parent: &Parent,
+    dest: &Path,
+    mode: u32,
+    expected: &Sha256Digest,
+    name: &str,
+    progress: &mut dyn FnMut(u64),
+) -> Result<std::result::Result<(Stamp, u64), (Sha256Digest, u64)>> {
     let mut reader = file.try_clone().at(src, "dup")?;
     std::io::Seek::rewind(&mut reader).at(src, "rewind")?;
     let (mut out, tmp_name) = anonymous_or_named(parent, dest)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; HASH_BUF];
-    let mut copied = 0u64;
-    loop {
-        let n = reader.read(&mut buf).at(src, "read")?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        out.write_all(&buf[..n]).at(dest, "write copy")?;
-        copied += n as u64;
-    }
-    let digest = Sha256Digest::from_hasher(hasher);
     let discard = |tmp: &Option<String>| {
         if let Some(t) = tmp {
             let _ = rustix::fs::unlinkat(&parent.fd, t.as_str(), rustix::fs::AtFlags::empty());
         }
     };
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; HASH_BUF];
+    let mut copied = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                discard(&tmp_name);
+                return Err(Error::io(src, "read", e));
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        if let Err(e) = out.write_all(&buf[..n]) {
+            discard(&tmp_name);
+            return Err(Error::io(dest, "write copy", e));
+        }
+        copied += n as u64;
+        progress(copied);
+    }
+    let digest = Sha256Digest::from_hasher(hasher);
     if &digest != expected {
         discard(&tmp_name);
-        return Err(Error::Mismatch {
-            name: name.into(),
-            path: dest.into(),
-            expected: expected.to_hex(),
-            actual: digest.to_hex(),
-        });
+        return Ok(Err((digest, copied)));
     }
     out.set_permissions(std::fs::Permissions::from_mode(mode))
         .at(dest, "chmod")?;
@@ -286,8 +375,7 @@ fn copy_across(
             path: dest.into(),
         });
     }
-    let _ = std::fs::remove_file(src);
-    Ok((after, copied))
+    Ok(Ok((after, copied)))
 }
 
 fn temp_name() -> String {
@@ -303,14 +391,9 @@ fn temp_name() -> String {
 fn anonymous_or_named(parent: &Parent, dest: &Path) -> Result<(File, Option<String>)> {
     use rustix::fs::{Mode, OFlags, openat};
     let private = Mode::from_raw_mode(0o600);
-    match openat(
-        &parent.fd,
-        ".",
-        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
-        private,
-    ) {
-        Ok(fd) => Ok((File::from(fd), None)),
-        Err(_) => {
+    match crate::sys::anonymous_file(&parent.fd) {
+        Some(file) => Ok((file, None)),
+        None => {
             let t = temp_name();
             let flags =
                 OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -323,15 +406,8 @@ fn anonymous_or_named(parent: &Parent, dest: &Path) -> Result<(File, Option<Stri
 
 fn link_anonymous(file: &File, parent: &Parent, dest: &Path) -> Result<String> {
     let t = temp_name();
-    let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
-    rustix::fs::linkat(
-        rustix::fs::CWD,
-        proc_path.as_str(),
-        &parent.fd,
-        t.as_str(),
-        rustix::fs::AtFlags::SYMLINK_FOLLOW,
-    )
-    .map_err(|e| Error::io(dest, "link anonymous file", e.into()))?;
+    crate::sys::link_anonymous(file, &parent.fd, &t)
+        .map_err(|e| Error::io(dest, "link anonymous file", e))?;
     Ok(t)
 }
 

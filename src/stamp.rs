@@ -41,6 +41,9 @@ pub struct Stamp {
     pub dev: u64,
     /// File type.
     pub kind: FileKind,
+    /// Permission bits (`st_mode & 0o7777`). Not part of what a record vouches for (a chmod
+    /// moves ctime anyway); compared with the manifest mode so drift is put back.
+    pub perm: u32,
 }
 
 impl Stamp {
@@ -69,18 +72,21 @@ impl Stamp {
             ino: m.ino(),
             dev: m.dev(),
             kind,
+            perm: m.mode() & 0o7777,
         }
     }
 
-    /// The stamp a ledger record vouches for.
-    pub fn from_record(r: &crate::ledger::Record, kind: FileKind) -> Stamp {
+    /// The stamp a ledger record vouches for (type and permission bits, which a record does
+    /// not hold, taken from `live`).
+    pub fn from_record(r: &crate::ledger::Record, live: &Stamp) -> Stamp {
         Stamp {
             size: r.size,
             mtime_ns: r.mtime_ns,
             ctime_ns: r.ctime_ns,
             ino: r.ino,
             dev: r.dev,
-            kind,
+            kind: live.kind,
+            perm: live.perm,
         }
     }
 
@@ -115,6 +121,7 @@ impl Stamp {
             ino: st.st_ino as u64,
             dev: st.st_dev as u64,
             kind,
+            perm: (st.st_mode as u32) & 0o7777,
         })
     }
 
@@ -174,6 +181,7 @@ mod tests {
             ino: 1,
             dev: 1,
             kind: FileKind::Regular,
+            perm: 0o444,
         }
     }
 

@@ -49,6 +49,9 @@ pub enum Support {
 /// Probes the filesystem holding `dir` by measuring a fresh non-verity file: `ENODATA` means
 /// the filesystem implements verity (the file just is not a verity file).
 pub fn probe(dir: &Path) -> Support {
+    if !crate::sys::VERITY {
+        return Support::Unsupported("fs-verity is a Linux feature".into());
+    }
     let file = match tempfile::tempfile_in(dir) {
         Ok(f) => f,
         Err(e) => return Support::Unsupported(format!("cannot create a probe file: {e}")),
@@ -62,6 +65,9 @@ pub fn probe(dir: &Path) -> Support {
 
 /// Enables verity on `file` (opened read-only, with no writer open anywhere).
 pub fn enable(file: &File) -> std::io::Result<()> {
+    if !crate::sys::VERITY {
+        return Err(std::io::Error::from(std::io::ErrorKind::Unsupported));
+    }
     let arg = EnableArg {
         version: 1,
         hash_algorithm: FS_VERITY_HASH_ALG_SHA256,
@@ -83,6 +89,9 @@ pub fn enable(file: &File) -> std::io::Result<()> {
 }
 
 fn measure_raw(file: &File) -> std::io::Result<Sha256Digest> {
+    if !crate::sys::VERITY {
+        return Err(std::io::Error::from(std::io::ErrorKind::Unsupported));
+    }
     let mut arg = MeasureArg {
         digest_algorithm: 0,
         digest_size: 32,

@@ -49,8 +49,8 @@ fn content_rewritten_with_mtime_restored_is_never_cached() {
     assert!(store.prepare(&m).unwrap().all_cached());
     rewrite_keeping_mtime(&dir.path().join("bin/runc"));
     let report = store.prepare(&m).unwrap();
-    assert_eq!(report.assets[0].outcome, None, "{report:?}");
-    let err = report.assets[0].error.as_deref().unwrap();
+    assert_eq!(report.assets[0].outcome(), None, "{report:?}");
+    let err = report.assets[0].error().map(|e| e.to_string()).unwrap();
     assert!(
         err.contains("runc") && err.contains("sha256 mismatch"),
         "{err}"
@@ -76,7 +76,7 @@ fn same_size_inode_swap_is_never_cached() {
     .unwrap();
     std::fs::rename(&evil, &path).unwrap();
     let report = store.prepare(&m).unwrap();
-    assert_ne!(report.assets[0].outcome, Some(Outcome::Cached));
+    assert_ne!(report.assets[0].outcome(), Some(Outcome::Cached));
     assert!(
         report.failed(),
         "the swapped content must fail offline: {report:?}"
@@ -108,7 +108,10 @@ fn symlink_at_asset_path_is_never_trusted_offline() {
     std::os::unix::fs::symlink(outside.path().join("kernel"), dir.path().join("kernel")).unwrap();
     let m = manifest(&set, "v1", |_| None);
     let report = offline(dir.path()).prepare(&m).unwrap();
-    let err = report.assets[0].error.as_deref().expect("must fail");
+    let err = report.assets[0]
+        .error()
+        .map(|e| e.to_string())
+        .expect("must fail");
     assert!(err.contains("symlink"), "{err}");
 }
 
@@ -125,7 +128,7 @@ fn symlink_at_asset_path_is_replaced_atomically_online_and_its_target_is_untouch
     let m = manifest(&set, "v1", |a| Some(file_url(&src.path().join(&a.path))));
     let report = Store::open(dir.path()).unwrap().prepare(&m).unwrap();
     assert_eq!(
-        report.assets[0].outcome,
+        report.assets[0].outcome(),
         Some(Outcome::Repaired),
         "{report:?}"
     );
@@ -144,7 +147,10 @@ fn symlinked_parent_leading_outside_root_is_refused_and_nothing_is_written_there
     std::os::unix::fs::symlink(outside.path(), dir.path().join("bin")).unwrap();
     let m = manifest(&set, "v1", |a| Some(file_url(&src.path().join(&a.path))));
     let report = Store::open(dir.path()).unwrap().prepare(&m).unwrap();
-    let err = report.assets[0].error.as_deref().expect("must fail");
+    let err = report.assets[0]
+        .error()
+        .map(|e| e.to_string())
+        .expect("must fail");
     assert!(err.contains("outside ROOT"), "{err}");
     assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
 }
@@ -199,7 +205,7 @@ fn ledger_forged_inside_root_changes_nothing_when_the_state_dir_is_elsewhere() {
         .open()
         .unwrap();
     let report = store.prepare(&m).unwrap();
-    assert_ne!(report.assets[0].outcome, Some(Outcome::Cached));
+    assert_ne!(report.assets[0].outcome(), Some(Outcome::Cached));
     assert!(
         report.failed(),
         "the forged kernel must be caught: {report:?}"
@@ -207,7 +213,7 @@ fn ledger_forged_inside_root_changes_nothing_when_the_state_dir_is_elsewhere() {
     // Why the state dir must be elsewhere: a store that keeps its state inside ROOT would
     // believe the forgery.
     let naive = offline(dir.path()).prepare(&m).unwrap();
-    assert_eq!(naive.assets[0].outcome, Some(Outcome::Cached));
+    assert_eq!(naive.assets[0].outcome(), Some(Outcome::Cached));
 }
 
 #[test]

@@ -936,7 +936,9 @@ fn gc_dry_run_removes_nothing_then_gc_removes_extra_file_and_record() {
         .map(|f| f.as_str().unwrap())
         .collect();
     assert!(files.contains(&"old/initrd"), "{dv}");
-    assert!(files.contains(&"stray.txt"), "{dv}");
+    // A file bootvault never placed nor recorded is foreign: listed, never removed.
+    assert!(!files.contains(&"stray.txt"), "{dv}");
+    assert_eq!(dv["foreign"], json!(["stray.txt"]), "{dv}");
     assert!(!files.contains(&"boot/kernel"), "{dv}");
     assert!(!files.iter().any(|f| f.contains(".bootvault")), "{dv}");
     assert_eq!(dv["records"], json!(["old/initrd"]));
@@ -952,7 +954,7 @@ fn gc_dry_run_removes_nothing_then_gc_removes_extra_file_and_record() {
     let real = env.gc(&only, &[]);
     assert_eq!(real.code, 0, "{}", real.stderr);
     assert!(!env.path("old/initrd").exists());
-    assert!(!env.path("stray.txt").exists());
+    assert!(env.path("stray.txt").exists(), "gc removed a foreign file");
     assert_eq!(std::fs::read(env.path("boot/kernel")).unwrap(), keep);
     assert!(env.ledger().exists());
     let ls = env.debug("ls", &[]).json();
@@ -1108,6 +1110,7 @@ fn many_records(root: &Path, n: usize) {
         ino: 1,
         dev: 1,
         kind: bootvault::stamp::FileKind::Regular,
+        perm: 0o444,
     };
     let rec = bootvault::ledger::Record::new(
         bootvault::Sha256Digest::of(b"x"),
@@ -1440,7 +1443,8 @@ fn every_subcommand_takes_state_dir() {
     assert_eq!(run.json()["assets"].as_array().unwrap().len(), 1);
     let run = env.gc(&m, &["--state-dir", s, "--dry-run"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(run.json()["files"], json!(["extra"]));
+    assert_eq!(run.json()["files"], json!([]));
+    assert_eq!(run.json()["foreign"], json!(["extra"]));
     std::fs::write(env.root.join(".verified.json"), b"{\"entries\": {}}").unwrap();
     let run = common::run(&["migrate", "--dir", root, "--state-dir", s]);
     assert_eq!(run.code, 0, "{}", run.stderr);

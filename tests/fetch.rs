@@ -80,7 +80,7 @@ fn too_many_requests_with_retry_after_is_honoured() {
     let report = store.prepare(&manifest).unwrap();
     let took = t.elapsed();
     let a = &report.assets[0];
-    assert_eq!(a.outcome, Some(Outcome::Downloaded), "{:?}", a.error);
+    assert_eq!(a.outcome(), Some(Outcome::Downloaded), "{:?}", a.error());
     assert_eq!(origin.requests("k"), 2, "one 429, then the 200");
     assert!(
         took >= Duration::from_secs(1),

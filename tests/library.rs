@@ -85,15 +85,15 @@ fn prepare_async_runs_inside_a_tokio_host_and_the_store_drops_there() {
         .unwrap();
     rt.block_on(async {
         let store = Arc::new(Store::open(dir.path()).unwrap());
-        let report = store.clone().prepare_async(m.clone()).await.unwrap();
+        let report = store.prepare_async(&m, Default::default()).await.unwrap();
         assert!(
             report
                 .assets
                 .iter()
-                .all(|a| a.outcome == Some(Outcome::Downloaded)),
+                .all(|a| a.outcome() == Some(Outcome::Downloaded)),
             "{report:?}"
         );
-        let again = store.clone().prepare_async(m.clone()).await.unwrap();
+        let again = store.prepare_async(&m, Default::default()).await.unwrap();
         assert!(again.all_cached(), "{again:?}");
         drop(store);
     });
@@ -109,7 +109,7 @@ fn a_file_written_just_before_prepare_leaves_a_clean_record() {
     let store = Store::open(dir.path()).unwrap();
     let m = manifest(&set, "v1", |_| None);
     let first = store.prepare(&m).unwrap();
-    assert_eq!(first.assets[0].outcome, Some(Outcome::Verified));
+    assert_eq!(first.assets[0].outcome(), Some(Outcome::Verified));
     let (records, _) = store.ledger().all();
     assert!(!records[0].1.racy, "the record left behind must be clean");
     assert!(store.prepare(&m).unwrap().all_cached());
@@ -149,9 +149,9 @@ fn verify_always_on_an_unchanged_file_rehashes_but_does_not_write() {
     let ledger = dir.path().join(".bootvault/ledger.redb");
     let before = std::fs::metadata(&ledger).unwrap();
     let report = store.prepare(&m).unwrap();
-    assert_eq!(report.assets[0].outcome, Some(Outcome::Verified));
+    assert_eq!(report.assets[0].outcome(), Some(Outcome::Verified));
     assert_eq!(report.assets[0].bytes_hashed, set[0].bytes.len() as u64);
-    assert_eq!(report.assets[1].outcome, Some(Outcome::Cached));
+    assert_eq!(report.assets[1].outcome(), Some(Outcome::Cached));
     let after = std::fs::metadata(&ledger).unwrap();
     assert_eq!(before.mtime_nsec(), after.mtime_nsec());
 }
@@ -174,7 +174,7 @@ fn verity_tier_is_used_where_available_and_falls_back_elsewhere() {
     });
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(
-        store.prepare(&m).unwrap().assets[0].outcome,
+        store.prepare(&m).unwrap().assets[0].outcome(),
         Some(Outcome::Downloaded)
     );
     let (records, _) = store.ledger().all();
@@ -184,13 +184,13 @@ fn verity_tier_is_used_where_available_and_falls_back_elsewhere() {
             assert_eq!(records[0].1.method, Method::Verity);
             assert!(records[0].1.verity.is_some());
             // The kernel checks every read: `always` is satisfied in O(1).
-            assert_eq!(second.assets[0].outcome, Some(Outcome::Cached));
+            assert_eq!(second.assets[0].outcome(), Some(Outcome::Cached));
         }
         Support::Unsupported(why) => {
             eprintln!("fs-verity unavailable here ({why}): checking the fallback");
             assert_eq!(records[0].1.method, Method::Downloaded);
             assert_eq!(records[0].1.verity, None);
-            assert_eq!(second.assets[0].outcome, Some(Outcome::Verified));
+            assert_eq!(second.assets[0].outcome(), Some(Outcome::Verified));
             assert_eq!(second.assets[0].bytes_hashed, set[0].bytes.len() as u64);
         }
     }
@@ -225,7 +225,7 @@ fn state_dir_on_another_filesystem_copies_into_root_hashing_again() {
         .unwrap();
     let report = store.prepare(&m).unwrap();
     for (a, r) in set.iter().zip(&report.assets) {
-        assert_eq!(r.outcome, Some(Outcome::Downloaded), "{r:?}");
+        assert_eq!(r.outcome(), Some(Outcome::Downloaded), "{r:?}");
         // Hashed once as it arrived and once more on the copy into ROOT.
         assert_eq!(r.bytes_hashed, 2 * a.bytes.len() as u64);
         assert_eq!(

@@ -46,6 +46,7 @@ fn v1_record() -> Record {
         ino: 4242,
         dev: 2049,
         kind: FileKind::Regular,
+        perm: 0o444,
     };
     Record::new(
         Sha256Digest::of(&content("runc")),
@@ -203,7 +204,7 @@ fn v1_ledger_is_upgraded_to_current_and_keeps_its_record() {
     .unwrap();
     let report = store.prepare(&manifest).unwrap();
     assert_eq!(
-        report.assets[0].outcome,
+        report.assets[0].outcome(),
         Some(bootvault::Outcome::Verified),
         "{report:?}"
     );

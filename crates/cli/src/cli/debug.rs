@@ -1,10 +1,7 @@
 //! `bootvault debug ls|show|check|verify|why`: read-only views of the store.
 
 use super::{CmdResult, EXIT_FAILED, ManifestArgs, StoreArgs, finish_output, out, out_json};
-use bootvault::judge::{Expected, Verdict, judge};
-use bootvault::ledger::{Event, Record};
-use bootvault::stamp::Stamp;
-use bootvault::{Asset, Manifest, Policy, Store};
+use bootvault::{Asset, Event, Manifest, Policy, Record, Stamp, Store, VerifyState};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -102,7 +99,7 @@ fn load(path: &Option<PathBuf>, args: &ManifestArgs) -> Result<Option<Manifest>,
 /// Assets to look at: the manifest's, or one pseudo-asset per ledger record.
 fn targets(store: &Store, manifest: Option<Manifest>) -> Manifest {
     manifest.unwrap_or_else(|| {
-        let (records, _) = store.ledger().all();
+        let (records, _) = store.records();
         Manifest {
             version: "ledger".into(),
             base_url: None,
@@ -124,7 +121,7 @@ fn targets(store: &Store, manifest: Option<Manifest>) -> Manifest {
 
 fn ls(a: LsArgs) -> CmdResult {
     let store = a.store.open()?;
-    let (records, _) = store.ledger().all();
+    let (records, _) = store.records();
     let printed = if a.json {
         out_json(
             &json!({ "records": records.iter().map(|(p, r)| record_json(p, r)).collect::<Vec<_>>() }),
@@ -148,7 +145,7 @@ fn ls(a: LsArgs) -> CmdResult {
         s.push_str(&format!(
             "{} records in {}",
             records.len(),
-            store.ledger().path().display()
+            store.ledger_path().display()
         ));
         out(&s)
     };
@@ -197,10 +194,10 @@ fn verify(a: ManifestOptArgs) -> CmdResult {
         .iter()
         .map(|(asset, _, r)| {
             let (state, actual) = match r {
-                Ok(d) if *d == asset.sha256 => ("ok", Some(d.to_hex())),
-                Ok(d) => ("mismatch", Some(d.to_hex())),
-                Err(why) if why == "missing" => ("missing", None),
-                Err(_) => ("mismatch", None),
+                VerifyState::Ok(d) => ("ok", Some(d.to_hex())),
+                VerifyState::Mismatch(d) => ("mismatch", Some(d.to_hex())),
+                VerifyState::Missing => ("missing", None),
+                _ => ("mismatch", None),
             };
             bad |= state != "ok";
             json!({ "name": asset.name, "path": asset.path, "state": state,
@@ -237,18 +234,10 @@ fn verify(a: ManifestOptArgs) -> CmdResult {
 fn one(a: OneArgs, why: bool) -> CmdResult {
     let manifest = load(&a.opts.manifest, &a.opts.manifest_args)?;
     let store = a.opts.store.open()?;
-    let asset = manifest.as_ref().and_then(|m| m.find(&a.target)).cloned();
-    let rel = asset
-        .as_ref()
-        .map(|x| x.path.clone())
-        .unwrap_or_else(|| a.target.trim_start_matches("./").to_string());
-    if let Err(why) = bootvault::manifest::validate_path(&rel) {
-        return Err(super::Failure::usage(format!("{}: {why}", a.target)));
-    }
-    let path = store.root().join(&rel);
-    let live = Stamp::of_path(&path).ok().flatten();
-    let record = store.ledger().read_many(&[rel.as_str()]).0.pop().flatten();
-    if asset.is_none() && record.is_none() && live.is_none() {
+    let Some(x) = store
+        .explain(manifest.as_ref(), &a.target, if why { 20 } else { 10 })
+        .map_err(|e| super::Failure::usage(e.to_string()))?
+    else {
         return Err(super::Failure {
             code: super::EXIT_USAGE,
             message: format!(
@@ -257,27 +246,11 @@ fn one(a: OneArgs, why: bool) -> CmdResult {
                 store.root().display()
             ),
         });
-    }
-    let expected = match (&asset, &record) {
-        (Some(x), _) => Some(Expected {
-            sha256: x.sha256,
-            size: x.size,
-        }),
-        (None, Some(r)) => Some(Expected {
-            sha256: r.sha256,
-            size: None,
-        }),
-        (None, None) => None,
     };
-    let policy = asset.as_ref().map(|x| x.verify).unwrap_or(Policy::Cached);
-    let verdict = expected
-        .map(|e| judge(record.as_ref(), live.as_ref(), &e, policy))
-        .unwrap_or(if live.is_some() {
-            Verdict::Unrecorded
-        } else {
-            Verdict::Missing
-        });
-    let events = store.ledger().events(Some(&rel), if why { 20 } else { 10 });
+    let (asset, rel, path, policy, verdict, record, live, events) = (
+        x.asset, x.rel, x.path, x.policy, x.verdict, x.record, x.live, x.events,
+    );
+    let step = x.step;
     let diff: Vec<Value> = match (&record, &live) {
         (Some(r), Some(l)) => [
             ("size", json!(r.size), json!(l.size)),
@@ -301,6 +274,7 @@ fn one(a: OneArgs, why: bool) -> CmdResult {
         "trusted": verdict.is_trusted(),
         "changed": verdict.changed(),
         "reason": verdict.reason(),
+        "action": step.as_ref().map(|s| s.action.as_str()),
         "record": record.as_ref().map(|r| record_json(&rel, r)),
         "live": live.as_ref().map(stamp_json),
         "diff": diff,
@@ -316,6 +290,13 @@ fn one(a: OneArgs, why: bool) -> CmdResult {
             verdict.state(),
             verdict.reason()
         );
+        if let Some(step) = &step {
+            s.push_str(&format!(
+                "  plan:   {} ({})\n",
+                step.action.as_str(),
+                step.reason()
+            ));
+        }
         match &record {
             Some(r) => s.push_str(&format!(
                 "  record: sha256 {} size {} via {} (manifest {}){}\n",

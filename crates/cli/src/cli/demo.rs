@@ -66,12 +66,12 @@ pub fn run(a: DemoArgs) -> CmdResult {
         };
     step(
         "cold: every asset fetched and hashed in the same pass",
-        &|r| r.outcome == Some(Outcome::Downloaded),
+        &|r| r.outcome() == Some(Outcome::Downloaded),
     )?;
     step(
         "warm: binaries cached from their stamps; kernel and rootfs re-hashed (verify: always)",
         &|r| {
-            r.outcome
+            r.outcome()
                 == Some(if r.name == "kernel" || r.name == "rootfs" {
                     Outcome::Verified
                 } else {
@@ -98,15 +98,15 @@ pub fn run(a: DemoArgs) -> CmdResult {
         "tamper: bin/runc rewritten with its mtime put back, then prepared",
         &|r| {
             if r.name == "runc" {
-                r.outcome == Some(Outcome::Repaired)
+                r.outcome() == Some(Outcome::Repaired)
             } else {
-                r.outcome != Some(Outcome::Repaired)
+                r.outcome() != Some(Outcome::Repaired)
             }
         },
     )?;
     let refetched = origin.requests(&format!("v{version}/bin/runc")) - downloads_before;
     step("warm again", &|r| {
-        r.outcome.is_some() && r.outcome != Some(Outcome::Repaired)
+        r.outcome().is_some() && r.outcome() != Some(Outcome::Repaired)
     })?;
     text.push_str(&steps_table(&steps));
     text.push_str(&format!(
@@ -138,7 +138,7 @@ fn steps_table(steps: &[(String, bootvault::Report, bool)]) -> String {
             let a = &report.assets[row];
             let cell = format!(
                 "{} {}",
-                a.outcome.map(|o| o.as_str()).unwrap_or("FAILED"),
+                a.outcome().map(|o| o.as_str()).unwrap_or("FAILED"),
                 if a.bytes_hashed == 0 {
                     "-".to_string()
                 } else {

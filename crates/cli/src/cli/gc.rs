@@ -25,28 +25,39 @@ pub struct GcArgs {
 pub fn run(a: GcArgs) -> CmdResult {
     let manifest = a.manifest_args.load(&a.manifest)?;
     let store = a.store.open()?;
-    let (files, records) = store.gc(&manifest, a.dry_run)?;
-    let partials = store.gc_partials(&manifest, a.dry_run)?;
+    let report = store.gc(&manifest, a.dry_run)?;
     let printed = if a.json {
         out_json(&json!({
-            "dry_run": a.dry_run, "files": files, "records": records, "partials": partials,
+            "dry_run": a.dry_run, "files": report.files, "records": report.records,
+            "partials": report.partials, "foreign": report.foreign, "changed": report.changed,
         }))
     } else {
         let verb = if a.dry_run { "would remove" } else { "removed" };
         let mut s = String::new();
-        for f in &files {
+        for f in &report.files {
             s.push_str(&format!("{verb} file {f}\n"));
         }
-        for r in &records {
+        for r in &report.records {
             s.push_str(&format!("{verb} record {r}\n"));
         }
-        for p in &partials {
+        for p in &report.partials {
             s.push_str(&format!("{verb} abandoned partial download {p}\n"));
         }
+        for f in &report.foreign {
+            s.push_str(&format!(
+                "kept foreign file {f} (not placed by bootvault)\n"
+            ));
+        }
+        for f in &report.changed {
+            s.push_str(&format!(
+                "kept changed file {f} (modified since bootvault recorded it)\n"
+            ));
+        }
         s.push_str(&format!(
-            "{verb} {} files and {} records",
-            files.len(),
-            records.len()
+            "{verb} {} files and {} records; kept {} foreign files",
+            report.files.len(),
+            report.records.len(),
+            report.foreign.len() + report.changed.len()
         ));
         out(&s)
     };

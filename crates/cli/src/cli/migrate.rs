@@ -24,7 +24,7 @@ pub fn run(a: MigrateArgs) -> CmdResult {
         .legacy
         .clone()
         .unwrap_or_else(|| store.root().join(legacy::FILE_NAME));
-    let report = store.ledger().import_legacy(&file)?;
+    let report = store.import_legacy(&file)?;
     let printed = if a.json {
         out_json(&json!({
             "legacy": file,

@@ -3,7 +3,6 @@
 use super::{CmdResult, EXIT_FAILED, ManifestArgs, StoreArgs, finish_output, out, out_json};
 use bootvault::{Policy, Report};
 use clap::Args;
-use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -41,7 +40,7 @@ pub struct PrepareArgs {
 
 pub fn run(a: PrepareArgs) -> CmdResult {
     let manifest = a.manifest_args.load(&a.manifest)?;
-    let mut fetch = bootvault::fetch::FetchOptions::default();
+    let mut fetch = bootvault::FetchOptions::default();
     if let Some(r) = a.retries {
         fetch.retries = r;
     }
@@ -70,7 +69,7 @@ pub fn run(a: PrepareArgs) -> CmdResult {
         bars.finish();
     }
     for asset in &report.assets {
-        if let Some(err) = &asset.error {
+        if let Err(err) = &asset.result {
             eprintln!("bootvault: error: {err}");
         }
     }
@@ -83,32 +82,9 @@ pub fn run(a: PrepareArgs) -> CmdResult {
     finish_output(printed, code)
 }
 
-/// The contract's `prepare --json` object.
+/// The contract's `prepare --json` object (the library's `Report` serialization).
 pub fn report_json(report: &Report) -> serde_json::Value {
-    let assets: Vec<_> = report
-        .assets
-        .iter()
-        .map(|a| {
-            let mut v = json!({
-                "name": a.name,
-                "path": a.path,
-                "sha256": a.sha256.to_hex(),
-                "size": a.size,
-                "outcome": a.outcome.map(|o| o.as_str()).unwrap_or("failed"),
-                "bytes_hashed": a.bytes_hashed,
-                "bytes_downloaded": a.bytes_downloaded,
-            });
-            if let Some(e) = &a.error {
-                v["error"] = json!(e);
-            }
-            v
-        })
-        .collect();
-    json!({
-        "manifest_version": report.manifest_version,
-        "elapsed_ms": (report.elapsed.as_secs_f64() * 1e6).round() / 1e3,
-        "assets": assets,
-    })
+    serde_json::to_value(report).unwrap_or_default()
 }
 
 /// A plain table for humans.
@@ -121,7 +97,7 @@ pub fn report_table(report: &Report) -> String {
         s.push_str(&format!(
             "{:<24} {:<11} {:>14} {:>14} {:>10}\n",
             a.name,
-            a.outcome.map(|o| o.as_str()).unwrap_or("FAILED"),
+            a.outcome().map(|o| o.as_str()).unwrap_or("FAILED"),
             human_bytes(a.bytes_hashed),
             human_bytes(a.bytes_downloaded),
             format!("{:.1} ms", a.elapsed.as_secs_f64() * 1e3),

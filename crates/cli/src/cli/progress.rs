@@ -28,7 +28,7 @@ impl Bars {
         }
     }
 
-    pub fn callback(&self) -> bootvault::store::ProgressFn {
+    pub fn callback(&self) -> bootvault::ProgressFn {
         let multi = self.multi.clone();
         let total = self.total.clone();
         let per = self.per.clone();
@@ -82,7 +82,7 @@ impl Bars {
                     }
                     total.inc(1);
                 }
-                Progress::Checking { .. } => {}
+                _ => {}
             }
         })
     }

@@ -1,0 +1,658 @@
+//! The second stage of a prepare: running one planned step on a worker, under the asset's
+//! lock. It looks again under the lock (another process may have done the work), then
+//! changes the mode, hashes, copies from a donor, or fetches, and places atomically. Its
+//! [`Done`] goes to the committer; nothing here opens a write transaction.
+
+use crate::digest::Sha256Digest;
+use crate::error::{Error, IoContext, Result};
+use crate::judge::{Expected, Verdict, judge};
+use crate::ledger::{Event, Method, Record};
+use crate::lock::FileLock;
+use crate::manifest::Asset;
+use crate::place;
+use crate::plan::{Action, Step};
+use crate::report::{Outcome, Progress};
+use crate::stamp::{self, FileKind, Stamp};
+use crate::store::{Call, Store};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A finished step, on its way to the committer.
+pub(crate) struct Done {
+    pub(crate) outcome: Outcome,
+    pub(crate) size: u64,
+    pub(crate) bytes_hashed: u64,
+    pub(crate) bytes_downloaded: u64,
+    pub(crate) bytes_copied: u64,
+    /// The record to write; `None` when there is nothing new to remember (or the file changed
+    /// right after placement and cannot be vouched for).
+    pub(crate) record: Option<Record>,
+    /// Held until the record is committed, so another process that takes the lock next sees it.
+    pub(crate) lock: Option<FileLock>,
+    /// Added to the event's reason.
+    pub(crate) note: Option<String>,
+}
+
+impl Done {
+    fn new(outcome: Outcome, size: u64, lock: Option<FileLock>) -> Done {
+        Done {
+            outcome,
+            size,
+            bytes_hashed: 0,
+            bytes_downloaded: 0,
+            bytes_copied: 0,
+            record: None,
+            lock,
+            note: None,
+        }
+    }
+}
+
+/// What was wrong with the file at an asset path.
+enum Wrong {
+    /// Its content hashed to another digest.
+    Digest(Sha256Digest),
+    /// Its size contradicts the manifest (not hashed).
+    Size { expected: u64, actual: u64 },
+    /// It is not a regular file.
+    Kind(FileKind),
+}
+
+impl Wrong {
+    fn describe(&self) -> String {
+        match self {
+            Wrong::Digest(d) => format!("sha256 {d}"),
+            Wrong::Size { expected, actual } => format!("size {actual}, expected {expected}"),
+            Wrong::Kind(kind) => format!("a {} is at the asset path", kind_name(*kind)),
+        }
+    }
+}
+
+/// An event for the ledger's log.
+pub(crate) fn event(asset: &Asset, version: &str, outcome: &str, reason: &str) -> Event {
+    Event {
+        at_ns: stamp::wall_now_ns(),
+        path: asset.path.clone(),
+        name: asset.name.clone(),
+        outcome: outcome.into(),
+        reason: reason.into(),
+        manifest_version: version.into(),
+        pid: std::process::id(),
+    }
+}
+
+/// Whether an I/O error means "this store is read-only to us" (a read-only mount, a foreign
+/// store): verification then still runs, only placement and records are skipped.
+fn is_read_only(e: &Error) -> bool {
+    let io = match e {
+        Error::Io { source, .. } | Error::AssetIo { source, .. } => source,
+        _ => return false,
+    };
+    matches!(
+        io.raw_os_error(),
+        Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM)
+    )
+}
+
+impl Store {
+    /// The asset's lock: single flight across processes. `None` when the state dir cannot be
+    /// written (a read-only mount, another user's store): the step then runs read-only.
+    fn lock(&self, call: &Call<'_>, asset: &Asset) -> Result<Option<FileLock>> {
+        let locks = self.inner.state.join("locks");
+        let key = asset.path.as_str();
+        match FileLock::try_exclusive(&locks, key) {
+            Ok(Some(l)) => Ok(Some(l)),
+            Ok(None) => {
+                call.emit(Progress::Waiting { name: &asset.name });
+                tracing::info!("asset {}: waiting for another process", asset.name);
+                FileLock::exclusive(&locks, key).map(Some)
+            }
+            Err(e) if is_read_only(&e) => {
+                tracing::debug!("asset {}: no lock ({e}); verifying read-only", asset.name);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs one step (anything but `cached`) under the asset's lock.
+    pub(crate) fn run_step(&self, call: &Call<'_>, asset: &Asset, step: &Step) -> Result<Done> {
+        let lock = self.lock(call, asset)?;
+        let root = &self.inner.root;
+        let path = place::resolve(root, &asset.path, &asset.name)?;
+        let expected = Expected::of(asset);
+        let policy = step.policy;
+        // Look again under the lock: another process may have verified or placed it.
+        let live = Stamp::of_path(&path).at(&path, "stat")?;
+        let record = self
+            .inner
+            .ledger
+            .read_many(&[asset.path.as_str()])
+            .0
+            .pop()
+            .flatten();
+        let verity = match (&record, &live) {
+            (Some(r), Some(l)) if r.verity.is_some() && l.kind == FileKind::Regular => {
+                place::open_nofollow(&path)
+                    .ok()
+                    .and_then(|f| crate::verity::measure(&f))
+            }
+            _ => None,
+        };
+        let verdict = judge(
+            record.as_ref(),
+            live.as_ref(),
+            &expected,
+            policy,
+            verity.as_ref(),
+        );
+        if verdict.is_trusted() {
+            return Ok(Done::new(
+                Outcome::Cached,
+                live.map(|l| l.size).unwrap_or(0),
+                lock,
+            ));
+        }
+        if let (Verdict::Mode { .. }, Some(rec), Some(live)) = (&verdict, &record, &live) {
+            return self.chmod(call, asset, &path, rec, live, lock);
+        }
+        let mut wrong: Option<Wrong> = None;
+        match live.map(|l| l.kind) {
+            Some(FileKind::Regular) => {
+                if let Verdict::WrongSize { expected, actual } = verdict {
+                    wrong = Some(Wrong::Size { expected, actual });
+                } else {
+                    match self.hash(call, asset, &path, &verdict, record.as_ref(), lock)? {
+                        Ok(done) => return Ok(done),
+                        Err((actual, hashed, lock_back)) => {
+                            return self.fetch_step(
+                                call,
+                                asset,
+                                &path,
+                                Some(Wrong::Digest(actual)),
+                                hashed,
+                                lock_back,
+                            );
+                        }
+                    }
+                }
+            }
+            Some(kind) => wrong = Some(Wrong::Kind(kind)),
+            None => {
+                if let Action::Link { from } = &step.action {
+                    match self.link(call, asset, from) {
+                        Ok(mut done) => {
+                            done.lock = lock;
+                            return Ok(done);
+                        }
+                        Err(e) => {
+                            tracing::info!(
+                                "asset {}: copy from {} failed ({e}); downloading",
+                                asset.name,
+                                from.display()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        self.fetch_step(call, asset, &path, wrong, 0, lock)
+    }
+
+    /// Puts drifted permission bits back through the file's own descriptor, then re-stamps
+    /// the record (the chmod moves ctime) once the filesystem clock has passed it.
+    fn chmod(
+        &self,
+        call: &Call<'_>,
+        asset: &Asset,
+        path: &Path,
+        rec: &Record,
+        live: &Stamp,
+        lock: Option<FileLock>,
+    ) -> Result<Done> {
+        use std::os::unix::fs::PermissionsExt;
+        let file = place::open_nofollow(path).at(path, "open")?;
+        let before = Stamp::of_file(&file).at(path, "fstat")?;
+        if before != *live {
+            // Changed since the look: hash it as any stale file.
+            return Err(Error::Unstable {
+                name: asset.name.clone(),
+                path: path.into(),
+            });
+        }
+        let mode = Expected::of(asset).mode;
+        if lock.is_none() {
+            // Read-only store: the content is vouched for; the mode stays as it is.
+            return Ok(Done::new(Outcome::Cached, live.size, lock));
+        }
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .at(path, "chmod")?;
+        let after = Stamp::of_file(&file).at(path, "fstat")?;
+        let dir = path.parent().unwrap_or(&self.inner.root);
+        let settled = stamp::settle(dir, after.ctime_ns, Duration::from_millis(50))
+            .ok()
+            .flatten();
+        let now = Stamp::of_file(&file).at(path, "fstat")?;
+        let mut done = Done::new(Outcome::Cached, live.size, lock);
+        done.note = Some(format!(
+            "mode put back from {:04o} to {mode:04o}",
+            live.perm
+        ));
+        if now == after {
+            let mut r = Record::new(
+                rec.sha256,
+                &now,
+                &call.manifest.version,
+                settled.unwrap_or_else(stamp::wall_now_ns),
+                rec.method,
+                settled.is_none(),
+            );
+            r.verity = rec.verity;
+            done.record = Some(r);
+        }
+        Ok(done)
+    }
+
+    /// Hashes the file at `path`. A file whose record vouches for its inode (`verify: always`)
+    /// is hashed in place; any other file is copied onto a fresh inode while hashing and that
+    /// copy is placed, so the trust is on an inode nobody else holds open or mapped. On a
+    /// mismatch returns the digest (and bytes hashed) so the caller repairs it.
+    #[allow(clippy::type_complexity)]
+    fn hash(
+        &self,
+        call: &Call<'_>,
+        asset: &Asset,
+        path: &Path,
+        verdict: &Verdict,
+        record: Option<&Record>,
+        lock: Option<FileLock>,
+    ) -> Result<std::result::Result<Done, (Sha256Digest, u64, Option<FileLock>)>> {
+        let version = &call.manifest.version;
+        let in_place = *verdict == Verdict::Always || lock.is_none();
+        if !in_place {
+            match self.adopt(call, asset, path) {
+                Ok(Ok((stamp_placed, hashed))) => {
+                    let mut done = Done::new(Outcome::Verified, stamp_placed.size, lock);
+                    done.bytes_hashed = hashed;
+                    done.record = self.settled_record(
+                        asset,
+                        path,
+                        &stamp_placed,
+                        version,
+                        Method::Hashed,
+                        None,
+                    );
+                    return Ok(Ok(done));
+                }
+                Ok(Err((actual, hashed))) => return Ok(Err((actual, hashed, lock))),
+                Err(e) if is_read_only(&e) => {
+                    tracing::debug!("asset {}: cannot place a copy ({e}); hashing in place", asset.name);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let (hashed, at, racy, bytes) = self.hash_settled(call, asset, path)?;
+        if hashed.digest != asset.sha256 {
+            return Ok(Err((hashed.digest, bytes, lock)));
+        }
+        let mut done = Done::new(Outcome::Verified, hashed.stamp.size, lock);
+        done.bytes_hashed = bytes;
+        let unchanged = record.is_some_and(|r| {
+            r.sha256 == hashed.digest && !r.racy && Stamp::from_record(r, &hashed.stamp) == hashed.stamp
+        });
+        if done.lock.is_none() || unchanged {
+            // `verify: always` on an unchanged file: nothing new to remember, so no write
+            // transaction and no fsync on every boot. Read-only store: nothing can be written.
+            return Ok(Ok(done));
+        }
+        done.record = Some(Record::new(
+            hashed.digest,
+            &hashed.stamp,
+            version,
+            at,
+            Method::Hashed,
+            racy,
+        ));
+        Ok(Ok(done))
+    }
+
+    /// Copies the file at `path` onto a fresh inode beside it, hashing on the way, and places
+    /// the copy over it when it matches. `Ok(Err(actual, bytes))` on a mismatch.
+    #[allow(clippy::type_complexity)]
+    fn adopt(
+        &self,
+        call: &Call<'_>,
+        asset: &Asset,
+        path: &Path,
+    ) -> Result<std::result::Result<(Stamp, u64), (Sha256Digest, u64)>> {
+        let src = place::open_nofollow(path).at(path, "open")?;
+        let total = asset.size.unwrap_or(0);
+        let mut progress = |done: u64| {
+            call.emit(Progress::Verifying {
+                name: &asset.name,
+                done,
+                total: total.max(done),
+            })
+        };
+        let mode = Expected::of(asset).mode;
+        place::copy_into_place(
+            &src,
+            &self.inner.root,
+            &asset.path,
+            mode,
+            &asset.sha256,
+            &asset.name,
+            &mut progress,
+        )
+    }
+
+    /// Hashes in place; a racy result is hashed once more after the filesystem clock has
+    /// moved on, so the record it leaves is clean. Returns (hash, verified_at, racy, bytes).
+    fn hash_settled(
+        &self,
+        call: &Call<'_>,
+        asset: &Asset,
+        path: &Path,
+    ) -> Result<(place::Hashed, i64, bool, u64)> {
+        let total = asset.size.unwrap_or(0);
+        let mut progress = |done: u64| {
+            call.emit(Progress::Verifying {
+                name: &asset.name,
+                done,
+                total: total.max(done),
+            })
+        };
+        let first = place::hash_in_place(path, &asset.name, &mut progress)?;
+        let mut bytes = first.bytes;
+        if !first.stamp.is_racy(call.probe) || first.digest != asset.sha256 {
+            return Ok((first, call.probe, false, bytes));
+        }
+        let dir = path.parent().unwrap_or(&self.inner.root);
+        let Some(now) = stamp::settle(
+            dir,
+            first.stamp.ctime_ns.max(first.stamp.mtime_ns),
+            Duration::from_millis(50),
+        )
+        .ok()
+        .flatten() else {
+            return Ok((first, call.probe, true, bytes));
+        };
+        let second = place::hash_in_place(path, &asset.name, &mut progress)?;
+        bytes += second.bytes;
+        let racy = second.stamp.is_racy(now);
+        Ok((second, now, racy, bytes))
+    }
+
+    /// Copies a verified donor with the same digest into place, hashing on the way.
+    fn link(&self, call: &Call<'_>, asset: &Asset, from: &Path) -> Result<Done> {
+        let src = place::open_nofollow(from).at(from, "open donor")?;
+        let total = asset.size.unwrap_or(0);
+        let mut progress = |done: u64| {
+            call.emit(Progress::Verifying {
+                name: &asset.name,
+                done,
+                total: total.max(done),
+            })
+        };
+        let mode = Expected::of(asset).mode;
+        let path = self.inner.root.join(&asset.path);
+        match place::copy_into_place(
+            &src,
+            &self.inner.root,
+            &asset.path,
+            mode,
+            &asset.sha256,
+            &asset.name,
+            &mut progress,
+        )? {
+            Ok((placed, copied)) => {
+                let mut done = Done::new(Outcome::Linked, placed.size, None);
+                done.bytes_hashed = copied;
+                done.bytes_copied = copied;
+                done.note = Some(format!("copied from {}", from.display()));
+                done.record = self.settled_record(
+                    asset,
+                    &path,
+                    &placed,
+                    &call.manifest.version,
+                    Method::Copied,
+                    None,
+                );
+                Ok(done)
+            }
+            Err((actual, _)) => Err(Error::Mismatch {
+                name: asset.name.clone(),
+                path: from.into(),
+                expected: asset.sha256,
+                actual,
+            }),
+        }
+    }
+
+    /// Downloads a good copy (the file is absent, or `wrong`) and places it.
+    fn fetch_step(
+        &self,
+        call: &Call<'_>,
+        asset: &Asset,
+        path: &Path,
+        wrong: Option<Wrong>,
+        hashed: u64,
+        lock: Option<FileLock>,
+    ) -> Result<Done> {
+        // Offline, only local (`file://`) sources may be used.
+        let usable: Vec<String> = asset
+            .urls
+            .iter()
+            .filter(|u| !self.inner.opts.offline || u.starts_with("file:"))
+            .cloned()
+            .collect();
+        if usable.is_empty() {
+            let why = if asset.urls.is_empty() {
+                "no URL to fetch from"
+            } else {
+                "offline"
+            };
+            return Err(self.unusable(asset, path, wrong, why));
+        }
+        if lock.is_none() {
+            return Err(self.unusable(
+                asset,
+                path,
+                wrong,
+                "the state dir is not writable, so nothing can be downloaded",
+            ));
+        }
+        let outcome = if wrong.is_some() {
+            Outcome::Repaired
+        } else {
+            Outcome::Downloaded
+        };
+        let mut done = self.fetch_and_place(call, asset, &usable, path)?;
+        done.outcome = outcome;
+        done.bytes_hashed += hashed;
+        done.lock = lock;
+        if let Some(w) = &wrong {
+            done.note = Some(format!("file was wrong ({})", w.describe()));
+        }
+        if done.record.is_none() {
+            let n = "changed right after placement, not recorded";
+            done.note = Some(match done.note.take() {
+                Some(prev) => format!("{prev}; {n}"),
+                None => n.into(),
+            });
+        }
+        Ok(done)
+    }
+
+    /// The error for an asset that is absent or wrong and cannot be fetched.
+    fn unusable(&self, asset: &Asset, path: &Path, wrong: Option<Wrong>, why: &str) -> Error {
+        let path: PathBuf = path.into();
+        match wrong {
+            None => Error::Missing {
+                name: asset.name.clone(),
+                path,
+                why: why.into(),
+            },
+            Some(Wrong::Kind(kind)) => Error::UnsafePath {
+                name: asset.name.clone(),
+                path,
+                why: format!("a {} is at the asset path; never trusted ({why})", kind_name(kind)),
+            },
+            Some(Wrong::Digest(actual)) => Error::Mismatch {
+                name: asset.name.clone(),
+                path,
+                expected: asset.sha256,
+                actual,
+            },
+            // Not hashed yet (the size alone proved it wrong): hash it, so the error says
+            // what is there; a file that cannot be read is reported by its size.
+            Some(Wrong::Size { expected, actual }) => {
+                match place::hash_in_place(&path, &asset.name, &mut |_| {}) {
+                    Ok(h) => Error::Mismatch {
+                        name: asset.name.clone(),
+                        path,
+                        expected: asset.sha256,
+                        actual: h.digest,
+                    },
+                    Err(_) => Error::SizeMismatch {
+                        name: asset.name.clone(),
+                        path,
+                        expected,
+                        actual,
+                    },
+                }
+            }
+        }
+    }
+
+    fn fetch_and_place(
+        &self,
+        call: &Call<'_>,
+        asset: &Asset,
+        urls: &[String],
+        path: &Path,
+    ) -> Result<Done> {
+        let tmp = self.inner.state.join("tmp");
+        let key = crate::lock::file_key(&asset.path);
+        let name = asset.name.as_str();
+        let progress =
+            |done: u64, total: Option<u64>| call.emit(Progress::Downloading { name, done, total });
+        let req = crate::fetch::Request {
+            name,
+            urls,
+            size: asset.size,
+            sha256: asset.sha256,
+            tmp_dir: &tmp,
+            key: &key,
+            progress: &progress,
+            cancel: &call.cancel,
+        };
+        let fetched = self.fetcher()?.fetch(&req)?;
+        let mut hashed = fetched.size - fetched.bytes_resumed;
+        let mode = Expected::of(asset).mode;
+        let placed = place::place(
+            &fetched.path,
+            &fetched.file,
+            &self.inner.root,
+            &asset.path,
+            mode,
+            &asset.sha256,
+            name,
+        );
+        if placed.is_err() {
+            let _ = std::fs::remove_file(&fetched.path);
+        }
+        let (stamp_placed, rehashed) = placed?;
+        hashed += rehashed;
+        // The verity tier: enable it on the placed file where the filesystem supports it
+        // (this needs no writer open, so the download's handle is closed first).
+        drop(fetched.file);
+        let verity = if *self.inner.verity.get_or_init(|| {
+            crate::verity::probe(&self.inner.root) == crate::verity::Support::Available
+        }) {
+            enable_verity(path)
+        } else {
+            None
+        };
+        let stamp_placed = match verity {
+            Some(_) => Stamp::of_path(path)
+                .at(path, "stat")?
+                .unwrap_or(stamp_placed),
+            None => stamp_placed,
+        };
+        let method = if verity.is_some() {
+            Method::Verity
+        } else {
+            Method::Downloaded
+        };
+        let mut done = Done::new(Outcome::Downloaded, fetched.size, None);
+        done.bytes_hashed = hashed;
+        done.bytes_downloaded = fetched.bytes_downloaded;
+        done.record = self.settled_record(
+            asset,
+            path,
+            &stamp_placed,
+            &call.manifest.version,
+            method,
+            verity,
+        );
+        Ok(done)
+    }
+
+    /// The record of a file bootvault just placed: wait for the filesystem clock to pass the
+    /// placement, then check the inode is unchanged, so the record is not racy. `None` when
+    /// it changed meanwhile.
+    fn settled_record(
+        &self,
+        asset: &Asset,
+        path: &Path,
+        placed: &Stamp,
+        version: &str,
+        method: Method,
+        verity: Option<Sha256Digest>,
+    ) -> Option<Record> {
+        let dir = path.parent().unwrap_or(&self.inner.root);
+        let settled = stamp::settle(
+            dir,
+            placed.ctime_ns.max(placed.mtime_ns),
+            Duration::from_millis(50),
+        )
+        .ok()
+        .flatten();
+        let now = Stamp::of_path(path).ok().flatten();
+        let rec = match (settled, now) {
+            (Some(at), Some(s)) if s == *placed => {
+                Some(Record::new(asset.sha256, &s, version, at, method, false))
+            }
+            (None, Some(s)) if s == *placed => Some(Record::new(
+                asset.sha256,
+                &s,
+                version,
+                stamp::wall_now_ns(),
+                method,
+                true,
+            )),
+            _ => None,
+        };
+        rec.map(|r| Record { verity, ..r })
+    }
+}
+
+/// Enables fs-verity on a placed file and returns its verity digest.
+fn enable_verity(path: &Path) -> Option<Sha256Digest> {
+    let file = place::open_nofollow(path).ok()?;
+    if let Err(e) = crate::verity::enable(&file) {
+        tracing::debug!("{}: fs-verity not enabled: {e}", path.display());
+        return None;
+    }
+    crate::verity::measure(&file)
+}
+
+fn kind_name(kind: FileKind) -> &'static str {
+    match kind {
+        FileKind::Regular => "regular file",
+        FileKind::Symlink => "symlink",
+        FileKind::Directory => "directory",
+        FileKind::Other => "special file (fifo, socket or device)",
+    }
+}
