@@ -457,7 +457,7 @@ impl Fetcher {
         let resp = rb
             .send()
             .await
-            .map_err(|e| TryError::Transient(describe(&e), None))?;
+            .map_err(|e| TryError::Transient(describe(e), None))?;
         let status = resp.status();
         let retry_after = resp
             .headers()
@@ -533,7 +533,7 @@ impl Fetcher {
             let Some(chunk) = next else { break };
             let chunk = chunk.map_err(|e| {
                 TryError::Transient(
-                    format!("body cut at {} bytes: {}", p.offset, describe(&e)),
+                    format!("body cut at {} bytes: {}", p.offset, describe(e)),
                     None,
                 )
             })?;
@@ -596,8 +596,10 @@ fn read_bounded(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-fn describe(e: &reqwest::Error) -> String {
+/// The error and its causes on one line, without the URL (the attempt already names it).
+fn describe(e: reqwest::Error) -> String {
     use std::error::Error as _;
+    let e = e.without_url();
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {

@@ -1,0 +1,439 @@
+//! The library as a host links it: unsafe paths through every public way of building an asset,
+//! cancellation of a prepare mid-download and its resume, copies by digest (`linked`), modes
+//! put back, trust moved onto a fresh inode, and typed per-asset errors.
+
+mod common;
+
+use bootvault::{
+    Action, Asset, CancelToken, Error, Manifest, Outcome, ParseOptions, Policy, PrepareOptions,
+    Progress, Sha256Digest, Store,
+};
+use bootvault_testkit::origin::Origin;
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+fn code_asset(name: &str, path: &str, bytes: &[u8], urls: Vec<String>) -> Asset {
+    Asset {
+        name: name.into(),
+        path: path.into(),
+        sha256: Sha256Digest::of(bytes),
+        size: Some(bytes.len() as u64),
+        urls,
+        verify: Policy::Cached,
+        mode: None,
+    }
+}
+
+fn code_manifest(assets: Vec<Asset>) -> Manifest {
+    Manifest {
+        version: "v1".into(),
+        base_url: None,
+        assets,
+    }
+}
+
+/// Every file under `dir`, recursively (to show nothing was written there).
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn unsafe_paths_are_refused_through_every_constructor_and_nothing_escapes_root() {
+    let base = tempfile::tempdir().unwrap();
+    let root = base.path().join("root");
+    let outside = base.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let bytes = blob(1, 4096);
+    std::fs::write(src.path().join("k"), &bytes).unwrap();
+    let url = file_url(&src.path().join("k"));
+    let escapes = [
+        "../outside/escaped",
+        "/tmp/abs-escaped",
+        "a/../../outside/x",
+        "./k",
+    ];
+
+    // 1. Parsed manifests (native JSON, by string and by file): refused as bad input.
+    for p in escapes {
+        let text = serde_json::json!({"version": "v1", "assets": [
+            {"name": "k", "path": p, "sha256": sha(&bytes), "urls": [url]}]})
+        .to_string();
+        let err = Manifest::from_json_str(&text).unwrap_err();
+        assert!(err.is_usage(), "{p}: {err}");
+        let f = base.path().join("m.json");
+        std::fs::write(&f, &text).unwrap();
+        assert!(
+            Manifest::from_file(&f, &ParseOptions::default()).is_err(),
+            "{p}"
+        );
+    }
+
+    // 2. Assets built in code (public fields): the store revalidates before any file operation.
+    let store = Store::open(&root).unwrap();
+    for p in escapes {
+        let m = code_manifest(vec![code_asset("k", p, &bytes, vec![url.clone()])]);
+        let err = store.prepare(&m).unwrap_err();
+        assert!(matches!(err, Error::Manifest { .. }), "{p}: {err}");
+        assert!(err.to_string().contains("asset k"), "{err}");
+        let err = store.open_verified(&m.assets[0]).unwrap_err();
+        assert!(matches!(err, Error::UnsafePath { .. }), "{p}: {err}");
+    }
+
+    // 3. A valid path through a symlinked parent that leads outside ROOT: the asset fails.
+    std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+    let m = code_manifest(vec![code_asset("k", "link/k", &bytes, vec![url.clone()])]);
+    let report = store.prepare(&m).unwrap();
+    let err = report.assets[0].error().expect("must fail");
+    assert!(matches!(err, Error::UnsafePath { .. }), "{err}");
+    assert!(err.to_string().contains("outside ROOT"), "{err}");
+
+    assert!(
+        files_under(&outside).is_empty(),
+        "{:?}",
+        files_under(&outside)
+    );
+    assert!(!Path::new("/tmp/abs-escaped").exists());
+}
+
+#[test]
+fn per_asset_errors_are_typed() {
+    let root = tempfile::tempdir().unwrap();
+    let good = blob(2, 2048);
+    let bad = blob(3, 2048);
+    std::fs::write(root.path().join("wrong"), &bad).unwrap();
+    let m = code_manifest(vec![
+        code_asset("absent", "absent", &good, vec![]),
+        code_asset("wrong", "wrong", &good, vec![]),
+        code_asset(
+            "unreachable",
+            "unreachable",
+            &good,
+            vec!["http://127.0.0.1:9/x".into()],
+        ),
+    ]);
+    let store = Store::builder(root.path())
+        .fetch_options(bootvault::FetchOptions {
+            retries: 0,
+            ..Default::default()
+        })
+        .open()
+        .unwrap();
+    let report = store.prepare(&m).unwrap();
+    assert!(matches!(
+        report.asset("absent").unwrap().error(),
+        Some(Error::Missing { .. })
+    ));
+    match report.asset("wrong").unwrap().error() {
+        Some(Error::Mismatch {
+            expected, actual, ..
+        }) => {
+            assert_eq!(*expected, Sha256Digest::of(&good));
+            assert_eq!(*actual, Sha256Digest::of(&bad));
+        }
+        other => panic!("{other:?}"),
+    }
+    match report.asset("unreachable").unwrap().error() {
+        Some(Error::Fetch { name, attempts }) => {
+            assert_eq!(name, "unreachable");
+            assert_eq!(attempts.len(), 1);
+            assert_eq!(attempts[0].url, "http://127.0.0.1:9/x");
+            // The URL is named once, by the attempt, not again by its reason.
+            assert!(
+                !attempts[0].reason.contains("127.0.0.1:9/x"),
+                "{attempts:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // The report serializes in the contract's shape.
+    let v = serde_json::to_value(&report).unwrap();
+    assert_eq!(v["assets"][1]["outcome"], "failed");
+    assert_eq!(v["assets"][1]["error_kind"], "mismatch");
+}
+
+#[test]
+fn a_missing_root_is_created_and_a_file_root_is_refused_at_open() {
+    let base = tempfile::tempdir().unwrap();
+    let root = base.path().join("new/root");
+    Store::open(&root).unwrap();
+    assert!(root.is_dir());
+    let file = base.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let err = Store::open(&file).unwrap_err();
+    assert!(matches!(err, Error::Store { .. }), "{err}");
+    assert!(err.is_usage());
+    let err = Store::builder(base.path().join("absent"))
+        .create(false)
+        .open()
+        .unwrap_err();
+    assert!(matches!(err, Error::Store { .. }), "{err}");
+    assert!(!base.path().join("absent").exists());
+}
+
+#[test]
+fn cancelling_a_prepare_mid_download_keeps_a_partial_that_the_next_prepare_resumes() {
+    let bytes = blob(4, 4 << 20);
+    let origin = Origin::start().unwrap();
+    serve_faulty(&origin, "rootfs", &bytes, throttled(2 << 20));
+    let root = tempfile::tempdir().unwrap();
+    let m = code_manifest(vec![code_asset(
+        "rootfs",
+        "rootfs",
+        &bytes,
+        vec![origin.url("rootfs")],
+    )]);
+    let store = Store::open(root.path()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let token = CancelToken::new();
+    let seen = Arc::new(AtomicU64::new(0));
+    let (seen2, token2) = (seen.clone(), token.clone());
+    let progress: bootvault::ProgressFn = Arc::new(move |p: &Progress<'_>| {
+        if let Progress::Downloading { done, .. } = p {
+            seen2.store(*done, Ordering::SeqCst);
+            if *done >= 1 << 20 {
+                token2.cancel();
+            }
+        }
+    });
+    let opts = PrepareOptions::new().progress(progress).cancel(token);
+    let report = rt.block_on(store.prepare_async(&m, opts)).unwrap();
+    let err = report.assets[0].error().expect("cancelled");
+    assert!(matches!(err, Error::Cancelled { .. }), "{err}");
+    let cut = seen.load(Ordering::SeqCst);
+    assert!(cut >= 1 << 20 && cut < bytes.len() as u64, "cut at {cut}");
+    assert!(!root.path().join("rootfs").exists(), "a partial was placed");
+
+    // The next prepare resumes: it downloads only what is left.
+    origin.clear_fault("rootfs");
+    let again = rt
+        .block_on(store.prepare_async(&m, PrepareOptions::new()))
+        .unwrap();
+    let a = &again.assets[0];
+    assert_eq!(a.outcome(), Some(Outcome::Downloaded), "{:?}", a.error());
+    assert!(
+        a.bytes_downloaded < bytes.len() as u64 - (1 << 19),
+        "downloaded {} of {} again",
+        a.bytes_downloaded,
+        bytes.len()
+    );
+    assert_eq!(
+        Sha256Digest::of(&std::fs::read(root.path().join("rootfs")).unwrap()),
+        Sha256Digest::of(&bytes)
+    );
+    assert!(origin.range_requests("rootfs") >= 1);
+}
+
+#[test]
+fn dropping_the_prepare_future_cancels_the_download() {
+    let bytes = blob(5, 8 << 20);
+    let origin = Origin::start().unwrap();
+    serve_faulty(&origin, "big", &bytes, throttled(1 << 20));
+    let root = tempfile::tempdir().unwrap();
+    let m = code_manifest(vec![code_asset(
+        "big",
+        "big",
+        &bytes,
+        vec![origin.url("big")],
+    )]);
+    let store = Store::open(root.path()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = tokio::time::timeout(
+            std::time::Duration::from_millis(700),
+            store.prepare_async(&m, PrepareOptions::new()),
+        )
+        .await;
+        assert!(r.is_err(), "an 8 MiB download at 1 MiB/s finished in 0.7 s");
+    });
+    // The worker stops promptly: the served byte count stops growing.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let a = origin.bytes_served("big");
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let b = origin.bytes_served("big");
+    assert_eq!(a, b, "the download went on after the future was dropped");
+    assert!(b < bytes.len() as u64);
+    assert!(!root.path().join("big").exists());
+}
+
+#[test]
+fn an_absent_asset_is_copied_from_a_verified_file_with_the_same_digest() {
+    let root = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let kernel = blob(6, 64 << 10);
+    std::fs::write(src.path().join("kernel"), &kernel).unwrap();
+    let v1 = code_manifest(vec![code_asset(
+        "kernel",
+        "0.6.0/kernel",
+        &kernel,
+        vec![file_url(&src.path().join("kernel"))],
+    )]);
+    let store = Store::open(root.path()).unwrap();
+    assert_eq!(
+        store.prepare(&v1).unwrap().assets[0].outcome(),
+        Some(Outcome::Downloaded)
+    );
+    // The next version moves the same kernel; its only URL does not answer.
+    let mut v2 = code_manifest(vec![code_asset(
+        "kernel",
+        "0.7.0/kernel",
+        &kernel,
+        vec!["http://127.0.0.1:9/kernel".into()],
+    )]);
+    v2.version = "v2".into();
+    let plan = store.plan(&v2, &PrepareOptions::new()).unwrap();
+    assert!(
+        matches!(&plan.steps[0].action, Action::Link { from } if from.ends_with("0.6.0/kernel")),
+        "{plan:?}"
+    );
+    let report = store.prepare(&v2).unwrap();
+    let a = &report.assets[0];
+    assert_eq!(a.outcome(), Some(Outcome::Linked), "{:?}", a.error());
+    assert_eq!(a.bytes_downloaded, 0);
+    assert_eq!(a.bytes_copied, kernel.len() as u64);
+    assert!(std::fs::read(root.path().join("0.7.0/kernel")).unwrap() == kernel);
+    // Its own inode, recorded: the next prepare trusts it without reading.
+    assert!(store.prepare(&v2).unwrap().all_cached());
+    let (records, _) = store.records();
+    let copied = records.iter().find(|(k, _)| k == "0.7.0/kernel").unwrap();
+    assert_eq!(copied.1.method.as_str(), "copied");
+}
+
+#[test]
+fn a_drifted_mode_is_put_back_without_reading_the_content() {
+    let root = tempfile::tempdir().unwrap();
+    let bytes = blob(7, 8192);
+    let path = root.path().join("kernel");
+    std::fs::write(&path, &bytes).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // An arcbox-boot cache vouches for the file as it is (0644), as its importer records it.
+    let mtime = std::fs::metadata(&path).unwrap();
+    let legacy = serde_json::json!({"entries": {path.display().to_string(): {
+        "sha256": sha(&bytes), "size": bytes.len(),
+        "mtime_secs": std::os::unix::fs::MetadataExt::mtime(&mtime),
+        "mtime_nanos": std::os::unix::fs::MetadataExt::mtime_nsec(&mtime)}}});
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(root.path().join(".verified.json"), legacy.to_string()).unwrap();
+    let m = code_manifest(vec![code_asset("kernel", "kernel", &bytes, vec![])]);
+    let store = Store::open(root.path()).unwrap();
+    let report = store.prepare(&m).unwrap();
+    let a = &report.assets[0];
+    assert_eq!(a.outcome(), Some(Outcome::Cached), "{:?}", a.error());
+    assert_eq!(a.bytes_hashed, 0, "the content was read");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o444, "mode not put back");
+    // The record was re-stamped after the chmod (which moved ctime): still trusted.
+    let again = store.prepare(&m).unwrap();
+    assert!(again.all_cached(), "{again:?}");
+    assert_eq!(again.assets[0].bytes_hashed, 0);
+}
+
+#[test]
+fn a_write_through_a_mapping_taken_before_verification_never_reaches_the_trusted_file() {
+    use rustix::mm::{MapFlags, ProtFlags, mmap, munmap};
+    let root = tempfile::tempdir().unwrap();
+    let bytes = blob(8, 16384);
+    let path = root.path().join("rootfs");
+    std::fs::write(&path, &bytes).unwrap();
+    let m = code_manifest(vec![code_asset("rootfs", "rootfs", &bytes, vec![])]);
+    // The attacker maps the file shared and dirties a page (same content) before verification.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let len = bytes.len();
+    // SAFETY: a fresh shared mapping of a file we own, unmapped below.
+    let map = unsafe {
+        mmap(
+            std::ptr::null_mut(),
+            len,
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::SHARED,
+            &f,
+            0,
+        )
+        .unwrap()
+    };
+    let page = map as *mut u8;
+    // SAFETY: within the mapping.
+    unsafe { *page = bytes[0] };
+    let store = Store::open(root.path()).unwrap();
+    let first = store.prepare(&m).unwrap();
+    assert_eq!(first.assets[0].outcome(), Some(Outcome::Verified));
+    // Now write through the same mapping: no new fault, so no mtime/ctime change on that inode.
+    // SAFETY: within the mapping.
+    unsafe { *page = bytes[0] ^ 0xff };
+    // SAFETY: unmapping what was mapped above.
+    unsafe { munmap(map, len).unwrap() };
+    drop(f);
+    // The trusted file is a fresh inode bootvault made: the write went to the old one.
+    assert_eq!(
+        Sha256Digest::of(&std::fs::read(&path).unwrap()),
+        Sha256Digest::of(&bytes),
+        "the write through the old mapping changed the trusted file"
+    );
+    let again = store.prepare(&m).unwrap();
+    assert_eq!(again.assets[0].outcome(), Some(Outcome::Cached));
+    let verify = store.verify_all(&m);
+    assert!(
+        matches!(verify[0].2, bootvault::VerifyState::Ok(_)),
+        "{:?}",
+        verify[0].2
+    );
+}
+
+#[test]
+fn a_subset_of_assets_is_prepared_alone() {
+    let root = tempfile::tempdir().unwrap();
+    let a = blob(9, 1000);
+    let b = blob(10, 1000);
+    std::fs::write(root.path().join("a"), &a).unwrap();
+    let m = code_manifest(vec![
+        code_asset("a", "a", &a, vec![]),
+        code_asset("b", "b", &b, vec![]),
+    ]);
+    let store = Store::open(root.path()).unwrap();
+    let report = store
+        .prepare_with(&m, &PrepareOptions::new().only(["a"]))
+        .unwrap();
+    assert_eq!(report.assets.len(), 1);
+    assert_eq!(report.assets[0].outcome(), Some(Outcome::Verified));
+    let err = store
+        .prepare_with(&m, &PrepareOptions::new().only(["nope"]))
+        .unwrap_err();
+    assert!(err.to_string().contains("nope"), "{err}");
+}
+
+#[test]
+fn store_is_clone_send_sync_and_debug() {
+    fn assert_traits<T: Clone + Send + Sync + std::fmt::Debug>() {}
+    assert_traits::<Store>();
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let text = format!("{store:?}");
+    assert!(text.contains("Store") && text.contains("root"), "{text}");
+}
