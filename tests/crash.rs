@@ -287,3 +287,38 @@ fn sigkill_of_a_writer_between_transactions_keeps_the_ledger_readable() {
          {warm:?} (expected \"cached\"), stderr: {stderr}"
     );
 }
+
+/// Issue: a SIGKILL lost everything since the last 64 MiB checkpoint, so four kills during a
+/// 40 MB download served it 3.1 times over. The partial is now adopted with its tail re-hashed
+/// from disk: four kills cost at most what was in flight.
+#[test]
+fn regression_four_kills_during_a_download_serve_it_at_most_1_2_times() {
+    let env = Env::new();
+    let size = 40 * 1000 * 1000;
+    let body = data(3, size);
+    let origin = origin_serving("rootfs", &body, throttled(24 * 1000 * 1000));
+    let dest = env.path("rootfs.img");
+    let manifest = rootfs_manifest(&env, &origin, "rootfs.img", &body);
+    for round in 1..=4u64 {
+        let mut child = env.spawn_prepare(&manifest, &["--retries", "0"]);
+        // Each process gets a further 6 MB of the body before it is killed.
+        wait_for_bytes(
+            &origin,
+            "rootfs",
+            round * 6 * 1000 * 1000,
+            &mut child,
+            &dest,
+        );
+        sigkill(&mut child);
+    }
+    origin.clear_fault("rootfs");
+    let r = report(&env.prepare(&manifest, &["--retries", "0"]));
+    assert_eq!(outcomes(&r)["rootfs"], "downloaded");
+    assert!(std::fs::read(&dest).unwrap() == body, "wrong bytes placed");
+    let served = origin.bytes_served("rootfs");
+    assert!(
+        served as f64 <= 1.2 * size as f64,
+        "{served} bytes served for one {size}-byte asset over four kills"
+    );
+    assert_eq!(env.leftovers(), Vec::<String>::new());
+}

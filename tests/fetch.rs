@@ -481,3 +481,94 @@ fn wrong_local_files_are_repaired_by_download() {
     assert_eq!(again.outcome("b"), "cached");
     assert_eq!(origin.total_requests(), 2);
 }
+
+/// A manifest of one asset without a `size` (arcbox-boot manifests have none).
+fn unsized_manifest(name: &str, body: &[u8], url: String) -> Manifest {
+    let mut a = asset_with_urls(name, name, body, &[url]);
+    a.as_object_mut().unwrap().remove("size");
+    Manifest::from_json_str(&json!({"version": "t", "assets": [a]}).to_string()).unwrap()
+}
+
+/// Issue: `file:///dev/zero` as the source of an asset without a size wrote a partial until
+/// the disk was full. A source that is not a regular file is refused before a byte is read.
+#[test]
+fn regression_a_device_as_a_file_source_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let m = unsized_manifest("zero", b"anything", "file:///dev/zero".into());
+    let report = Store::open(root.path()).unwrap().prepare(&m).unwrap();
+    let err = report.assets[0].error().expect("refused").to_string();
+    assert!(
+        err.contains("asset zero") && err.contains("not a regular file"),
+        "{err}"
+    );
+    let tmp = root.path().join(".bootvault/tmp");
+    let left: u64 = std::fs::read_dir(&tmp)
+        .map(|d| d.flatten().map(|e| e.metadata().unwrap().len()).sum())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "bytes of /dev/zero were kept");
+}
+
+/// Issue: an origin whose body never ends (or lies in Content-Length) for an asset without a
+/// size wrote without bound. The body is refused at the announced length, or cut off at
+/// `max_size` when no length is announced, and the partial is removed.
+#[test]
+fn regression_an_unsized_asset_is_bounded_by_max_size() {
+    let body = data(30, 3 * MIB);
+    for chunked in [false, true] {
+        let origin = origin_serving(
+            "big",
+            &body,
+            Fault {
+                omit_content_length: chunked,
+                ..Fault::default()
+            },
+        );
+        let root = tempfile::tempdir().unwrap();
+        let m = unsized_manifest("big", &body, origin.url("big"));
+        let store = Store::builder(root.path())
+            .fetch_options(bootvault::FetchOptions {
+                max_size: MIB as u64,
+                retries: 0,
+                ..Default::default()
+            })
+            .open()
+            .unwrap();
+        let report = store.prepare(&m).unwrap();
+        let err = report.assets[0].error().expect("cut off").to_string();
+        assert!(
+            err.contains("asset big") && err.contains("byte limit"),
+            "{err}"
+        );
+        assert!(!root.path().join("big").exists());
+        let kept: u64 = std::fs::read_dir(root.path().join(".bootvault/tmp"))
+            .map(|d| d.flatten().map(|e| e.metadata().unwrap().len()).sum())
+            .unwrap_or(0);
+        assert_eq!(kept, 0, "chunked={chunked}: {kept} bytes of partial kept");
+    }
+}
+
+/// A download that would leave less than the reserve free fails before it starts, naming the
+/// asset, and leaves no partial.
+#[test]
+fn a_download_larger_than_the_free_space_fails_up_front() {
+    let body = data(31, MIB);
+    let origin = origin_serving("img", &body, Fault::default());
+    let root = tempfile::tempdir().unwrap();
+    let m = unsized_manifest("img", &body, origin.url("img"));
+    let store = Store::builder(root.path())
+        .fetch_options(bootvault::FetchOptions {
+            min_free_bytes: u64::MAX / 4,
+            retries: 0,
+            ..Default::default()
+        })
+        .open()
+        .unwrap();
+    let report = store.prepare(&m).unwrap();
+    let err = report.assets[0].error().expect("no space").to_string();
+    assert!(err.starts_with("asset img:"), "{err}");
+    assert!(err.contains("free"), "{err}");
+    let parts: Vec<_> = std::fs::read_dir(root.path().join(".bootvault/tmp"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(parts.is_empty(), "{parts:?}");
+}
