@@ -44,10 +44,13 @@ pub struct ImportReport {
 
 /// Reads `legacy` and decides, per entry, what to import. Does not write.
 pub fn plan(root: &Path, legacy: &Path) -> Result<(Vec<(String, Record)>, ImportReport)> {
-    let text = std::fs::read_to_string(legacy).map_err(|e| Error::Legacy {
-        path: legacy.to_path_buf(),
-        message: format!("cannot read: {e}"),
-    })?;
+    let text =
+        crate::manifest::read_text(legacy, crate::manifest::MAX_MANIFEST_BYTES).map_err(|e| {
+            Error::Legacy {
+                path: legacy.to_path_buf(),
+                message: format!("cannot read: {e}"),
+            }
+        })?;
     let file: LegacyFile = serde_json::from_str(&text).map_err(|e| Error::Legacy {
         path: legacy.to_path_buf(),
         message: format!("not an arcbox-boot .verified.json: {e}"),

@@ -193,6 +193,18 @@ fn check_space(partial: &Path, need: u64, reserve: u64) -> Result<()> {
     Ok(())
 }
 
+/// Opens a file of the state dir without following a symlink and without blocking on a fifo,
+/// and refuses anything but a regular file.
+pub(crate) fn open_regular(opts: &mut OpenOptions, path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let file = opts.custom_flags(flags.bits() as i32).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(file)
+}
+
 /// Hashes the rest of `file` into `hasher`; returns the bytes read.
 fn hash_tail(file: &mut File, hasher: &mut Sha256) -> std::io::Result<u64> {
     use std::io::Read;
@@ -251,10 +263,7 @@ fn open_partial(tmp_dir: &Path, key: &str, expected: &Sha256Digest) -> Result<Pa
             let arr = SerializedState::<Sha256>::try_from(b.as_slice()).ok()?;
             Sha256::deserialize(&arr).ok()
         });
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&ours)
+        let file = open_regular(OpenOptions::new().read(true).write(true), &ours)
             .at(&ours, "open partial")?;
         let meta = file.metadata().at(&ours, "fstat")?;
         let len = meta.len();
@@ -287,13 +296,15 @@ fn open_partial(tmp_dir: &Path, key: &str, expected: &Sha256Digest) -> Result<Pa
             });
         }
     }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&ours)
-        .at(&ours, "create partial")?;
+    let file = open_regular(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true),
+        &ours,
+    )
+    .at(&ours, "create partial")?;
     let _ = std::fs::remove_file(meta_of(&ours));
     Ok(Partial {
         path: ours,
@@ -663,30 +674,15 @@ fn build_client(opts: &FetchOptions) -> std::result::Result<reqwest::Client, Str
         .read_timeout(opts.idle_timeout)
         .user_agent(concat!("bootvault/", env!("CARGO_PKG_VERSION")));
     for path in &opts.ca_certificates {
-        let pem = read_bounded(path, 1 << 20).map_err(|e| format!("{}: {e}", path.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        let pem = crate::manifest::read_text(path, 1 << 20)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
             .map_err(|e| format!("{}: not a PEM certificate bundle: {e}", path.display()))?;
         for cert in certs {
             b = b.add_root_certificate(cert);
         }
     }
     b.build().map_err(|e| e.to_string())
-}
-
-/// Reads a small regular file, refusing anything larger than `cap` bytes.
-fn read_bounded(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let f = File::open(path)?;
-    let meta = f.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    let mut out = Vec::new();
-    f.take(cap + 1).read_to_end(&mut out)?;
-    if out.len() as u64 > cap {
-        return Err(std::io::Error::other(format!("larger than {cap} bytes")));
-    }
-    Ok(out)
 }
 
 /// The error and its causes on one line, without the URL (the attempt already names it).

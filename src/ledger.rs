@@ -18,7 +18,7 @@ use redb::{
     ReadableTable, ReadableTableMetadata, TableDefinition, TransactionError, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -303,11 +303,37 @@ fn redb_err(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
     }
 }
 
+thread_local! {
+    /// Set while redb runs on a file that may be damaged: its panics are expected, caught and
+    /// reported as one warning, so the panic hook must not print them.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `catch_unwind` that keeps the panic message off stderr. redb may panic on a damaged file;
+/// bootvault catches that and degrades to re-hashing, and a host's users must not read a
+/// "thread panicked" block as a crash. The hook is installed once and chains to the hook that
+/// was there before (the host's, or the default) for every panic outside these calls.
+fn catch_unwind<T>(f: AssertUnwindSafe<impl FnOnce() -> T>) -> std::thread::Result<T> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(|q| q.get()) {
+                previous(info);
+            }
+        }));
+    });
+    let was = QUIET.with(|q| q.replace(true));
+    let r = std::panic::catch_unwind(f);
+    QUIET.with(|q| q.set(was));
+    r
+}
+
 /// Runs `f`, turning a panic inside redb (possible on a damaged file) into an error.
 fn guarded<T>(path: &Path, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
-        Err(_) => Err(redb_err(path, what, "panicked on a damaged file")),
+        Err(_) => Err(redb_err(path, what, "the file is damaged")),
     }
 }
 
@@ -459,8 +485,17 @@ impl Ledger {
             Handle::Newer => return Err(LedgerState::Newer),
             Handle::Closed => {}
         }
-        if !self.path.exists() {
-            return Ok(None);
+        match std::fs::symlink_metadata(&self.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Ok(m) if !m.is_file() => {
+                // A fifo would block the open forever; a device or symlink is not ours.
+                self.warn_once(&format!(
+                    "ledger {} is not a regular file; re-hashing",
+                    self.path.display()
+                ));
+                return Err(LedgerState::Unavailable);
+            }
+            _ => {}
         }
         let opened = catch_unwind(AssertUnwindSafe(|| builder().open_read_only(&self.path)));
         match opened {
@@ -563,6 +598,11 @@ impl Ledger {
     }
 
     fn open_rw(&self) -> Result<Option<Database>> {
+        if let Ok(m) = std::fs::symlink_metadata(&self.path)
+            && !m.is_file()
+        {
+            return Err(redb_err(&self.path, "open", "not a regular file"));
+        }
         // After a damaged read, verify every page: a plain open trusts the file and then panics.
         let check = self.suspect.load(Ordering::Relaxed);
         let attempt = || {
@@ -589,14 +629,17 @@ impl Ledger {
             Ok(Err(e)) => match classify(&self.path, e) {
                 OpenFailure::Newer => return Ok(None),
                 OpenFailure::Other(msg) => return Err(redb_err(&self.path, "open", msg)),
-                OpenFailure::Corrupt(msg) => {
-                    tracing::warn!(
-                        "ledger {} is corrupt ({msg}); moving it aside",
-                        self.path.display()
-                    )
-                }
+                // One warning line per process for a damaged ledger: the read that found it
+                // may have said so already.
+                OpenFailure::Corrupt(msg) => self.warn_once(&format!(
+                    "ledger {} is corrupt ({msg}); moving it aside and rebuilding",
+                    self.path.display()
+                )),
             },
-            Err(_) => tracing::warn!("ledger {} is corrupt; moving it aside", self.path.display()),
+            Err(_) => self.warn_once(&format!(
+                "ledger {} is corrupt; moving it aside and rebuilding",
+                self.path.display()
+            )),
         }
         let aside = self
             .path
@@ -606,7 +649,7 @@ impl Ledger {
         match attempt() {
             Ok(Ok(db)) => Ok(Some(db)),
             Ok(Err(e)) => Err(redb_err(&self.path, "recreate", e)),
-            Err(_) => Err(redb_err(&self.path, "recreate", "panicked")),
+            Err(_) => Err(redb_err(&self.path, "recreate", "the new file is damaged")),
         }
     }
 

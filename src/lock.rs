@@ -28,12 +28,11 @@ impl FileLock {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create lock dir", e))?;
         let name = format!("{}.lock", file_key(key));
         let path = dir.join(name);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, "open lock file", e))?;
+        let file = crate::fetch::open_regular(
+            OpenOptions::new().create(true).truncate(false).write(true),
+            &path,
+        )
+        .map_err(|e| Error::io(&path, "open lock file", e))?;
         Ok((file, path))
     }
 

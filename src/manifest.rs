@@ -104,8 +104,9 @@ impl Ctx<'_> {
 
 impl Manifest {
     /// Reads and validates a manifest file.
+    /// The file must be a regular file of at most [`MAX_MANIFEST_BYTES`].
     pub fn from_file(path: &std::path::Path, opts: &ParseOptions) -> Result<Manifest> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Manifest {
+        let text = read_text(path, MAX_MANIFEST_BYTES).map_err(|e| Error::Manifest {
             origin: path.display().to_string(),
             message: format!("cannot read: {e}"),
         })?;
@@ -356,6 +357,35 @@ fn check_unique(cx: &Ctx, m: &Manifest) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Largest manifest (or legacy cache file) read: far above any real set, far below a
+/// `/dev/zero` read that never ends.
+pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+
+/// Reads a small text file: refused unless it is a regular file (a fifo would block, a device
+/// never ends) of at most `cap` bytes.
+pub(crate) fn read_text(path: &std::path::Path, cap: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > cap {
+        return Err(std::io::Error::other(format!(
+            "{} bytes, larger than the {cap} byte limit",
+            meta.len()
+        )));
+    }
+    let mut out = String::new();
+    f.take(cap + 1).read_to_string(&mut out)?;
+    if out.len() as u64 > cap {
+        return Err(std::io::Error::other(format!(
+            "larger than the {cap} byte limit"
+        )));
+    }
+    Ok(out)
 }
 
 /// Checks a manifest that may have been built or changed in code (its fields are public):
