@@ -227,6 +227,36 @@ fn meta_of(partial: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Removes the partials of `key` left by processes that are gone (the asset is ready: nobody
+/// will resume them). Called with the asset's lock held.
+pub(crate) fn drop_dead_partials(tmp_dir: &Path, key: &str) {
+    let Ok(entries) = std::fs::read_dir(tmp_dir) else {
+        return;
+    };
+    let prefix = format!("{key}.");
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let pid = rest.split('.').next().unwrap_or("");
+        let dead = pid
+            .parse::<i32>()
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .is_some_and(|p| {
+                matches!(
+                    rustix::process::test_kill_process(p),
+                    Err(rustix::io::Errno::SRCH)
+                )
+            });
+        if dead {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Opens this process's partial for `key`, adopting one left by a dead process (the caller
 /// holds the asset lock, so any other partial of this key is abandoned).
 fn open_partial(tmp_dir: &Path, key: &str, expected: &Sha256Digest) -> Result<Partial> {

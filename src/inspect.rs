@@ -286,6 +286,9 @@ impl Store {
         let canon_state = std::fs::canonicalize(self.state_dir())
             .unwrap_or_else(|_| self.state_dir().to_path_buf());
         walk(self.root(), self.root(), &canon_state, &mut files)?;
+        // Temp names of placements by processes that died before the rename are ours.
+        let (stale_temps, files): (Vec<String>, Vec<String>) =
+            files.into_iter().partition(|f| is_dead_temp(f));
         report.foreign = files
             .into_iter()
             .filter(|f| !keep.contains(f.as_str()) && !recorded.contains(f.as_str()))
@@ -298,7 +301,13 @@ impl Store {
                 self.ledger().remove(&report.records)?;
             }
         }
+        if !dry_run {
+            for t in &stale_temps {
+                place::unlink(self.root(), t, t)?;
+            }
+        }
         report.partials = self.gc_partials(manifest, dry_run)?;
+        report.partials.extend(stale_temps);
         Ok(report)
     }
 
@@ -307,10 +316,13 @@ impl Store {
     /// prepare of that asset resumes it.) Removed unless `dry_run`; returns their file names.
     pub fn gc_partials(&self, manifest: &Manifest, dry_run: bool) -> Result<Vec<String>> {
         let tmp = self.state_dir().join("tmp");
-        let wanted: HashSet<String> = manifest
-            .assets
+        // A partial is worth keeping only for an asset that still needs bytes: one that is
+        // present and vouched for will never resume it.
+        let (inspections, _) = self.inspect(manifest, Some(Policy::Cached));
+        let wanted: HashSet<String> = inspections
             .iter()
-            .map(|a| crate::lock::file_key(&a.path))
+            .filter(|i| !i.verdict.is_trusted())
+            .map(|i| crate::lock::file_key(&i.asset.path))
             .collect();
         let entries = match std::fs::read_dir(&tmp) {
             Ok(e) => e,
@@ -324,17 +336,7 @@ impl Store {
             let (Some(key), Some(pid)) = (parts.next(), parts.next()) else {
                 continue;
             };
-            let alive = pid
-                .parse::<i32>()
-                .ok()
-                .and_then(rustix::process::Pid::from_raw)
-                .is_some_and(|p| {
-                    !matches!(
-                        rustix::process::test_kill_process(p),
-                        Err(rustix::io::Errno::SRCH)
-                    )
-                });
-            if alive || wanted.contains(key) {
+            if pid_alive(pid) || wanted.contains(key) {
                 continue;
             }
             if !dry_run {
@@ -376,6 +378,28 @@ impl Store {
             ledger,
         }
     }
+}
+
+/// Whether the process `pid` (a decimal string) exists; an unparsable pid counts as alive.
+fn pid_alive(pid: &str) -> bool {
+    pid.parse::<i32>()
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .is_none_or(|p| {
+            !matches!(
+                rustix::process::test_kill_process(p),
+                Err(rustix::io::Errno::SRCH)
+            )
+        })
+}
+
+/// `.bootvault-<pid>-<random>.tmp` (the temp name of a placement) of a process that is gone.
+fn is_dead_temp(rel: &str) -> bool {
+    let base = rel.rsplit('/').next().unwrap_or(rel);
+    base.strip_prefix(".bootvault-")
+        .and_then(|r| r.strip_suffix(".tmp"))
+        .and_then(|r| r.split('-').next())
+        .is_some_and(|pid| !pid_alive(pid))
 }
 
 /// Regular files and symlinks under `dir`, relative to `root`, skipping the state dir and

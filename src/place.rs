@@ -283,15 +283,18 @@ fn copy_across(
 }
 
 /// Copies the whole content of `src` (an open file: an existing asset to adopt, or a donor
-/// with the same digest) onto a fresh inode beside the asset `rel`, hashing on the way, and
-/// places that copy when the digest matches. The copy is anonymous until placed (`O_TMPFILE`
-/// where the platform has it). Returns the placed stamp and the bytes copied, or, on a
-/// mismatch, the digest found (nothing is placed).
-#[allow(clippy::type_complexity)]
+/// with the same digest) onto a fresh inode, hashing on the way, and places that copy at the
+/// asset `rel` when the digest matches. Where the platform has anonymous files the copy is
+/// made beside the asset and stays invisible until placed; elsewhere it is written in
+/// `tmp_dir` (the state dir's, so a kill leaves nothing in ROOT) and placed as a download is.
+/// Returns the placed stamp and the bytes copied, or, on a mismatch, the digest found
+/// (nothing is placed).
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
 pub fn copy_into_place(
     src: &File,
     root: &Path,
     rel: &str,
+    tmp_dir: &Path,
     mode: u32,
     expected: &Sha256Digest,
     name: &str,
@@ -299,7 +302,66 @@ pub fn copy_into_place(
 ) -> Result<std::result::Result<(Stamp, u64), (Sha256Digest, u64)>> {
     let dest = root.join(rel);
     let parent = open_parent(root, rel, name)?;
-    copy_verified(src, &dest, &parent, &dest, mode, expected, name, progress)
+    if crate::sys::anonymous_file(&parent.fd).is_some() {
+        return copy_verified(src, &dest, &parent, &dest, mode, expected, name, progress);
+    }
+    drop(parent);
+    std::fs::create_dir_all(tmp_dir).at(tmp_dir, "create tmp dir")?;
+    let tmp = tmp_dir.join(format!(
+        "{}.{}.copy",
+        crate::lock::file_key(rel),
+        std::process::id()
+    ));
+    let mut out = crate::fetch::open_regular(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true),
+        &tmp,
+    )
+    .at(&tmp, "create copy")?;
+    let copied = (|| -> Result<std::result::Result<(), (Sha256Digest, u64)>> {
+        let mut reader = src.try_clone().at(&dest, "dup")?;
+        std::io::Seek::rewind(&mut reader).at(&dest, "rewind")?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; HASH_BUF];
+        let mut n_total = 0u64;
+        loop {
+            let n = reader.read(&mut buf).at(&dest, "read")?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n]).at(&tmp, "write copy")?;
+            n_total += n as u64;
+            progress(n_total);
+        }
+        let digest = Sha256Digest::from_hasher(hasher);
+        if &digest != expected {
+            return Ok(Err((digest, n_total)));
+        }
+        Ok(Ok(()))
+    })();
+    match copied {
+        Ok(Ok(())) => {
+            let bytes = out.metadata().at(&tmp, "fstat")?.len();
+            let placed = place(&tmp, &out, root, rel, mode, expected, name);
+            if placed.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            let (stamp, _) = placed?;
+            Ok(Ok((stamp, bytes)))
+        }
+        Ok(Err(mismatch)) => {
+            let _ = std::fs::remove_file(&tmp);
+            Ok(Err(mismatch))
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]

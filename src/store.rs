@@ -614,6 +614,11 @@ impl Store {
         let version = &call.manifest.version;
         match done {
             Ok(done) => {
+                // Partials of this asset left by killed processes will never be resumed now.
+                crate::fetch::drop_dead_partials(
+                    &self.inner.state.join("tmp"),
+                    &crate::lock::file_key(&asset.path),
+                );
                 call.emit(Progress::Ready {
                     name: &asset.name,
                     outcome: done.outcome,

@@ -437,3 +437,43 @@ fn store_is_clone_send_sync_and_debug() {
     let text = format!("{store:?}");
     assert!(text.contains("Store") && text.contains("root"), "{text}");
 }
+
+/// A pid that belonged to a process that has exited.
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+/// Issue: partials of killed processes survived later prepares and `gc --dry-run` reported
+/// none (their asset was still in the manifest). A partial of an asset that is ready will
+/// never be resumed: gc reports it, and the prepare that makes the asset ready drops it.
+#[test]
+fn regression_orphaned_partials_of_ready_assets_are_collected() {
+    let root = tempfile::tempdir().unwrap();
+    let bytes = blob(11, 4096);
+    std::fs::write(root.path().join("kernel"), &bytes).unwrap();
+    let m = code_manifest(vec![code_asset("kernel", "kernel", &bytes, vec![])]);
+    let tmp = root.path().join(".bootvault/tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let key = bootvault::lock::file_key("kernel");
+    let orphan = tmp.join(format!("{key}.{}.part", dead_pid()));
+    std::fs::write(&orphan, &bytes[..1000]).unwrap();
+    let store = Store::open(root.path()).unwrap();
+
+    // The prepare that verifies the asset drops the orphan.
+    assert_eq!(
+        store.prepare(&m).unwrap().assets[0].outcome(),
+        Some(Outcome::Verified)
+    );
+    assert!(!orphan.exists(), "the orphan survived the prepare");
+
+    // One left behind for an asset that is ready: gc reports it and removes it.
+    std::fs::write(&orphan, &bytes[..1000]).unwrap();
+    let dry = store.gc(&m, true).unwrap();
+    assert_eq!(dry.partials.len(), 1, "{dry:?}");
+    assert!(orphan.exists());
+    store.gc(&m, false).unwrap();
+    assert!(!orphan.exists());
+}
