@@ -24,7 +24,7 @@ pub struct Inspection {
     pub live: Option<Stamp>,
     /// The ledger record.
     pub record: Option<Record>,
-    /// What [`judge`] says (with the asset's policy, or the one asked for).
+    /// What `judge` says (with the asset's policy, or the one asked for).
     pub verdict: Verdict,
 }
 
@@ -39,7 +39,7 @@ pub struct Explanation {
     pub path: PathBuf,
     /// The policy that applies.
     pub policy: Policy,
-    /// The trust decision (the same [`judge`] a prepare uses).
+    /// The trust decision (the same `judge` a prepare uses).
     pub verdict: Verdict,
     /// The step a prepare would take now, when a manifest named the asset.
     pub step: Option<Step>,

@@ -1,6 +1,6 @@
 //! The trust decision, as one pure function.
 //!
-//! [`judge`] compares a ledger record with the file's live stamp and the manifest's
+//! `judge` compares a ledger record with the file's live stamp and the manifest's
 //! expectation, and says *why* in its [`Verdict`]. `prepare`, `debug check` and `debug why` all
 //! use it, so what the operator sees is exactly what the store decided.
 
@@ -70,7 +70,7 @@ impl Field {
     }
 }
 
-/// The outcome of [`judge`].
+/// The outcome of `judge`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// The record matches the expectation and the live stamp: trust without reading.

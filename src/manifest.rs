@@ -104,7 +104,7 @@ impl Ctx<'_> {
 
 impl Manifest {
     /// Reads and validates a manifest file.
-    /// The file must be a regular file of at most [`MAX_MANIFEST_BYTES`].
+    /// The file must be a regular file of at most 16 MiB.
     pub fn from_file(path: &std::path::Path, opts: &ParseOptions) -> Result<Manifest> {
         let text = read_text(path, MAX_MANIFEST_BYTES).map_err(|e| Error::Manifest {
             origin: path.display().to_string(),

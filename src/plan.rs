@@ -61,7 +61,7 @@ pub struct Step {
     pub name: String,
     /// What to do.
     pub action: Action,
-    /// Why: the trust decision of [`judge`].
+    /// Why: the trust decision of `judge`.
     pub verdict: Verdict,
     /// The policy that applied.
     pub policy: Policy,
