@@ -174,8 +174,10 @@ impl StoreBuilder {
         }
         let mut ledger = Ledger::new(state.join("ledger.redb"), root.clone(), state.join("locks"));
         ledger.set_write_deadline(self.write_deadline);
+        let state_rel = state_under_root(&root, &state);
         Ok(Store {
             inner: Arc::new(Inner {
+                state_rel,
                 root,
                 state,
                 ledger,
@@ -186,6 +188,15 @@ impl StoreBuilder {
             }),
         })
     }
+}
+
+/// The state dir relative to ROOT, when it lies inside ROOT (symlinks resolved where they
+/// exist).
+fn state_under_root(root: &Path, state: &Path) -> Option<String> {
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (root, state) = (canon(root), canon(state));
+    let rel = state.strip_prefix(&root).ok()?;
+    Some(rel.to_string_lossy().trim_end_matches('/').to_string())
 }
 
 /// ROOT or state dir: a directory (created when missing and `create`), else [`Error::Store`].
@@ -216,6 +227,8 @@ pub struct Store {
 
 pub(crate) struct Inner {
     pub(crate) root: PathBuf,
+    /// Where the state dir lies under ROOT (`""`: it is ROOT), if it does.
+    state_rel: Option<String>,
     pub(crate) state: PathBuf,
     pub(crate) ledger: Ledger,
     fetcher: OnceLock<std::result::Result<Fetcher, String>>,
@@ -378,29 +391,25 @@ impl Store {
     }
 
     /// No asset may live inside the state dir, wherever it is (with `--state-dir ROOT`, an
-    /// asset `ledger.redb` would replace the ledger).
+    /// asset `ledger.redb` would replace the ledger). Lexical, against where the state dir
+    /// lies under ROOT (worked out once, at open), so the warm path pays no syscall for it.
     fn refuse_state_paths(&self, manifest: &Manifest) -> Result<()> {
-        let state = &self.inner.state;
-        let canon_state = std::fs::canonicalize(state).ok();
+        let Some(rel) = &self.inner.state_rel else {
+            return Ok(());
+        };
         for a in &manifest.assets {
-            let path = self.inner.root.join(&a.path);
-            let inside = |s: &Path| path.starts_with(s) || s.starts_with(&path);
-            let canon_parent = path
-                .parent()
-                .and_then(|p| std::fs::canonicalize(p).ok())
-                .map(|p| p.join(path.file_name().unwrap_or_default()));
-            let hit = inside(state)
-                || canon_state.as_deref().is_some_and(|cs| {
-                    inside(cs) || canon_parent.as_deref().is_some_and(|cp| cp.starts_with(cs))
-                });
-            if hit {
+            let inside = rel.is_empty()
+                || a.path == *rel
+                || a.path.starts_with(&format!("{rel}/"))
+                || rel.starts_with(&format!("{}/", a.path));
+            if inside {
                 return Err(Error::Manifest {
                     origin: "<store>".into(),
                     message: format!(
                         "asset {}: path {:?} lies inside the state dir {} (or holds it)",
                         a.name,
                         a.path,
-                        state.display()
+                        self.inner.state.display()
                     ),
                 });
             }

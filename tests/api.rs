@@ -477,3 +477,33 @@ fn regression_orphaned_partials_of_ready_assets_are_collected() {
     store.gc(&m, false).unwrap();
     assert!(!orphan.exists());
 }
+
+/// Issue: with `--state-dir` equal to ROOT, an asset at `ledger.redb` replaced the ledger and
+/// one at `tmp/x` landed in the state's tmp. No asset may live inside the state dir, wherever
+/// it is; nothing is written.
+#[test]
+fn regression_no_asset_may_live_inside_the_state_dir() {
+    let root = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let bytes = blob(12, 1000);
+    std::fs::write(src.path().join("x"), &bytes).unwrap();
+    let url = file_url(&src.path().join("x"));
+    for (state, path) in [
+        (root.path().to_path_buf(), "ledger.redb"),
+        (root.path().to_path_buf(), "tmp/x"),
+        (root.path().join("var/state"), "var/state/ledger.redb"),
+        (root.path().join("var/state"), "var"),
+    ] {
+        let store = Store::builder(root.path())
+            .state_dir(&state)
+            .open()
+            .unwrap();
+        let m = code_manifest(vec![code_asset("x", path, &bytes, vec![url.clone()])]);
+        let err = store.prepare(&m).unwrap_err();
+        assert!(
+            err.is_usage() && err.to_string().contains("state dir"),
+            "{path}: {err}"
+        );
+        assert!(!root.path().join(path).exists(), "{path} was written");
+    }
+}
