@@ -1502,3 +1502,75 @@ fn demo_runs_end_to_end_offline_and_checks_itself() {
     assert!(runc.contains("repaired"), "{runc}");
     assert!(!stdout.contains("UNEXPECTED"), "{stdout}");
 }
+
+#[test]
+fn prepare_dry_run_prints_the_plan_and_changes_nothing() {
+    let env = Env::new();
+    let origin = bootvault_testkit::origin::Origin::start().unwrap();
+    let kept = blob(40, 4096);
+    let absent = blob(41, 8192);
+    let wrong = blob(42, 2048);
+    origin.add("absent", absent.clone().into());
+    origin.add("wrong", wrong.clone().into());
+    env.put("kept", &kept);
+    let m = env.write_manifest(
+        "m.json",
+        "v1",
+        vec![
+            asset("kept", "kept", &kept),
+            asset_with_urls("absent", "absent", &absent, &[origin.url("absent")]),
+            asset_with_urls("wrong", "wrong", &wrong, &[origin.url("wrong")]),
+        ],
+    );
+    env.prepare_ok(&m, &[]);
+    std::fs::remove_file(env.path("absent")).unwrap();
+    let p = env.path("wrong");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&p, b"short").unwrap();
+    let requests = origin.total_requests();
+    let ledger_before = std::fs::read(env.ledger()).unwrap();
+
+    let run = env.prepare(&m, &["--dry-run"]);
+    assert_eq!(run.code, 0, "{}", run.describe());
+    let v = run.json();
+    assert_eq!(v["dry_run"], true);
+    let action = |name: &str| {
+        v["assets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing: {v}"))
+            .clone()
+    };
+    assert_eq!(action("kept")["action"], "cached", "{v}");
+    assert_eq!(action("absent")["action"], "fetch", "{v}");
+    assert_eq!(action("absent")["bytes_to_fetch"], 8192, "{v}");
+    assert_eq!(action("wrong")["action"], "repair", "{v}");
+    assert_eq!(v["bytes_to_fetch"], 8192 + 2048, "{v}");
+
+    // Nothing was touched: no request, the ledger and ROOT as they were.
+    assert_eq!(origin.total_requests(), requests);
+    assert!(std::fs::read(env.ledger()).unwrap() == ledger_before);
+    assert!(!env.path("absent").exists());
+    assert_eq!(env.read("wrong"), b"short");
+
+    // The human form names each action and says nothing changed.
+    let mut cmd = common::bootvault_cmd();
+    cmd.args(["prepare", "--dry-run", "--dir"])
+        .arg(&env.root)
+        .arg("--manifest")
+        .arg(&m);
+    let human = common::run_cmd(cmd);
+    assert_eq!(human.code, 0, "{}", human.describe());
+    assert!(
+        human.stdout.contains("fetch") && human.stdout.contains("repair"),
+        "{}",
+        human.stdout
+    );
+    assert!(
+        human.stdout.contains("nothing was changed"),
+        "{}",
+        human.stdout
+    );
+}

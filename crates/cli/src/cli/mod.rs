@@ -4,6 +4,7 @@ mod debug;
 mod demo;
 mod gc;
 mod migrate;
+mod plan;
 mod prepare;
 mod progress;
 

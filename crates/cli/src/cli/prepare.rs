@@ -28,27 +28,34 @@ pub struct PrepareArgs {
     /// Download retries (rounds over the URL list after the first).
     #[arg(long, value_name = "N")]
     pub retries: Option<u32>,
-    /// Seconds without a byte before a download is retried.
-    #[arg(long, value_name = "SECS")]
+    /// Seconds without a byte before a download is retried (at least 1).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout: Option<u64>,
-    /// Connect timeout in seconds.
-    #[arg(long, value_name = "SECS")]
+    /// Connect timeout in seconds (at least 1).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout: Option<u64>,
+    /// Print what would be cached, hashed, linked, downloaded or repaired, with byte counts,
+    /// and do nothing: no write, no lock, no network.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub manifest_args: ManifestArgs,
 }
 
 pub fn run(a: PrepareArgs) -> CmdResult {
     let manifest = a.manifest_args.load(&a.manifest)?;
+    if a.dry_run {
+        return super::plan::dry_run(&a.store, &manifest, a.verify.as_deref(), a.json);
+    }
     let mut fetch = bootvault::FetchOptions::default();
     if let Some(r) = a.retries {
         fetch.retries = r;
     }
     if let Some(s) = a.idle_timeout {
-        fetch.idle_timeout = Duration::from_secs(s.max(1));
+        fetch.idle_timeout = Duration::from_secs(s);
     }
     if let Some(s) = a.connect_timeout {
-        fetch.connect_timeout = Duration::from_secs(s.max(1));
+        fetch.connect_timeout = Duration::from_secs(s);
     }
     let mut b = a
         .store

@@ -1,0 +1,85 @@
+//! `bootvault prepare --dry-run`: the plan a prepare would follow, printed as is.
+
+use super::prepare::human_bytes;
+use super::{CmdResult, StoreArgs, finish_output, out, out_json};
+use bootvault::{Action, Manifest, Policy, PrepareOptions};
+use serde_json::json;
+
+pub fn dry_run(
+    store: &StoreArgs,
+    manifest: &Manifest,
+    verify: Option<&str>,
+    json: bool,
+) -> CmdResult {
+    // Look only: a missing ROOT is not created.
+    let store = store
+        .builder()
+        .create(false)
+        .open()
+        .map_err(super::Failure::from)?;
+    let mut opts = PrepareOptions::new();
+    if let Some(p) = verify.and_then(Policy::parse) {
+        opts = opts.verify(p);
+    }
+    let plan = store.plan(manifest, &opts)?;
+    let rows: Vec<_> = plan
+        .steps
+        .iter()
+        .map(|s| {
+            let a = &manifest.assets[s.index];
+            let mut v = json!({
+                "name": a.name,
+                "path": store.root().join(&a.path),
+                "action": s.action.as_str(),
+                "state": s.verdict.state(),
+                "reason": s.reason(),
+                "bytes_to_hash": s.bytes_to_hash,
+                "bytes_to_fetch": s.bytes_to_fetch,
+            });
+            if let Action::Link { from } = &s.action {
+                v["link_from"] = json!(from);
+            }
+            v
+        })
+        .collect();
+    let printed = if json {
+        out_json(&json!({
+            "dry_run": true,
+            "manifest_version": manifest.version,
+            "bytes_to_hash": plan.bytes_to_hash(),
+            "bytes_to_fetch": plan.bytes_to_fetch(),
+            "assets": rows,
+        }))
+    } else {
+        let mut s = format!(
+            "{:<24} {:<7} {:>12} {:>12}  {}\n",
+            "ASSET", "ACTION", "TO HASH", "TO FETCH", "WHY"
+        );
+        for (step, row) in plan.steps.iter().zip(&rows) {
+            s.push_str(&format!(
+                "{:<24} {:<7} {:>12} {:>12}  {}\n",
+                row["name"].as_str().unwrap_or(""),
+                step.action.as_str(),
+                human_bytes(step.bytes_to_hash),
+                step.bytes_to_fetch
+                    .map(human_bytes)
+                    .unwrap_or_else(|| "unknown".into()),
+                if step.action == Action::Cached {
+                    String::new()
+                } else {
+                    step.reason()
+                }
+            ));
+        }
+        s.push_str(&format!(
+            "dry run, manifest {}: {} to hash, {} to download; nothing was changed",
+            manifest.version,
+            human_bytes(plan.bytes_to_hash()),
+            plan.bytes_to_fetch()
+                .map(human_bytes)
+                .unwrap_or_else(|| "an unknown number of bytes".into())
+        ));
+        out(&s)
+    };
+    finish_output(printed, 0)
+}
