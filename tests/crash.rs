@@ -331,3 +331,50 @@ fn regression_four_kills_during_a_download_serve_it_at_most_1_2_times() {
     );
     assert_eq!(env.leftovers(), Vec::<String>::new());
 }
+
+/// Issue: the CLI installed no handler, so a Ctrl-C at 100 MiB of 143 MiB threw the download
+/// away. SIGINT and SIGTERM stop the prepare cleanly: exit 130 / 143, a message that says the
+/// download resumes, a checkpointed partial, and the next prepare fetches only the rest.
+#[test]
+fn sigint_and_sigterm_stop_cleanly_and_the_next_prepare_resumes() {
+    let _alone = ALONE.lock().unwrap_or_else(|p| p.into_inner());
+    for (signal, code) in [
+        (rustix::process::Signal::INT, 130),
+        (rustix::process::Signal::TERM, 143),
+    ] {
+        let env = Env::new();
+        let size = 8 * MIB;
+        let body = data(5, size);
+        let origin = origin_serving("rootfs", &body, throttled(4 * MIB));
+        let dest = env.path("rootfs.img");
+        let manifest = rootfs_manifest(&env, &origin, "rootfs.img", &body);
+        let mut child = env.spawn_prepare(&manifest, &["--retries", "0"]);
+        wait_for_bytes(&origin, "rootfs", 2 * MIB as u64, &mut child, &dest);
+        let pid = rustix::process::Pid::from_child(&child);
+        rustix::process::kill_process(pid, signal).unwrap();
+        let run = common::wait(child);
+        assert_eq!(run.code, code, "{signal:?}: {}", run.describe());
+        assert!(run.stderr.contains("resume"), "{}", run.stderr);
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+        assert!(
+            std::fs::symlink_metadata(&dest).is_err(),
+            "a partial was placed"
+        );
+        let served = origin.bytes_served("rootfs");
+
+        origin.clear_fault("rootfs");
+        let r = report(&env.prepare(&manifest, &["--retries", "0"]));
+        assert_eq!(outcomes(&r)["rootfs"], "downloaded");
+        assert!(std::fs::read(&dest).unwrap() == body, "wrong bytes placed");
+        let again = origin.bytes_served("rootfs") - served;
+        assert!(
+            again <= (size - MIB) as u64,
+            "{signal:?}: {again} bytes fetched again after the interrupt"
+        );
+        assert_eq!(
+            origin.range_requests("rootfs"),
+            1,
+            "{signal:?}: not resumed"
+        );
+    }
+}

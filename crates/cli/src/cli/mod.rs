@@ -7,6 +7,7 @@ mod migrate;
 mod plan;
 mod prepare;
 mod progress;
+mod signals;
 
 use anyhow::Context as _;
 use bootvault::{Manifest, ParseOptions, Store};

@@ -71,9 +71,20 @@ pub fn run(a: PrepareArgs) -> CmdResult {
         b = b.progress(bars.callback());
     }
     let store = b.open()?;
-    let report = store.prepare(&manifest)?;
+    let token = bootvault::CancelToken::new();
+    let interrupts = super::signals::Interrupts::watch(token.clone());
+    let report = store.prepare_with(&manifest, &bootvault::PrepareOptions::new().cancel(token))?;
     if let Some(bars) = bars {
         bars.finish();
+    }
+    if let Some(code) = interrupts.exit_code() {
+        let done = report.assets.iter().filter(|a| a.result.is_ok()).count();
+        eprintln!(
+            "bootvault: interrupted: {done} of {} assets ready; partial downloads resume on the \
+             next prepare",
+            report.assets.len()
+        );
+        return Ok(code);
     }
     for asset in &report.assets {
         if let Err(err) = &asset.result {
