@@ -163,6 +163,7 @@ impl StoreBuilder {
     pub fn open(self) -> Result<Store> {
         let root = std::path::absolute(&self.root).at(&self.root, "resolve ROOT")?;
         check_dir(&root, self.create)?;
+        let explicit_state = self.state_dir.is_some();
         let state = match self.state_dir {
             Some(s) => std::path::absolute(&s).at(&s, "resolve state dir")?,
             None => root.join(crate::STATE_DIR_NAME),
@@ -174,7 +175,13 @@ impl StoreBuilder {
         }
         let mut ledger = Ledger::new(state.join("ledger.redb"), root.clone(), state.join("locks"));
         ledger.set_write_deadline(self.write_deadline);
-        let state_rel = state_under_root(&root, &state);
+        // The default state dir is a reserved name no asset path may start with; only an
+        // explicit one needs working out (once, here, not on every prepare).
+        let state_rel = if explicit_state {
+            state_under_root(&root, &state)
+        } else {
+            None
+        };
         Ok(Store {
             inner: Arc::new(Inner {
                 state_rel,
