@@ -242,13 +242,19 @@ fn encode_tagged<T: Serialize>(tag: u8, value: &T) -> Vec<u8> {
     out
 }
 
+/// Most bytes that decoding one value may claim. A string's length prefix is read before its
+/// bytes, so without a limit a damaged value claiming 2^60 bytes makes bincode allocate that
+/// much and abort the process (found by fuzzing); with one, the value is just undecodable.
+/// Real records and events are well under a kilobyte; the limit does not change the encoding.
+const DECODE_LIMIT: usize = 16 << 20;
+
 fn decode_tagged<T: for<'de> Deserialize<'de>>(tag: u8, bytes: &[u8]) -> Option<T> {
     let (&first, rest) = bytes.split_first()?;
     if first != tag {
         return None;
     }
-    let (value, used) =
-        bincode::serde::decode_from_slice::<T, _>(rest, bincode::config::standard()).ok()?;
+    let config = bincode::config::standard().with_limit::<DECODE_LIMIT>();
+    let (value, used) = bincode::serde::decode_from_slice::<T, _>(rest, config).ok()?;
     (used == rest.len()).then_some(value)
 }
 
@@ -938,6 +944,52 @@ mod tests {
         let mut longer = bytes;
         longer.push(0);
         assert_eq!(Record::decode(&longer), None);
+    }
+
+    /// `bytes` with the length prefix of the one-byte string `marker` (the byte pair
+    /// `[1, marker]`) replaced by a varint claiming 2^60 bytes.
+    fn with_huge_length(bytes: &[u8], marker: u8) -> Vec<u8> {
+        let at = bytes
+            .windows(2)
+            .position(|w| w == [1, marker])
+            .expect("the marker string is in the encoding");
+        let mut out = bytes[..at].to_vec();
+        out.push(253); // bincode varint: a u64 follows
+        out.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        out.extend_from_slice(&bytes[at + 1..]);
+        out
+    }
+
+    // Fuzzing (fuzz/ ledger_record, ledger_event) found that such a value made bincode
+    // allocate the claimed length up front: the process aborted on a damaged ledger.
+    #[test]
+    fn fuzz_record_with_a_huge_string_length_is_undecodable_not_an_abort() {
+        let r = Record {
+            manifest_version: "~".into(),
+            ..sample()
+        };
+        let bad = with_huge_length(&r.encode(), b'~');
+        assert_eq!(Record::decode(&bad), None);
+        let v2 = Record {
+            verity: Some(Sha256Digest([9; 32])),
+            ..r
+        };
+        assert_eq!(Record::decode(&with_huge_length(&v2.encode(), b'~')), None);
+    }
+
+    #[test]
+    fn fuzz_event_with_a_huge_string_length_is_undecodable_not_an_abort() {
+        let e = Event {
+            at_ns: 1,
+            path: "~".into(),
+            name: "kernel".into(),
+            outcome: "failed".into(),
+            reason: "why".into(),
+            manifest_version: "v".into(),
+            pid: 7,
+        };
+        assert_eq!(Event::decode(&e.encode()), Some(e.clone()));
+        assert_eq!(Event::decode(&with_huge_length(&e.encode(), b'~')), None);
     }
 
     #[test]

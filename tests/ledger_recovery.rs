@@ -398,3 +398,31 @@ fn regression_a_fifo_at_the_ledger_path_never_blocks() {
     }
     assert!(r.stderr.contains("not a regular file"), "{}", r.stderr);
 }
+
+// Found by fuzzing (fuzz/ ledger_record): a record value whose string length prefix claims
+// 2^60 bytes made the decoder allocate that much, and the process aborted ("memory
+// allocation of 1152921504606846976 bytes failed", SIGABRT) on every read of the ledger.
+#[test]
+fn fuzz_record_with_a_huge_string_length_is_a_miss_not_an_abort() {
+    let env = Env::with_assets();
+    let version = b"2026.11.0";
+    let records = NAMES.map(|rel| {
+        let bytes = env.vouching_record(rel).encode();
+        // The manifest version is a one-byte length, then its bytes.
+        let at = bytes
+            .windows(version.len() + 1)
+            .position(|w| w[0] as usize == version.len() && &w[1..] == version)
+            .expect("the manifest version is in the record");
+        let mut bad = bytes[..at].to_vec();
+        bad.push(253); // bincode varint: a u64 length follows
+        bad.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        bad.extend_from_slice(&bytes[at + 1..]);
+        (rel.to_string(), bad)
+    });
+    insert_records(&env.root, records);
+    let (code, outcomes, stderr) = env.prepare_all();
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(outcomes, vec!["verified"; 3], "{stderr}");
+    assert!(!stderr.contains("memory allocation"), "{stderr}");
+    assert_eq!(env.prepare_all_ok(), vec!["cached"; 3]);
+}
