@@ -1,7 +1,7 @@
 //! The real-kernel lane as a cargo test: runs `.ci/kernel-lane` against this build's binary,
 //! which boots Debian's kernel under QEMU (TCG) and checks the fs-verity tier inside the guest
 //! (method `verity`, an O(1) warm check of a `verify: always` asset, writes refused with EPERM,
-//! the fallback on ext4 without verity and on tmpfs).
+//! the fallback on ext4 without verity and on tmpfs, the mmap attack).
 //!
 //! Ignored by default: it boots a VM for about a minute and may install packages. CI runs the
 //! script directly (`.ci/run`); run this with
@@ -21,6 +21,10 @@ const SCENARIOS: &[&str] = &[
     "plain (no verity): warm 'always' kernel is re-hashed in full",
     "tmpfs (no verity): records say downloaded",
     "tmpfs (no verity): warm 'always' kernel is re-hashed in full",
+    "mmap attack on plain: the writer wrote through its old mapping",
+    "mmap attack on plain: the trusted file kept its content",
+    "mmap attack on plain: debug verify agrees",
+    "mmap attack on verity: the trusted file kept its content",
 ];
 
 #[test]
