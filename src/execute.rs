@@ -274,13 +274,20 @@ impl Store {
                 Ok(Ok((stamp_placed, hashed))) => {
                     let mut done = Done::new(Outcome::Verified, stamp_placed.size, lock);
                     done.bytes_hashed = hashed;
+                    // The fresh inode is bootvault's: seal it as a download is sealed.
+                    let (stamp_placed, verity) = self.seal(path, stamp_placed)?;
+                    let method = if verity.is_some() {
+                        Method::Verity
+                    } else {
+                        Method::Hashed
+                    };
                     done.record = self.settled_record(
                         asset,
                         path,
                         &stamp_placed,
                         version,
-                        Method::Hashed,
-                        None,
+                        method,
+                        verity,
                     );
                     return Ok(Ok(done));
                 }
@@ -412,13 +419,19 @@ impl Store {
                 done.bytes_hashed = copied;
                 done.bytes_copied = copied;
                 done.note = Some(format!("copied from {}", from.display()));
+                let (placed, verity) = self.seal(&path, placed)?;
+                let method = if verity.is_some() {
+                    Method::Verity
+                } else {
+                    Method::Copied
+                };
                 done.record = self.settled_record(
                     asset,
                     &path,
                     &placed,
                     &call.manifest.version,
-                    Method::Copied,
-                    None,
+                    method,
+                    verity,
                 );
                 Ok(done)
             }
@@ -566,22 +579,9 @@ impl Store {
         }
         let (stamp_placed, rehashed) = placed?;
         hashed += rehashed;
-        // The verity tier: enable it on the placed file where the filesystem supports it
-        // (this needs no writer open, so the download's handle is closed first).
+        // The verity tier (this needs no writer open, so the download's handle is closed first).
         drop(fetched.file);
-        let verity = if *self.inner.verity.get_or_init(|| {
-            crate::verity::probe(&self.inner.root) == crate::verity::Support::Available
-        }) {
-            enable_verity(path)
-        } else {
-            None
-        };
-        let stamp_placed = match verity {
-            Some(_) => Stamp::of_path(path)
-                .at(path, "stat")?
-                .unwrap_or(stamp_placed),
-            None => stamp_placed,
-        };
+        let (stamp_placed, verity) = self.seal(path, stamp_placed)?;
         let method = if verity.is_some() {
             Method::Verity
         } else {
@@ -599,6 +599,21 @@ impl Store {
             verity,
         );
         Ok(done)
+    }
+
+    /// Enables fs-verity on a file bootvault just placed, where the filesystem supports it:
+    /// from then on the kernel checks every read and the warm check is one measurement.
+    /// Returns the stamp after sealing (enabling moves ctime) and the verity digest.
+    fn seal(&self, path: &Path, placed: Stamp) -> Result<(Stamp, Option<Sha256Digest>)> {
+        let available = *self.inner.verity.get_or_init(|| {
+            crate::verity::probe(&self.inner.root) == crate::verity::Support::Available
+        });
+        let verity = if available { enable_verity(path) } else { None };
+        let stamp = match verity {
+            Some(_) => Stamp::of_path(path).at(path, "stat")?.unwrap_or(placed),
+            None => placed,
+        };
+        Ok((stamp, verity))
     }
 
     /// The record of a file bootvault just placed: wait for the filesystem clock to pass the
