@@ -5,3 +5,5 @@
 
 pub mod demo;
 pub mod origin;
+pub mod proxy;
+pub mod registry;

@@ -1,0 +1,113 @@
+//! Manifests from URLs and registries, registry options, and the signature check.
+
+use super::{EXIT_FAILED, EXIT_USAGE, Failure, ManifestArgs};
+use bootvault::oci::{OciOptions, Reference, RemoteManifest};
+use bootvault::sign::TrustedKey;
+use bootvault::{Manifest, ParseOptions};
+use clap::Args;
+use std::path::{Path, PathBuf};
+
+/// Registry options: mirrors and plain-HTTP hosts.
+#[derive(Args, Clone, Debug, Default)]
+pub struct RegistryArgs {
+    /// Try MIRROR (host[:port], or http://host[:port]) before registry HOST (repeatable; in
+    /// order). A pull-through cache or a P2P layer (Dragonfly, Spegel) works unchanged.
+    #[arg(long = "registry-mirror", value_name = "HOST=MIRROR")]
+    pub mirrors: Vec<String>,
+    /// Speak plain HTTP to this registry host (loopback registries always are).
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure: Vec<String>,
+}
+
+impl RegistryArgs {
+    pub fn options(&self) -> Result<OciOptions, Failure> {
+        let mut opts = OciOptions {
+            insecure: self.insecure.clone(),
+            ..Default::default()
+        };
+        for m in &self.mirrors {
+            let (host, mirror) = m
+                .split_once('=')
+                .filter(|(h, m)| !h.is_empty() && !m.is_empty())
+                .ok_or_else(|| {
+                    Failure::usage(format!("--registry-mirror {m:?}: expected HOST=MIRROR"))
+                })?;
+            opts.mirrors.push((host.to_string(), mirror.to_string()));
+        }
+        Ok(opts)
+    }
+}
+
+/// Which keys may vouch for a manifest fetched from a URL or a registry tag.
+#[derive(Args, Clone, Debug, Default)]
+pub struct TrustArgs {
+    /// A minisign public key (minisign.pub). With one, a manifest fetched from a URL or a
+    /// registry tag must carry a valid signature by a trusted key (repeatable).
+    #[arg(long = "trusted-key", value_name = "FILE")]
+    pub trusted_keys: Vec<PathBuf>,
+}
+
+impl TrustArgs {
+    fn keys(&self) -> Result<Vec<TrustedKey>, Failure> {
+        self.trusted_keys
+            .iter()
+            .map(|p| TrustedKey::from_file(p).map_err(|e| Failure::usage(e.to_string())))
+            .collect()
+    }
+}
+
+/// Loads `spec`: a local file, an `http(s)://` URL (signature at URL.minisig), or a registry
+/// artifact `oci://HOST/REPO:TAG` / `@sha256:…` (whose assets are then also pulled from there).
+pub fn load(
+    spec: &str,
+    margs: &ManifestArgs,
+    oci: &OciOptions,
+    trust: &TrustArgs,
+) -> Result<Manifest, Failure> {
+    let keys = trust.keys()?;
+    let remote: RemoteManifest = if spec.starts_with("oci://") {
+        let r = Reference::parse(spec).map_err(|e| Failure::usage(e.to_string()))?;
+        bootvault::oci::fetch_manifest(oci, &r).map_err(|e| Failure {
+            code: EXIT_FAILED,
+            message: e.to_string(),
+        })?
+    } else if spec.starts_with("https://") || spec.starts_with("http://") {
+        bootvault::oci::fetch_manifest_url(spec).map_err(|e| Failure {
+            code: EXIT_FAILED,
+            message: e.to_string(),
+        })?
+    } else {
+        return Ok(margs.load(Path::new(spec))?);
+    };
+    if !keys.is_empty() && !remote.pinned {
+        let sig = remote.signature.as_deref().ok_or_else(|| Failure {
+            code: EXIT_USAGE,
+            message: bootvault::sign::SignError::Missing {
+                origin: spec.into(),
+                why: "a trusted key is configured and the manifest is not pinned by digest".into(),
+            }
+            .to_string(),
+        })?;
+        let id = bootvault::sign::verify(&remote.bytes, sig, &keys, spec)
+            .map_err(|e| Failure::usage(e.to_string()))?;
+        tracing::info!("manifest {spec}: signed by trusted key {id}");
+    }
+    let text = String::from_utf8(remote.bytes)
+        .map_err(|_| Failure::usage(format!("manifest {spec}: not UTF-8")))?;
+    let mut manifest = Manifest::parse(
+        &text,
+        spec,
+        &ParseOptions {
+            arch: margs.arch.clone(),
+            base_url: margs.base_url.clone(),
+        },
+    )?;
+    // Assets of a registry artifact were published beside it: pull them from there first.
+    if let Some(source) = &remote.source {
+        for asset in &mut manifest.assets {
+            asset.urls.retain(|u| u != source);
+            asset.urls.insert(0, source.clone());
+        }
+    }
+    Ok(manifest)
+}
