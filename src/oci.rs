@@ -1013,7 +1013,11 @@ async fn head_blob(
     repo: &str,
     digest: &Sha256Digest,
 ) -> Result<bool, OciError> {
-    let url = format!("{}/v2/{repo}/blobs/sha256:{}", reg.base(host), digest.to_hex());
+    let url = format!(
+        "{}/v2/{repo}/blobs/sha256:{}",
+        reg.base(host),
+        digest.to_hex()
+    );
     for attempt in 0..2 {
         let auth = reg
             .authorization(client, host, repo, true)
@@ -1057,7 +1061,10 @@ async fn upload(
     name: &str,
     progress: PublishProgress<'_>,
 ) -> Result<(), OciError> {
-    let ctx = format!("upload {name} (sha256:{}) to {host}/{repo}", digest.to_hex());
+    let ctx = format!(
+        "upload {name} (sha256:{}) to {host}/{repo}",
+        digest.to_hex()
+    );
     let start = format!("{}/v2/{repo}/blobs/uploads/", reg.base(host));
     let mut auth = None;
     let mut location = None;
@@ -1066,7 +1073,9 @@ async fn upload(
             .authorization(client, host, repo, true)
             .await
             .map_err(|e| reg_err(&ctx, e))?;
-        let mut rb = client.post(&start).header(reqwest::header::CONTENT_LENGTH, 0);
+        let mut rb = client
+            .post(&start)
+            .header(reqwest::header::CONTENT_LENGTH, 0);
         if let Some(a) = &auth {
             rb = rb.header(reqwest::header::AUTHORIZATION, a);
         }
@@ -1098,10 +1107,12 @@ async fn upload(
             (reqwest::Body::from(b), len)
         }
         Upload::File(path, len) => {
-            let file = tokio::fs::File::open(path).await.map_err(|e| OciError::Io {
-                path: path.to_path_buf(),
-                source: e,
-            })?;
+            let file = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| OciError::Io {
+                    path: path.to_path_buf(),
+                    source: e,
+                })?;
             let counter = sent.clone();
             let stream = futures_util::stream::unfold(file, move |mut f| {
                 let counter = counter.clone();

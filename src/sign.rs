@@ -117,13 +117,32 @@ pub fn sign(
         origin: origin.into(),
         why,
     };
-    let sk_box = minisign::SecretKeyBox::from_string(secret_key)
-        .map_err(|e| err(format!("not a minisign secret key: {e}")))?;
     let sk = match password {
-        Some(p) => sk_box.into_secret_key(Some(p)),
-        None => sk_box.into_unencrypted_secret_key(),
-    }
-    .map_err(|e| err(format!("cannot open the secret key: {e}")))?;
+        Some(p) => minisign::SecretKeyBox::from_string(secret_key)
+            .and_then(|b| b.into_secret_key(Some(p)))
+            .map_err(|e| err(format!("cannot open the secret key: {e}")))?,
+        None => {
+            // Decoded directly: the minisign CLI (0.11) writes the checksum of a key made with
+            // `-W` (no password) as zeros, which the crate's unencrypted path rejects.
+            let line = secret_key
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
+                .ok_or_else(|| err("not a minisign secret key".into()))?;
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(line)
+                .map_err(|_| err("not a minisign secret key".into()))?;
+            let sk = minisign::SecretKey::from_bytes(&raw)
+                .map_err(|e| err(format!("not a minisign secret key: {e}")))?;
+            if sk.is_encrypted() {
+                return Err(err(
+                    "the secret key is encrypted: give its password (BOOTVAULT_KEY_PASSWORD)"
+                        .into(),
+                ));
+            }
+            sk
+        }
+    };
     let name = Path::new(origin)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

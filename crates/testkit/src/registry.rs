@@ -177,7 +177,9 @@ impl Registry {
 
     /// Token requests answered by the token server (0 without one).
     pub fn tokens_issued(&self) -> u32 {
-        self.token.as_ref().map_or(0, |t| t.shared.issued.load(Relaxed))
+        self.token
+            .as_ref()
+            .map_or(0, |t| t.shared.issued.load(Relaxed))
     }
 
     /// Kills the registry process (the port then refuses connections).
@@ -222,7 +224,9 @@ impl TokenServer {
         let key = dir.join("token.key");
         let cert = dir.join("token.crt");
         run(Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
             .args(["-subj", "/CN=bootvault-token"])
             .arg("-keyout")
             .arg(&key)
@@ -373,7 +377,9 @@ fn sign(key: &Path, input: &[u8]) -> io::Result<(Vec<u8>, Vec<u8>)> {
         .write_all(input)?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        return Err(io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()));
+        return Err(io::Error::other(
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ));
     }
     Ok((input.to_vec(), out.stdout))
 }

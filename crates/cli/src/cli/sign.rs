@@ -34,7 +34,10 @@ pub fn run(a: SignArgs) -> CmdResult {
     });
     std::fs::write(&out, sig)?;
     if let Some(id) = bootvault::sign::signature_key_id(&std::fs::read_to_string(&out)?) {
-        eprintln!("bootvault: signed {origin} with key {id}: {}", out.display());
+        eprintln!(
+            "bootvault: signed {origin} with key {id}: {}",
+            out.display()
+        );
     }
     Ok(0)
 }
