@@ -711,3 +711,194 @@ fn manifest_from_https_url_with_minisig_beside_it() {
     // Without a trusted key, a URL manifest is used as is.
     prepare(&Env::new(), &docker, &url, &[]).report_ok();
 }
+
+#[test]
+fn credentials_from_a_docker_credential_helper() {
+    let reg = registry(basic());
+    let env = Env::new();
+    let src = env.outside("src");
+    let set = assets(&src, 1, 64 * KIB);
+    // A helper speaking the docker-credential protocol: host on stdin, JSON on stdout.
+    let bin = env.outside("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-bvtest");
+    let log = env.outside("helper.log");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread host\necho \"$host\" >> {}\n\
+             printf '{{\"ServerURL\":\"%s\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}' \"$host\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let docker = env.outside("docker-helper");
+    std::fs::create_dir_all(&docker).unwrap();
+    std::fs::write(
+        docker.join("config.json"),
+        serde_json::json!({"auths": {}, "credHelpers": {reg.host(): "bvtest"}}).to_string(),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let m = manifest_for(&env, "m.json", &set, &[]);
+    let mut cmd = bootvault_cmd();
+    cmd.args([
+        "publish",
+        "--manifest",
+        m.to_str().unwrap(),
+        "--dir",
+        src.to_str().unwrap(),
+        &format!("oci://{}/fleet/boot:v1", reg.host()),
+    ])
+    .env("DOCKER_CONFIG", &docker)
+    .env("PATH", &path);
+    run_cmd(cmd).assert_code(0);
+    let mut cmd = bootvault_cmd();
+    cmd.args([
+        "prepare",
+        "--dir",
+        env.root.to_str().unwrap(),
+        "--manifest",
+        &format!("oci://{}/fleet/boot:v1", reg.host()),
+        "--json",
+    ])
+    .env("DOCKER_CONFIG", &docker)
+    .env("PATH", &path);
+    let report = run_cmd(cmd).report_ok();
+    assert!(
+        outcomes(&report).values().all(|o| o == "downloaded"),
+        "{report}"
+    );
+    assert_placed(&env, &set);
+    let asked = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        asked.lines().all(|l| l == reg.host()) && !asked.is_empty(),
+        "the helper was asked for the registry host: {asked:?}"
+    );
+}
+
+/// One request seen by `RedirectingRegistry`: Host header, path, and its Authorization.
+#[derive(Clone, Debug)]
+struct Seen {
+    host: String,
+    path: String,
+    authorization: Option<String>,
+}
+
+/// A minimal registry front on 127.0.0.1 that wants Basic auth and redirects blob GETs to
+/// `localhost` on the same port (another host, as blob storage is): records every request.
+fn redirecting_registry(body: Vec<u8>) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Seen>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { break };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            let (mut host, mut auth) = (String::new(), None);
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                    break;
+                }
+                let (k, v) = h.split_once(':').unwrap_or((&h, ""));
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "host" => host = v.trim().to_string(),
+                    "authorization" => auth = Some(v.trim().to_string()),
+                    _ => {}
+                }
+            }
+            log.lock().unwrap().push(Seen {
+                host: host.clone(),
+                path: path.clone(),
+                authorization: auth.clone(),
+            });
+            let head = |status: &str, extra: &str, len: usize| {
+                format!(
+                    "HTTP/1.1 {status}\r\n{extra}Content-Length: {len}\r\nConnection: close\r\n\r\n"
+                )
+            };
+            let authorized = auth.is_some();
+            let reply = if path.starts_with("/storage/") {
+                let mut r = head("200 OK", "", body.len()).into_bytes();
+                r.extend_from_slice(&body);
+                r
+            } else if !authorized {
+                head(
+                    "401 Unauthorized",
+                    "WWW-Authenticate: Basic realm=\"test\"\r\n",
+                    0,
+                )
+                .into_bytes()
+            } else if path == "/v2/" {
+                head("200 OK", "", 0).into_bytes()
+            } else if path.contains("/blobs/") {
+                head(
+                    "307 Temporary Redirect",
+                    &format!("Location: http://localhost:{port}/storage/blob\r\n"),
+                    0,
+                )
+                .into_bytes()
+            } else {
+                head("404 Not Found", "", 0).into_bytes()
+            };
+            let _ = conn.write_all(&reply);
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn a_redirect_to_blob_storage_does_not_carry_the_credentials() {
+    let env = Env::new();
+    let body = data(42, 200 * KIB);
+    let (port, seen) = redirecting_registry(body.clone());
+    let host = format!("127.0.0.1:{port}");
+    let docker = docker_config(&env, Some(&host));
+    let m = env.write_manifest(
+        "m.json",
+        "redirect-1",
+        vec![asset_with_urls(
+            "kernel",
+            "boot/kernel",
+            &body,
+            &[format!("oci://{host}/fleet/boot")],
+        )],
+    );
+    let report = prepare(&env, &docker, m.to_str().unwrap(), &[]).report_ok();
+    assert_eq!(outcomes(&report)["kernel"], "downloaded");
+    assert_eq!(env.read("boot/kernel"), body);
+    let seen = seen.lock().unwrap().clone();
+    let blob = seen
+        .iter()
+        .find(|s| s.path.contains("/blobs/sha256:"))
+        .unwrap_or_else(|| panic!("no blob request in {seen:?}"));
+    assert!(
+        blob.authorization
+            .as_deref()
+            .is_some_and(|a| a.starts_with("Basic ")),
+        "the registry got the credentials: {seen:?}"
+    );
+    let storage = seen
+        .iter()
+        .find(|s| s.path.starts_with("/storage/"))
+        .unwrap_or_else(|| panic!("the redirect was not followed: {seen:?}"));
+    assert!(storage.host.starts_with("localhost"), "{storage:?}");
+    assert_eq!(
+        storage.authorization, None,
+        "credentials leaked to the storage host: {seen:?}"
+    );
+}
