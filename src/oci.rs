@@ -1168,3 +1168,105 @@ async fn upload(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references() {
+        let r = Reference::parse("oci://registry.example:5000/boot/set:2026.11").unwrap();
+        assert_eq!(r.registry, "registry.example:5000");
+        assert_eq!(r.repository, "boot/set");
+        assert_eq!(r.tag.as_deref(), Some("2026.11"));
+        assert_eq!(
+            r.to_string(),
+            "oci://registry.example:5000/boot/set:2026.11"
+        );
+        let pin = format!("oci://h/boot/set@sha256:{}", "ab".repeat(32));
+        let r = Reference::parse(&pin).unwrap();
+        assert!(r.digest.is_some() && r.tag.is_none());
+        assert_eq!(r.repository_url(), "oci://h/boot/set");
+        for bad in [
+            "https://h/boot",
+            "oci://h",
+            "oci://h/Boot",
+            "oci://h/boot//x",
+            "oci://h/boot@sha256:12",
+            "oci://h/boot:-tag",
+        ] {
+            assert!(Reference::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn challenges() {
+        let (scheme, p) = parse_challenge(
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#,
+        );
+        assert_eq!(scheme, "Bearer");
+        assert_eq!(p["realm"], "https://auth.example/token");
+        assert_eq!(p["service"], "registry.example");
+        assert_eq!(p["scope"], "repository:a/b:pull,push");
+        let (scheme, p) = parse_challenge("Basic realm=test");
+        assert_eq!(scheme, "Basic");
+        assert_eq!(p["realm"], "test");
+    }
+
+    #[test]
+    fn schemes_and_mirrors() {
+        let reg = Registry::from_options(&OciOptions {
+            mirrors: vec![
+                ("ghcr.io".into(), "http://mirror.lan:5000".into()),
+                ("ghcr.io".into(), "p2p.lan".into()),
+            ],
+            insecure: vec!["build.lan".into()],
+            credentials: vec![],
+        });
+        assert_eq!(reg.base("localhost:5000"), "http://localhost:5000");
+        assert_eq!(reg.base("127.0.0.1:5000"), "http://127.0.0.1:5000");
+        assert_eq!(reg.base("[::1]:5000"), "http://[::1]:5000");
+        assert_eq!(reg.base("build.lan:8080"), "http://build.lan:8080");
+        assert_eq!(reg.base("mirror.lan:5000"), "http://mirror.lan:5000");
+        assert_eq!(reg.base("ghcr.io"), "https://ghcr.io");
+        assert_eq!(reg.base("p2p.lan"), "https://p2p.lan");
+        let urls = reg.expand(&[
+            "oci://ghcr.io/boot/set".to_string(),
+            "https://cdn.example/k".to_string(),
+        ]);
+        assert_eq!(
+            urls,
+            [
+                "oci://mirror.lan:5000/boot/set",
+                "oci://p2p.lan/boot/set",
+                "oci://ghcr.io/boot/set",
+                "https://cdn.example/k"
+            ]
+        );
+    }
+
+    #[test]
+    fn auth_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("config.json");
+        let auth = base64::engine::general_purpose::STANDARD.encode("u:p:with:colons");
+        std::fs::write(
+            &f,
+            serde_json::json!({"auths": {
+                "https://old.example/v1/": {"auth": auth},
+                "new.example": {"username": "a", "password": "b"},
+            }})
+            .to_string(),
+        )
+        .unwrap();
+        let c = from_auth_file(&f, "old.example").unwrap();
+        assert_eq!(
+            (c.username.as_str(), c.password.as_str()),
+            ("u", "p:with:colons")
+        );
+        let c = from_auth_file(&f, "new.example").unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("a", "b"));
+        assert!(from_auth_file(&f, "other.example").is_none());
+        assert!(!format!("{c:?}").contains('b'), "Debug hides the secret");
+    }
+}

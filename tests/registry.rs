@@ -902,3 +902,67 @@ fn a_redirect_to_blob_storage_does_not_carry_the_credentials() {
         "credentials leaked to the storage host: {seen:?}"
     );
 }
+
+#[test]
+fn sign_with_a_password_protected_key() {
+    let env = Env::new();
+    let public = env.outside("enc.pub");
+    let secret = env.outside("enc.key");
+    // The minisign CLI reads the new password twice from stdin when it is not a terminal.
+    let mut child = Command::new("minisign")
+        .args([
+            "-G",
+            "-p",
+            public.to_str().unwrap(),
+            "-s",
+            secret.to_str().unwrap(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("minisign is not installed: apt-get install -y minisign (see .ci/run)");
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"correct horse\ncorrect horse\n")
+            .unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+    let m = env.write_manifest("m.json", "enc-1", vec![]);
+    let sign = |password: Option<&str>| {
+        let mut cmd = bootvault_cmd();
+        cmd.args([
+            "sign",
+            m.to_str().unwrap(),
+            "--key",
+            secret.to_str().unwrap(),
+        ]);
+        match password {
+            Some(p) => cmd.env("BOOTVAULT_KEY_PASSWORD", p),
+            None => cmd.env_remove("BOOTVAULT_KEY_PASSWORD"),
+        };
+        run_cmd(cmd)
+    };
+    let r = sign(None);
+    r.assert_code(2);
+    assert!(
+        r.stderr.contains("BOOTVAULT_KEY_PASSWORD"),
+        "{}",
+        r.describe()
+    );
+    let r = sign(Some("wrong"));
+    r.assert_code(2);
+    assert!(!env.outside("m.json.minisig").exists());
+    sign(Some("correct horse")).assert_code(0);
+    minisign(&[
+        "-V",
+        "-p",
+        public.to_str().unwrap(),
+        "-m",
+        m.to_str().unwrap(),
+    ]);
+}
