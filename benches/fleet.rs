@@ -114,6 +114,7 @@ fn bench_fleet(c: &mut Criterion) {
                 file,
                 sha256: bootvault::Sha256Digest::of(b),
                 size: Some(b.len() as u64),
+                mount_from: None,
             }
         })
         .collect();

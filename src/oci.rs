@@ -232,8 +232,8 @@ fn host_only(host: &str) -> &str {
 #[derive(Debug, Default)]
 pub struct Registry {
     opts: OciOptions,
-    /// `None` cached = the registry answered without asking for auth.
-    auth: Mutex<HashMap<(String, String, bool), Option<String>>>,
+    /// By (host, scopes); `None` cached = the registry answered without asking for auth.
+    auth: Mutex<HashMap<(String, String), Option<String>>>,
 }
 
 impl Registry {
@@ -334,7 +334,8 @@ impl Registry {
     /// Forgets the cached authorization of (host, repository), after a 401.
     pub fn forget(&self, host: &str, repo: &str) {
         if let Ok(mut m) = self.auth.lock() {
-            m.retain(|(h, r, _), _| !(h == host && r == repo));
+            let scope = format!("repository:{repo}:");
+            m.retain(|(h, scopes), _| !(h == host && scopes.contains(&scope)));
         }
     }
 
@@ -348,7 +349,20 @@ impl Registry {
         repo: &str,
         push: bool,
     ) -> Result<Option<String>, String> {
-        let key = (host.to_string(), repo.to_string(), push);
+        let actions = if push { "pull,push" } else { "pull" };
+        self.authorization_scoped(client, host, &[format!("repository:{repo}:{actions}")])
+            .await
+    }
+
+    /// As [`Registry::authorization`], for several scopes at once (a cross-repository mount
+    /// needs push on the target and pull on the source).
+    pub async fn authorization_scoped(
+        &self,
+        client: &reqwest::Client,
+        host: &str,
+        scopes: &[String],
+    ) -> Result<Option<String>, String> {
+        let key = (host.to_string(), scopes.join(" "));
         if let Some(v) = self.auth.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(v);
         }
@@ -367,7 +381,7 @@ impl Registry {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("")
                     .to_string();
-                Some(self.answer(client, host, repo, push, &challenge).await?)
+                Some(self.answer(client, host, scopes, &challenge).await?)
             }
             s => return Err(format!("{ping}: HTTP {s}")),
         };
@@ -381,8 +395,7 @@ impl Registry {
         &self,
         client: &reqwest::Client,
         host: &str,
-        repo: &str,
-        push: bool,
+        scopes: &[String],
         challenge: &str,
     ) -> Result<String, String> {
         let (scheme, params) = parse_challenge(challenge);
@@ -405,8 +418,9 @@ impl Registry {
                     if let Some(s) = params.get("service") {
                         q.append_pair("service", s);
                     }
-                    let actions = if push { "pull,push" } else { "pull" };
-                    q.append_pair("scope", &format!("repository:{repo}:{actions}"));
+                    for scope in scopes {
+                        q.append_pair("scope", scope);
+                    }
                 }
                 let mut rb = client.get(url.clone());
                 if let Some(c) = &cred {
@@ -831,6 +845,9 @@ pub struct PublishBlob {
     pub sha256: Sha256Digest,
     /// Manifest size, when given.
     pub size: Option<u64>,
+    /// Another repository on the same registry that may hold the blob: mounted from there
+    /// (no bytes sent) when the registry allows it.
+    pub mount_from: Option<String>,
 }
 
 /// What publishing did.
@@ -840,6 +857,8 @@ pub struct PublishReport {
     pub uploaded: Vec<String>,
     /// Asset names whose blob the registry already had.
     pub skipped: Vec<String>,
+    /// Asset names whose blob was mounted from another repository of the registry.
+    pub mounted: Vec<String>,
     /// Bytes uploaded.
     pub bytes_uploaded: u64,
     /// Digest of the pushed OCI manifest (pin it with `@sha256:…`).
@@ -900,6 +919,7 @@ pub fn publish(
         let mut report = PublishReport {
             uploaded: Vec::new(),
             skipped: Vec::new(),
+            mounted: Vec::new(),
             bytes_uploaded: 0,
             // Set once the OCI manifest is serialized.
             digest: Sha256Digest::of(b""),
@@ -914,6 +934,13 @@ pub fn publish(
             if head_blob(&reg, &client, host, repo, &b.sha256).await? {
                 progress(&b.name, *size, *size);
                 report.skipped.push(b.name.clone());
+                continue;
+            }
+            if let Some(from) = &b.mount_from
+                && mount(&reg, &client, host, repo, from, &b.sha256).await?
+            {
+                progress(&b.name, *size, *size);
+                report.mounted.push(b.name.clone());
                 continue;
             }
             upload(
@@ -1042,6 +1069,49 @@ async fn head_blob(
         format!("HEAD {url}"),
         "still unauthorized after a fresh token",
     ))
+}
+
+/// Asks the registry to mount `digest` from repository `from`; `false` when it would rather
+/// have the bytes (202: a plain upload session, left to expire) or refuses.
+async fn mount(
+    reg: &Registry,
+    client: &reqwest::Client,
+    host: &str,
+    repo: &str,
+    from: &str,
+    digest: &Sha256Digest,
+) -> Result<bool, OciError> {
+    let mut url = reqwest::Url::parse(&format!("{}/v2/{repo}/blobs/uploads/", reg.base(host)))
+        .map_err(|e| reg_err(format!("mount into {host}/{repo}"), e.to_string()))?;
+    url.query_pairs_mut()
+        .append_pair("mount", &format!("sha256:{}", digest.to_hex()))
+        .append_pair("from", from);
+    let scopes = [
+        format!("repository:{repo}:pull,push"),
+        format!("repository:{from}:pull"),
+    ];
+    for attempt in 0..2 {
+        // No access to the source is not an error: the blob is uploaded instead.
+        let Ok(auth) = reg.authorization_scoped(client, host, &scopes).await else {
+            return Ok(false);
+        };
+        let mut rb = client
+            .post(url.clone())
+            .header(reqwest::header::CONTENT_LENGTH, 0);
+        if let Some(a) = &auth {
+            rb = rb.header(reqwest::header::AUTHORIZATION, a);
+        }
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| reg_err(format!("mount into {host}/{repo}"), describe(&e)))?;
+        match resp.status().as_u16() {
+            201 => return Ok(true),
+            401 if attempt == 0 => reg.forget(host, from),
+            _ => return Ok(false),
+        }
+    }
+    Ok(false)
 }
 
 enum Upload<'a> {

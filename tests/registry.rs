@@ -966,3 +966,37 @@ fn sign_with_a_password_protected_key() {
         m.to_str().unwrap(),
     ]);
 }
+
+#[test]
+fn publish_mounts_blobs_from_another_repository_of_the_registry() {
+    let reg = registry(RegistryAuth::Token {
+        user: USER.into(),
+        password: PASSWORD.into(),
+    });
+    let env = Env::new();
+    let src = env.outside("src");
+    let set = assets(&src, 3, 128 * KIB);
+    let docker = docker_config(&env, Some(&reg.host()));
+    let first = manifest_for(&env, "first.json", &set, &[]);
+    publish(
+        &docker,
+        &first,
+        &src,
+        &format!("oci://{}/fleet/boot:v1", reg.host()),
+    );
+    // The next set names the repository its assets already live in.
+    let source = format!("oci://{}/fleet/boot", reg.host());
+    let next = manifest_for(&env, "next.json", &set, std::slice::from_ref(&source));
+    let tag = format!("oci://{}/fleet/other:v1", reg.host());
+    let pushed = publish(&docker, &next, &src, &tag);
+    assert_eq!(pushed["mounted"].as_array().unwrap().len(), 3, "{pushed}");
+    assert_eq!(pushed["bytes_uploaded"], 0, "{pushed}");
+    // The artifact in the new repository resolves and its assets come from there.
+    let fresh = Env::new();
+    let report = prepare(&fresh, &docker, &tag, &[]).report_ok();
+    assert!(
+        outcomes(&report).values().all(|o| o == "downloaded"),
+        "{report}"
+    );
+    assert_placed(&fresh, &set);
+}

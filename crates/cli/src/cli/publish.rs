@@ -63,6 +63,16 @@ pub fn run(a: PublishArgs) -> CmdResult {
             file: a.dir.join(&asset.path),
             sha256: asset.sha256,
             size: asset.size,
+            // An asset already served by another repository of the same registry is mounted.
+            mount_from: asset
+                .urls
+                .iter()
+                .find_map(|u| {
+                    Reference::parse(u).ok().filter(|r| {
+                        r.registry == target.registry && r.repository != target.repository
+                    })
+                })
+                .map(|r| r.repository),
         })
         .collect();
     let opts = a.registry.options()?;
@@ -123,15 +133,17 @@ pub fn run(a: PublishArgs) -> CmdResult {
             "pinned": pinned,
             "uploaded": report.uploaded,
             "skipped": report.skipped,
+            "mounted": report.mounted,
             "bytes_uploaded": report.bytes_uploaded,
             "signed": signature.is_some(),
         }))
     } else {
         out(&format!(
-            "published {} ({} uploaded, {} already there, {} bytes{})\npinned: {pinned}",
+            "published {} ({} uploaded, {} already there, {} mounted, {} bytes{})\npinned: {pinned}",
             a.target,
             report.uploaded.len(),
             report.skipped.len(),
+            report.mounted.len(),
             report.bytes_uploaded,
             if signature.is_some() { ", signed" } else { "" },
         ))
