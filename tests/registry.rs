@@ -710,6 +710,10 @@ fn manifest_from_https_url_with_minisig_beside_it() {
     assert!(r.stderr.contains("signature refused"), "{}", r.describe());
     // Without a trusted key, a URL manifest is used as is.
     prepare(&Env::new(), &docker, &url, &[]).report_ok();
+    // --offline never fetches a manifest.
+    let r = prepare(&Env::new(), &docker, &url, &["--offline"]);
+    r.assert_code(2);
+    assert!(r.stderr.contains("--offline"), "{}", r.describe());
 }
 
 #[test]

@@ -48,6 +48,12 @@ pub struct PrepareArgs {
 
 pub fn run(a: PrepareArgs) -> CmdResult {
     let oci = a.registry.options()?;
+    if a.offline && super::remote::is_remote(&a.manifest) {
+        return Err(super::Failure::usage(format!(
+            "--offline: cannot fetch the manifest {}",
+            a.manifest
+        )));
+    }
     let manifest = super::remote::load(&a.manifest, &a.manifest_args, &oci, &a.trust)?;
     if a.dry_run {
         return super::plan::dry_run(&a.store, &manifest, a.verify.as_deref(), a.json);

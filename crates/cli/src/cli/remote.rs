@@ -56,6 +56,13 @@ impl TrustArgs {
     }
 }
 
+/// Whether `spec` names a manifest on the network (a URL or a registry artifact).
+pub fn is_remote(spec: &str) -> bool {
+    ["oci://", "https://", "http://"]
+        .iter()
+        .any(|p| spec.starts_with(p))
+}
+
 /// Loads `spec`: a local file, an `http(s)://` URL (signature at URL.minisig), or a registry
 /// artifact `oci://HOST/REPO:TAG` / `@sha256:…` (whose assets are then also pulled from there).
 pub fn load(
@@ -65,19 +72,20 @@ pub fn load(
     trust: &TrustArgs,
 ) -> Result<Manifest, Failure> {
     let keys = trust.keys()?;
+    if !is_remote(spec) {
+        return Ok(margs.load(Path::new(spec))?);
+    }
     let remote: RemoteManifest = if spec.starts_with("oci://") {
         let r = Reference::parse(spec).map_err(|e| Failure::usage(e.to_string()))?;
         bootvault::oci::fetch_manifest(oci, &r).map_err(|e| Failure {
             code: EXIT_FAILED,
             message: e.to_string(),
         })?
-    } else if spec.starts_with("https://") || spec.starts_with("http://") {
+    } else {
         bootvault::oci::fetch_manifest_url(spec).map_err(|e| Failure {
             code: EXIT_FAILED,
             message: e.to_string(),
         })?
-    } else {
-        return Ok(margs.load(Path::new(spec))?);
     };
     if !keys.is_empty() && !remote.pinned {
         let sig = remote.signature.as_deref().ok_or_else(|| Failure {
