@@ -575,7 +575,10 @@ impl Fetcher {
                 .oci
                 .authorization(&self.client, &host, &repo, false)
                 .await
-                .map_err(|e| TryError::Transient(e, None))?;
+                .map_err(|e| match e.retry {
+                    true => TryError::Transient(e.message, None),
+                    false => TryError::Permanent(e.message),
+                })?;
             (target, auth, Some((host, repo)))
         } else {
             (url.to_string(), None, None)

@@ -348,7 +348,7 @@ impl Registry {
         host: &str,
         repo: &str,
         push: bool,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, AuthError> {
         let actions = if push { "pull,push" } else { "pull" };
         self.authorization_scoped(client, host, &[format!("repository:{repo}:{actions}")])
             .await
@@ -361,7 +361,7 @@ impl Registry {
         client: &reqwest::Client,
         host: &str,
         scopes: &[String],
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, AuthError> {
         let key = (host.to_string(), scopes.join(" "));
         if let Some(v) = self.auth.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(v);
@@ -371,7 +371,7 @@ impl Registry {
             .get(&ping)
             .send()
             .await
-            .map_err(|e| format!("{ping}: {}", describe(&e)))?;
+            .map_err(|e| AuthError::retry(format!("{ping}: {}", describe(&e))))?;
         let value = match resp.status().as_u16() {
             200..=299 => None,
             401 => {
@@ -383,7 +383,10 @@ impl Registry {
                     .to_string();
                 Some(self.answer(client, host, scopes, &challenge).await?)
             }
-            s => return Err(format!("{ping}: HTTP {s}")),
+            s if s >= 500 || s == 429 => {
+                return Err(AuthError::retry(format!("{ping}: HTTP {s}")));
+            }
+            s => return Err(AuthError::fatal(format!("{ping}: HTTP {s}"))),
         };
         if let Ok(mut m) = self.auth.lock() {
             m.insert(key, value.clone());
@@ -397,22 +400,25 @@ impl Registry {
         host: &str,
         scopes: &[String],
         challenge: &str,
-    ) -> Result<String, String> {
+    ) -> Result<String, AuthError> {
         let (scheme, params) = parse_challenge(challenge);
         let cred = self.credential(host);
         match scheme.to_ascii_lowercase().as_str() {
             "basic" => {
                 let c = cred.ok_or_else(|| {
-                    format!("{host} asks for Basic auth and no credentials are configured for it")
+                    AuthError::fatal(format!(
+                        "{host} asks for Basic auth and no credentials are configured for it"
+                    ))
                 })?;
                 Ok(basic(&c))
             }
             "bearer" => {
-                let realm = params
-                    .get("realm")
-                    .ok_or_else(|| format!("{host}: Bearer challenge without realm"))?;
-                let mut url = reqwest::Url::parse(realm)
-                    .map_err(|e| format!("{host}: bad token realm {realm:?}: {e}"))?;
+                let realm = params.get("realm").ok_or_else(|| {
+                    AuthError::fatal(format!("{host}: Bearer challenge without realm"))
+                })?;
+                let mut url = reqwest::Url::parse(realm).map_err(|e| {
+                    AuthError::fatal(format!("{host}: bad token realm {realm:?}: {e}"))
+                })?;
                 {
                     let mut q = url.query_pairs_mut();
                     if let Some(s) = params.get("service") {
@@ -426,37 +432,43 @@ impl Registry {
                 if let Some(c) = &cred {
                     rb = rb.header(reqwest::header::AUTHORIZATION, basic(c));
                 }
-                let resp = rb
-                    .send()
-                    .await
-                    .map_err(|e| format!("token server {realm}: {}", describe(&e)))?;
+                let resp = rb.send().await.map_err(|e| {
+                    AuthError::retry(format!("token server {realm}: {}", describe(&e)))
+                })?;
                 let status = resp.status();
                 if !status.is_success() {
-                    return Err(format!(
+                    let message = format!(
                         "token server {realm}: HTTP {status}{}",
                         if cred.is_none() {
                             " (no credentials configured)"
                         } else {
                             ""
                         }
-                    ));
+                    );
+                    return Err(AuthError {
+                        retry: status.is_server_error() || status.as_u16() == 429,
+                        message,
+                    });
                 }
                 let body = read_bounded(resp, 1024 * 1024)
                     .await
-                    .map_err(|e| format!("token server {realm}: {e}"))?;
-                let v: Value = serde_json::from_slice(&body)
-                    .map_err(|e| format!("token server {realm}: bad JSON: {e}"))?;
+                    .map_err(|e| AuthError::retry(format!("token server {realm}: {e}")))?;
+                let v: Value = serde_json::from_slice(&body).map_err(|e| {
+                    AuthError::fatal(format!("token server {realm}: bad JSON: {e}"))
+                })?;
                 let token = v
                     .get("token")
                     .or_else(|| v.get("access_token"))
                     .and_then(Value::as_str)
                     .filter(|t| !t.is_empty())
-                    .ok_or_else(|| format!("token server {realm}: no token in the answer"))?;
+                    .ok_or_else(|| {
+                        AuthError::fatal(format!("token server {realm}: no token in the answer"))
+                    })?;
                 Ok(format!("Bearer {token}"))
             }
-            other => Err(format!(
+            other => Err(AuthError::fatal(format!(
                 "{host}: unsupported auth scheme {other:?} in WWW-Authenticate"
-            )),
+            ))),
         }
     }
 
@@ -510,6 +522,41 @@ impl Registry {
             }
         }
         Err(format!("{url}: still unauthorized after a fresh token"))
+    }
+}
+
+/// Why no `Authorization` could be had, and whether trying again later can help (the registry
+/// or token server was unreachable or failing) or not (no or wrong credentials).
+#[derive(Debug, Clone)]
+pub struct AuthError {
+    pub retry: bool,
+    pub message: String,
+}
+
+impl AuthError {
+    fn retry(message: String) -> AuthError {
+        AuthError {
+            retry: true,
+            message,
+        }
+    }
+    fn fatal(message: String) -> AuthError {
+        AuthError {
+            retry: false,
+            message,
+        }
+    }
+}
+
+impl std::fmt::Display for AuthError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<AuthError> for String {
+    fn from(e: AuthError) -> String {
+        e.message
     }
 }
 

@@ -198,6 +198,11 @@ fn basic_auth_with_docker_config_and_registry_auth_file() {
         "{}",
         denied.describe()
     );
+    assert!(
+        !denied.stderr.contains("(try"),
+        "missing credentials are not retried: {}",
+        denied.describe()
+    );
     assert!(!env.path(&set[0].1).exists());
 
     // REGISTRY_AUTH_FILE (containers-auth.json has the same `auths` shape).
