@@ -715,6 +715,11 @@ fn manifest_from_https_url_with_minisig_beside_it() {
     assert!(r.stderr.contains("signature refused"), "{}", r.describe());
     // Without a trusted key, a URL manifest is used as is.
     prepare(&Env::new(), &docker, &url, &[]).report_ok();
+    // A manifest is read into memory only up to a bound.
+    origin.add("huge.json", vec![b' '; 9 * MIB].into());
+    let r = prepare(&Env::new(), &docker, &origin.url("huge.json"), &[]);
+    r.assert_code(1);
+    assert!(r.stderr.contains("larger than"), "{}", r.describe());
     // --offline never fetches a manifest.
     let r = prepare(&Env::new(), &docker, &url, &["--offline"]);
     r.assert_code(2);
