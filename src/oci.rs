@@ -261,7 +261,12 @@ impl Registry {
 
     /// `scheme://host`.
     pub fn base(&self, host: &str) -> String {
-        format!("{}://{host}", self.scheme(host))
+        // Docker Hub is named docker.io but served by registry-1.docker.io, as docker does.
+        let served = match host {
+            "docker.io" | "index.docker.io" => "registry-1.docker.io",
+            h => h,
+        };
+        format!("{}://{served}", self.scheme(host))
     }
 
     /// The URL list with each `oci://HOST/REPO` preceded by its mirrors, in order.
@@ -485,7 +490,13 @@ impl Registry {
         let dir = std::env::var_os("DOCKER_CONFIG")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))?;
-        from_auth_file(&dir.join("config.json"), host)
+        let file = dir.join("config.json");
+        from_auth_file(&file, host).or_else(|| {
+            // `docker login` stores Docker Hub under https://index.docker.io/v1/.
+            matches!(host, "docker.io" | "registry-1.docker.io")
+                .then(|| from_auth_file(&file, "index.docker.io"))
+                .flatten()
+        })
     }
 
     /// GETs a small document (manifest, config, signature) from `repo` on `host`, with auth.
@@ -1346,6 +1357,7 @@ mod tests {
         assert_eq!(reg.base("build.lan:8080"), "http://build.lan:8080");
         assert_eq!(reg.base("mirror.lan:5000"), "http://mirror.lan:5000");
         assert_eq!(reg.base("ghcr.io"), "https://ghcr.io");
+        assert_eq!(reg.base("docker.io"), "https://registry-1.docker.io");
         assert_eq!(reg.base("p2p.lan"), "https://p2p.lan");
         let urls = reg.expand(&[
             "oci://ghcr.io/boot/set".to_string(),
