@@ -73,6 +73,19 @@ impl Registry {
     }
 
     fn launch(auth: RegistryAuth, proxy_of: Option<String>) -> io::Result<Registry> {
+        // The free port is found by binding and releasing it; another process may take it in
+        // between (tests run in parallel), so a registry that exits at once is started again.
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::launch_once(&auth, proxy_of.as_deref()) {
+                Ok(r) => return Ok(r),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("docker-registry did not start")))
+    }
+
+    fn launch_once(auth: &RegistryAuth, proxy_of: Option<&str>) -> io::Result<Registry> {
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
         let storage = dir.path().join("storage");
@@ -84,7 +97,7 @@ impl Registry {
             storage.display()
         );
         let mut token = None;
-        match &auth {
+        match auth {
             RegistryAuth::Anonymous => {}
             RegistryAuth::Basic { user, password } => {
                 let line = run(Command::new("htpasswd").args(["-Bbn", user, password]))?;
@@ -105,7 +118,7 @@ impl Registry {
                 token = Some(server);
             }
         }
-        if let Some(remote) = &proxy_of {
+        if let Some(remote) = proxy_of {
             config.push_str(&format!("proxy:\n  remoteurl: {remote}\n"));
         }
         let config_path = dir.path().join("config.yml");
