@@ -888,6 +888,92 @@ pub fn fetch_manifest_url(url: &str) -> Result<RemoteManifest, OciError> {
     })
 }
 
+/// Why a remote manifest could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// It could not be fetched (network, registry, HTTP status, size bound).
+    #[error(transparent)]
+    Fetch(#[from] OciError),
+    /// A trusted key is configured and the signature is missing or refused.
+    #[error(transparent)]
+    Signature(#[from] crate::sign::SignError),
+    /// It is not a valid manifest.
+    #[error(transparent)]
+    Manifest(#[from] crate::Error),
+    /// It is not text.
+    #[error("invalid manifest {origin}: not UTF-8")]
+    NotText { origin: String },
+}
+
+impl LoadError {
+    /// Whether this is bad input (a bad reference, signature or manifest: exit code 2) rather
+    /// than a failure to fetch (exit code 1).
+    pub fn is_usage(&self) -> bool {
+        match self {
+            LoadError::Fetch(OciError::Reference { .. }) => true,
+            LoadError::Fetch(_) => false,
+            LoadError::Signature(_) => true,
+            LoadError::Manifest(e) => e.is_usage(),
+            LoadError::NotText { .. } => true,
+        }
+    }
+}
+
+/// A manifest loaded from the network, and the key that vouched for it.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub manifest: crate::Manifest,
+    /// ID of the trusted key whose signature was checked (`None`: no key was required, or the
+    /// reference was pinned by digest).
+    pub signed_by: Option<String>,
+    /// Digest of the OCI manifest it was resolved through (registry only).
+    pub digest: Option<Sha256Digest>,
+}
+
+/// Loads a manifest from `oci://HOST/REPO:TAG|@sha256:…` or an `http(s)://` URL. With trusted
+/// keys, a manifest that is not pinned by digest must carry a valid signature by one of them.
+/// The assets of a registry artifact get that repository as their first source.
+pub fn load_manifest(
+    spec: &str,
+    opts: &OciOptions,
+    trusted: &[crate::sign::TrustedKey],
+    parse: &crate::ParseOptions,
+) -> Result<Loaded, LoadError> {
+    let remote = if spec.starts_with("oci://") {
+        fetch_manifest(opts, &Reference::parse(spec)?)?
+    } else {
+        fetch_manifest_url(spec)?
+    };
+    let mut signed_by = None;
+    if !trusted.is_empty() && !remote.pinned {
+        let sig = remote
+            .signature
+            .as_deref()
+            .ok_or_else(|| crate::sign::SignError::Missing {
+                origin: spec.into(),
+                why: "a trusted key is configured and the manifest is not pinned by digest".into(),
+            })?;
+        signed_by = Some(crate::sign::verify(&remote.bytes, sig, trusted, spec)?);
+    }
+    let text = std::str::from_utf8(&remote.bytes).map_err(|_| LoadError::NotText {
+        origin: spec.into(),
+    })?;
+    let mut manifest = crate::Manifest::parse(text, spec, parse)?;
+    // The assets of a registry artifact were published beside it: pull them from there first.
+    if let Some(source) = &remote.source {
+        for asset in &mut manifest.assets {
+            asset.urls.retain(|u| u != source);
+            asset.urls.insert(0, source.clone());
+        }
+    }
+    Ok(Loaded {
+        manifest,
+        signed_by,
+        digest: remote.digest,
+    })
+}
+
 // ---- publish ----------------------------------------------------------------------------------
 
 /// One file to publish.

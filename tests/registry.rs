@@ -561,6 +561,33 @@ fn publish_prepare_round_trip_twenty_assets_basic_auth_signed() {
     );
     assert_placed(&fresh, &set);
 
+    // The library call a host makes: which key vouched, the minisign CLI's key ID.
+    let key = bootvault::sign::TrustedKey::from_file(&public).unwrap();
+    let pub_comment = std::fs::read_to_string(&public).unwrap();
+    assert!(
+        pub_comment.contains(&key.id),
+        "{pub_comment} names {}",
+        key.id
+    );
+    let opts = bootvault::oci::OciOptions {
+        credentials: vec![(
+            reg.host(),
+            bootvault::oci::Credential {
+                username: USER.into(),
+                password: PASSWORD.into(),
+            },
+        )],
+        ..Default::default()
+    };
+    let loaded =
+        bootvault::oci::load_manifest(&tag, &opts, &[key.clone()], &Default::default()).unwrap();
+    assert_eq!(loaded.signed_by.as_deref(), Some(key.id.as_str()));
+    assert_eq!(loaded.manifest.assets.len(), 20);
+    assert_eq!(
+        loaded.manifest.assets[0].urls,
+        [format!("oci://{}/fleet/boot", reg.host())]
+    );
+
     // A tampered manifest under the original signature is refused (exit 2, named).
     let tampered = env.outside("tampered.json");
     let mut text = std::fs::read_to_string(&m).unwrap();

@@ -1,7 +1,7 @@
 //! Manifests from URLs and registries, registry options, and the signature check.
 
 use super::{EXIT_FAILED, EXIT_USAGE, Failure, ManifestArgs};
-use bootvault::oci::{OciOptions, Reference, RemoteManifest};
+use bootvault::oci::OciOptions;
 use bootvault::sign::TrustedKey;
 use bootvault::{Manifest, ParseOptions};
 use clap::Args;
@@ -75,47 +75,21 @@ pub fn load(
     if !is_remote(spec) {
         return Ok(margs.load(Path::new(spec))?);
     }
-    let remote: RemoteManifest = if spec.starts_with("oci://") {
-        let r = Reference::parse(spec).map_err(|e| Failure::usage(e.to_string()))?;
-        bootvault::oci::fetch_manifest(oci, &r).map_err(|e| Failure {
-            code: EXIT_FAILED,
-            message: e.to_string(),
-        })?
-    } else {
-        bootvault::oci::fetch_manifest_url(spec).map_err(|e| Failure {
-            code: EXIT_FAILED,
-            message: e.to_string(),
-        })?
+    let parse = ParseOptions {
+        arch: margs.arch.clone(),
+        base_url: margs.base_url.clone(),
     };
-    if !keys.is_empty() && !remote.pinned {
-        let sig = remote.signature.as_deref().ok_or_else(|| Failure {
-            code: EXIT_USAGE,
-            message: bootvault::sign::SignError::Missing {
-                origin: spec.into(),
-                why: "a trusted key is configured and the manifest is not pinned by digest".into(),
-            }
-            .to_string(),
-        })?;
-        let id = bootvault::sign::verify(&remote.bytes, sig, &keys, spec)
-            .map_err(|e| Failure::usage(e.to_string()))?;
+    let loaded = bootvault::oci::load_manifest(spec, oci, &keys, &parse).map_err(|e| Failure {
+        code: if e.is_usage() {
+            EXIT_USAGE
+        } else {
+            EXIT_FAILED
+        },
+        message: e.to_string(),
+    })?;
+    if let Some(id) = &loaded.signed_by {
+        // The ledger does not record the key yet; say it where -v can see it.
         tracing::info!("manifest {spec}: signed by trusted key {id}");
     }
-    let text = String::from_utf8(remote.bytes)
-        .map_err(|_| Failure::usage(format!("manifest {spec}: not UTF-8")))?;
-    let mut manifest = Manifest::parse(
-        &text,
-        spec,
-        &ParseOptions {
-            arch: margs.arch.clone(),
-            base_url: margs.base_url.clone(),
-        },
-    )?;
-    // Assets of a registry artifact were published beside it: pull them from there first.
-    if let Some(source) = &remote.source {
-        for asset in &mut manifest.assets {
-            asset.urls.retain(|u| u != source);
-            asset.urls.insert(0, source.clone());
-        }
-    }
-    Ok(manifest)
+    Ok(loaded.manifest)
 }
