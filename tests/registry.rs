@@ -580,7 +580,8 @@ fn publish_prepare_round_trip_twenty_assets_basic_auth_signed() {
         ..Default::default()
     };
     let loaded =
-        bootvault::oci::load_manifest(&tag, &opts, &[key.clone()], &Default::default()).unwrap();
+        bootvault::oci::load_manifest(&tag, &opts, std::slice::from_ref(&key), &Default::default())
+            .unwrap();
     assert_eq!(loaded.signed_by.as_deref(), Some(key.id.as_str()));
     assert_eq!(loaded.manifest.assets.len(), 20);
     assert_eq!(
