@@ -38,6 +38,8 @@ pub const ASSET_MEDIA_TYPE: &str = "application/vnd.bootvault.asset.v1";
 pub const SIGNATURE_ANNOTATION: &str = "dev.bootvault.manifest.minisig";
 /// Annotation naming an asset's path (the ORAS convention).
 pub const TITLE_ANNOTATION: &str = "org.opencontainers.image.title";
+/// Tries at fetching a manifest when the registry or server fails transiently.
+const MANIFEST_TRIES: u32 = 3;
 /// Largest OCI manifest, bootvault manifest or signature read into memory.
 pub const MAX_DOCUMENT: u64 = 8 * 1024 * 1024;
 
@@ -353,7 +355,7 @@ impl Registry {
         host: &str,
         repo: &str,
         push: bool,
-    ) -> Result<Option<String>, AuthError> {
+    ) -> Result<Option<String>, RequestError> {
         let actions = if push { "pull,push" } else { "pull" };
         self.authorization_scoped(client, host, &[format!("repository:{repo}:{actions}")])
             .await
@@ -366,7 +368,7 @@ impl Registry {
         client: &reqwest::Client,
         host: &str,
         scopes: &[String],
-    ) -> Result<Option<String>, AuthError> {
+    ) -> Result<Option<String>, RequestError> {
         let key = (host.to_string(), scopes.join(" "));
         if let Some(v) = self.auth.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(v);
@@ -376,7 +378,7 @@ impl Registry {
             .get(&ping)
             .send()
             .await
-            .map_err(|e| AuthError::retry(format!("{ping}: {}", describe(&e))))?;
+            .map_err(|e| RequestError::retry(format!("{ping}: {}", describe(&e))))?;
         let value = match resp.status().as_u16() {
             200..=299 => None,
             401 => {
@@ -389,9 +391,9 @@ impl Registry {
                 Some(self.answer(client, host, scopes, &challenge).await?)
             }
             s if s >= 500 || s == 429 => {
-                return Err(AuthError::retry(format!("{ping}: HTTP {s}")));
+                return Err(RequestError::retry(format!("{ping}: HTTP {s}")));
             }
-            s => return Err(AuthError::fatal(format!("{ping}: HTTP {s}"))),
+            s => return Err(RequestError::fatal(format!("{ping}: HTTP {s}"))),
         };
         if let Ok(mut m) = self.auth.lock() {
             m.insert(key, value.clone());
@@ -405,13 +407,13 @@ impl Registry {
         host: &str,
         scopes: &[String],
         challenge: &str,
-    ) -> Result<String, AuthError> {
+    ) -> Result<String, RequestError> {
         let (scheme, params) = parse_challenge(challenge);
         let cred = self.credential(host);
         match scheme.to_ascii_lowercase().as_str() {
             "basic" => {
                 let c = cred.ok_or_else(|| {
-                    AuthError::fatal(format!(
+                    RequestError::fatal(format!(
                         "{host} asks for Basic auth and no credentials are configured for it"
                     ))
                 })?;
@@ -419,10 +421,10 @@ impl Registry {
             }
             "bearer" => {
                 let realm = params.get("realm").ok_or_else(|| {
-                    AuthError::fatal(format!("{host}: Bearer challenge without realm"))
+                    RequestError::fatal(format!("{host}: Bearer challenge without realm"))
                 })?;
                 let mut url = reqwest::Url::parse(realm).map_err(|e| {
-                    AuthError::fatal(format!("{host}: bad token realm {realm:?}: {e}"))
+                    RequestError::fatal(format!("{host}: bad token realm {realm:?}: {e}"))
                 })?;
                 {
                     let mut q = url.query_pairs_mut();
@@ -438,7 +440,7 @@ impl Registry {
                     rb = rb.header(reqwest::header::AUTHORIZATION, basic(c));
                 }
                 let resp = rb.send().await.map_err(|e| {
-                    AuthError::retry(format!("token server {realm}: {}", describe(&e)))
+                    RequestError::retry(format!("token server {realm}: {}", describe(&e)))
                 })?;
                 let status = resp.status();
                 if !status.is_success() {
@@ -450,16 +452,16 @@ impl Registry {
                             ""
                         }
                     );
-                    return Err(AuthError {
+                    return Err(RequestError {
                         retry: status.is_server_error() || status.as_u16() == 429,
                         message,
                     });
                 }
                 let body = read_bounded(resp, 1024 * 1024)
                     .await
-                    .map_err(|e| AuthError::retry(format!("token server {realm}: {e}")))?;
+                    .map_err(|e| RequestError::retry(format!("token server {realm}: {e}")))?;
                 let v: Value = serde_json::from_slice(&body).map_err(|e| {
-                    AuthError::fatal(format!("token server {realm}: bad JSON: {e}"))
+                    RequestError::fatal(format!("token server {realm}: bad JSON: {e}"))
                 })?;
                 let token = v
                     .get("token")
@@ -467,11 +469,11 @@ impl Registry {
                     .and_then(Value::as_str)
                     .filter(|t| !t.is_empty())
                     .ok_or_else(|| {
-                        AuthError::fatal(format!("token server {realm}: no token in the answer"))
+                        RequestError::fatal(format!("token server {realm}: no token in the answer"))
                     })?;
                 Ok(format!("Bearer {token}"))
             }
-            other => Err(AuthError::fatal(format!(
+            other => Err(RequestError::fatal(format!(
                 "{host}: unsupported auth scheme {other:?} in WWW-Authenticate"
             ))),
         }
@@ -507,7 +509,7 @@ impl Registry {
         repo: &str,
         path: &str,
         accept: Option<&str>,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, RequestError> {
         let url = format!("{}/v2/{repo}/{path}", self.base(host));
         for attempt in 0..2 {
             let auth = self.authorization(client, host, repo, false).await?;
@@ -521,52 +523,59 @@ impl Registry {
             let resp = rb
                 .send()
                 .await
-                .map_err(|e| format!("{url}: {}", describe(&e)))?;
+                .map_err(|e| RequestError::retry(format!("{url}: {}", describe(&e))))?;
             match resp.status().as_u16() {
                 200 => {
                     return read_bounded(resp, MAX_DOCUMENT)
                         .await
-                        .map_err(|e| format!("{url}: {e}"));
+                        .map_err(|e| RequestError::fatal(format!("{url}: {e}")));
                 }
                 401 if attempt == 0 => self.forget(host, repo),
-                s => return Err(format!("{url}: HTTP {s}")),
+                s => {
+                    return Err(RequestError {
+                        retry: s >= 500 || s == 429,
+                        message: format!("{url}: HTTP {s}"),
+                    });
+                }
             }
         }
-        Err(format!("{url}: still unauthorized after a fresh token"))
+        Err(RequestError::fatal(format!(
+            "{url}: still unauthorized after a fresh token"
+        )))
     }
 }
 
-/// Why no `Authorization` could be had, and whether trying again later can help (the registry
-/// or token server was unreachable or failing) or not (no or wrong credentials).
+/// Why a registry request (or getting its `Authorization`) failed, and whether trying again
+/// later can help (unreachable, 5xx, 429) or not (no or wrong credentials, 404, bad content).
 #[derive(Debug, Clone)]
-pub struct AuthError {
+pub struct RequestError {
     pub retry: bool,
     pub message: String,
 }
 
-impl AuthError {
-    fn retry(message: String) -> AuthError {
-        AuthError {
+impl RequestError {
+    fn retry(message: String) -> RequestError {
+        RequestError {
             retry: true,
             message,
         }
     }
-    fn fatal(message: String) -> AuthError {
-        AuthError {
+    fn fatal(message: String) -> RequestError {
+        RequestError {
             retry: false,
             message,
         }
     }
 }
 
-impl std::fmt::Display for AuthError {
+impl std::fmt::Display for RequestError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
     }
 }
 
-impl From<AuthError> for String {
-    fn from(e: AuthError) -> String {
+impl From<RequestError> for String {
+    fn from(e: RequestError) -> String {
         e.message
     }
 }
@@ -771,14 +780,26 @@ pub fn fetch_manifest(opts: &OciOptions, r: &Reference) -> Result<RemoteManifest
     rt.block_on(async {
         let hosts = reg.expand(&[r.repository_url()]);
         let mut errors = Vec::new();
-        for source in hosts {
-            let Ok(via) = Reference::parse(&source) else {
-                continue;
-            };
-            match fetch_manifest_from(&reg, &client, &via.registry, r).await {
-                Ok(m) => return Ok(m),
-                Err(e) => errors.push(e),
+        // A fleet asks at once: a registry that is busy (5xx, 429) or unreachable for a moment
+        // gets a few more tries over the mirrors and the registry.
+        for round in 0..MANIFEST_TRIES {
+            let mut retry = false;
+            for source in &hosts {
+                let Ok(via) = Reference::parse(source) else {
+                    continue;
+                };
+                match fetch_manifest_from(&reg, &client, &via.registry, r).await {
+                    Ok(m) => return Ok(m),
+                    Err(e) => {
+                        retry |= e.retry;
+                        errors.push(e.message);
+                    }
+                }
             }
+            if !retry || round + 1 == MANIFEST_TRIES {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250 << round)).await;
         }
         Err(reg_err(format!("manifest {r}"), errors.join("; ")))
     })
@@ -789,7 +810,9 @@ async fn fetch_manifest_from(
     client: &reqwest::Client,
     host: &str,
     r: &Reference,
-) -> Result<RemoteManifest, String> {
+) -> Result<RemoteManifest, RequestError> {
+    // Everything past the requests is about the content: trying again does not help.
+    let bad = |m: String| RequestError::fatal(m);
     let repo = &r.repository;
     let oci = reg
         .get_document(
@@ -804,24 +827,24 @@ async fn fetch_manifest_from(
     if let Some(pin) = &r.digest
         && *pin != digest
     {
-        return Err(format!(
+        return Err(bad(format!(
             "{host}: OCI manifest digest is sha256:{digest}, the reference pins sha256:{pin}"
-        ));
+        )));
     }
     let v: Value =
-        serde_json::from_slice(&oci).map_err(|e| format!("{host}: bad OCI manifest: {e}"))?;
+        serde_json::from_slice(&oci).map_err(|e| bad(format!("{host}: bad OCI manifest: {e}")))?;
     let config = &v["config"];
     if config["mediaType"].as_str() != Some(SET_MEDIA_TYPE) {
-        return Err(format!(
+        return Err(bad(format!(
             "{host}: {repo} is not a bootvault set (config media type {})",
             config["mediaType"]
-        ));
+        )));
     }
     let cdigest = config["digest"]
         .as_str()
         .and_then(|d| d.strip_prefix("sha256:"))
         .and_then(|h| Sha256Digest::from_hex(h).ok())
-        .ok_or_else(|| format!("{host}: config descriptor without a sha256 digest"))?;
+        .ok_or_else(|| bad(format!("{host}: config descriptor without a sha256 digest")))?;
     let bytes = reg
         .get_document(
             client,
@@ -832,9 +855,9 @@ async fn fetch_manifest_from(
         )
         .await?;
     if Sha256Digest::of(&bytes) != cdigest {
-        return Err(format!(
+        return Err(bad(format!(
             "{host}: config blob does not hash to sha256:{cdigest}"
-        ));
+        )));
     }
     let signature = v["annotations"][SIGNATURE_ANNOTATION]
         .as_str()
@@ -857,18 +880,35 @@ pub fn fetch_manifest_url(url: &str) -> Result<RemoteManifest, OciError> {
         let get = |u: String| {
             let client = client.clone();
             async move {
-                let resp = client
-                    .get(&u)
-                    .send()
-                    .await
-                    .map_err(|e| reg_err(&u, describe(&e)))?;
-                match resp.status().as_u16() {
-                    200 => read_bounded(resp, MAX_DOCUMENT)
-                        .await
-                        .map(Some)
-                        .map_err(|e| reg_err(&u, e)),
-                    404 | 410 => Ok(None),
-                    s => Err(reg_err(&u, format!("HTTP {s}"))),
+                // A few tries when the server is busy or unreachable for a moment.
+                let mut round = 0;
+                loop {
+                    let last = round + 1 == MANIFEST_TRIES;
+                    let resp = match client.get(&u).send().await {
+                        Ok(r) => r,
+                        Err(e) if last => return Err(reg_err(&u, describe(&e))),
+                        Err(_) => {
+                            tokio::time::sleep(std::time::Duration::from_millis(250 << round))
+                                .await;
+                            round += 1;
+                            continue;
+                        }
+                    };
+                    match resp.status().as_u16() {
+                        200 => {
+                            return read_bounded(resp, MAX_DOCUMENT)
+                                .await
+                                .map(Some)
+                                .map_err(|e| reg_err(&u, e));
+                        }
+                        404 | 410 => return Ok(None),
+                        s if (s >= 500 || s == 429) && !last => {
+                            tokio::time::sleep(std::time::Duration::from_millis(250 << round))
+                                .await;
+                            round += 1;
+                        }
+                        s => return Err(reg_err(&u, format!("HTTP {s}"))),
+                    }
                 }
             }
         };

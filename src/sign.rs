@@ -3,7 +3,8 @@
 //!
 //! Verification uses `minisign-verify` (small, no dependencies); signing uses the `minisign`
 //! crate, so no host needs the CLI. Only pre-hashed signatures (the CLI's default since 0.8)
-//! are accepted. A key is named by its key ID, the 16 upper-case hex digits the CLI prints.
+//! are accepted. A key is named by its key ID, upper-case hex as the CLI prints it
+//! (a little-endian u64, no leading zeros).
 
 use base64::Engine as _;
 use std::path::{Path, PathBuf};
@@ -34,14 +35,14 @@ pub struct TrustedKey {
     key: minisign_verify::PublicKey,
 }
 
-/// Key ID (16 upper-case hex digits) from the base64 line of a key or signature: bytes 2..10,
+/// Key ID (upper-case hex, no leading zeros) from the base64 line of a key or signature: bytes 2..10,
 /// little-endian, as the minisign CLI prints it.
 fn key_id(b64_line: &str) -> Option<String> {
     let raw = base64::engine::general_purpose::STANDARD
         .decode(b64_line.trim())
         .ok()?;
     let id: [u8; 8] = raw.get(2..10)?.try_into().ok()?;
-    Some(format!("{:016X}", u64::from_le_bytes(id)))
+    Some(format!("{:X}", u64::from_le_bytes(id)))
 }
 
 impl TrustedKey {

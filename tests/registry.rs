@@ -743,6 +743,18 @@ fn manifest_from_https_url_with_minisig_beside_it() {
     assert!(r.stderr.contains("signature refused"), "{}", r.describe());
     // Without a trusted key, a URL manifest is used as is.
     prepare(&Env::new(), &docker, &url, &[]).report_ok();
+    // A busy server (503 twice) gets more tries.
+    origin.add("busy.json", std::fs::read(&m).unwrap().into());
+    origin.set_fault(
+        "busy.json",
+        bootvault_testkit::origin::Fault {
+            fail_first: 2,
+            fail_status: 503,
+            ..Default::default()
+        },
+    );
+    prepare(&Env::new(), &docker, &origin.url("busy.json"), &[]).report_ok();
+    assert_eq!(origin.requests("busy.json"), 3);
     // A manifest is read into memory only up to a bound.
     origin.add("huge.json", vec![b' '; 9 * MIB].into());
     let r = prepare(&Env::new(), &docker, &origin.url("huge.json"), &[]);
