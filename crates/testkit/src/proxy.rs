@@ -92,7 +92,7 @@ impl Proxy {
         self.addr
     }
 
-    /// Cuts the next `times` connections once `bytes` have gone downstream on each.
+    /// Cuts the next `times` connections that reach `bytes` sent downstream.
     pub fn cut_after(&self, bytes: u64, times: u32) {
         self.shared.cut_after.store(bytes, Relaxed);
         self.shared.cut_times.store(times, Relaxed);
@@ -143,19 +143,6 @@ async fn serve(
         let _ = tokio::io::copy(&mut cr, &mut sw).await;
         let _ = sw.shutdown().await;
     });
-    // Whether this connection is one of the ones to cut is decided when it starts.
-    let cut_at = {
-        let times = s.cut_times.load(Relaxed);
-        if times > 0
-            && s.cut_times
-                .compare_exchange(times, times - 1, Relaxed, Relaxed)
-                .is_ok()
-        {
-            Some(s.cut_after.load(Relaxed))
-        } else {
-            None
-        }
-    };
     let mut sent = 0u64;
     let mut buf = vec![0u8; 16 * 1024];
     let started = tokio::time::Instant::now();
@@ -165,10 +152,15 @@ async fn serve(
             break;
         }
         let mut n = n;
-        if let Some(limit) = cut_at
-            && sent + n as u64 >= limit
+        // A connection is cut when it reaches the limit while cuts remain (so short exchanges,
+        // like a registry ping on its own connection, do not use up a cut).
+        let limit = s.cut_after.load(Relaxed);
+        if sent + n as u64 >= limit
+            && s.cut_times
+                .fetch_update(Relaxed, Relaxed, |t| t.checked_sub(1))
+                .is_ok()
         {
-            n = (limit - sent) as usize;
+            n = limit.saturating_sub(sent) as usize;
             cw.write_all(&buf[..n]).await?;
             s.down.fetch_add(n as u64, Relaxed);
             s.cuts.fetch_add(1, Relaxed);
