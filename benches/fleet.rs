@@ -7,7 +7,7 @@
 //! `cargo bench --bench fleet -- --warm-up-time 1 --measurement-time 3`
 //! (needs /usr/bin/docker-registry: `apt-get install -y docker-registry`)
 
-use bootvault::fetch::FetchOptions;
+use bootvault::FetchOptions;
 use bootvault::oci::{OciOptions, PublishBlob, Reference};
 use bootvault::{Manifest, Outcome, Store};
 use bootvault_testkit::origin::Origin;
@@ -121,7 +121,7 @@ fn bench_fleet(c: &mut Criterion) {
     let target = Reference::parse(&format!("oci://{}/fleet/boot:bench", registry.host()))
         .expect("reference");
     bootvault::oci::publish(
-        &OciOptions::default(),
+        &FetchOptions::default(),
         &target,
         http.manifest_json.as_bytes(),
         "fleet-bench",

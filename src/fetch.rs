@@ -734,7 +734,7 @@ impl Fetcher {
 
 /// The default client: connect and idle timeouts, the OS trust store plus the bundled web
 /// roots, and any extra CA of `opts`.
-fn build_client(opts: &FetchOptions) -> std::result::Result<reqwest::Client, String> {
+pub(crate) fn build_client(opts: &FetchOptions) -> std::result::Result<reqwest::Client, String> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(opts.connect_timeout)
         .read_timeout(opts.idle_timeout)

@@ -50,21 +50,36 @@ pub const MAX_DOCUMENT: u64 = 8 * 1024 * 1024;
 pub enum OciError {
     /// The reference is not `oci://HOST[:PORT]/REPO[:TAG|@sha256:DIGEST]`.
     #[error("invalid registry reference {reference:?}: {why}")]
-    Reference { reference: String, why: String },
+    Reference {
+        /// The reference as given.
+        reference: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// A request to the registry failed or was refused.
     #[error("{what}: {why}")]
-    Registry { what: String, why: String },
+    Registry {
+        /// The request (or the manifest being resolved).
+        what: String,
+        /// What the registry answered, or why it could not be reached.
+        why: String,
+    },
     /// A file to publish does not match its manifest entry; nothing of it was uploaded.
     #[error("asset {name}: {path} does not match the manifest: {why}; not uploaded")]
     Mismatch {
+        /// The asset.
         name: String,
+        /// The file that was to be uploaded.
         path: PathBuf,
+        /// Digest or size, found and expected.
         why: String,
     },
     /// A local file could not be read.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
@@ -80,7 +95,9 @@ fn reg_err(what: impl Into<String>, why: impl Into<String>) -> OciError {
 /// A user name and password (or token) for one registry.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credential {
+    /// User name (or `<token>` for an identity token, as helpers return it).
     pub username: String,
+    /// Password or token; never printed.
     pub password: String,
 }
 
@@ -549,7 +566,9 @@ impl Registry {
 /// later can help (unreachable, 5xx, 429) or not (no or wrong credentials, 404, bad content).
 #[derive(Debug, Clone)]
 pub struct RequestError {
+    /// Whether a later try may succeed.
     pub retry: bool,
+    /// What failed, naming the URL or host.
     pub message: String,
 }
 
@@ -734,13 +753,10 @@ async fn read_bounded(resp: reqwest::Response, limit: u64) -> Result<Vec<u8>, St
     Ok(out)
 }
 
-fn client() -> Result<reqwest::Client, OciError> {
-    reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .read_timeout(std::time::Duration::from_secs(60))
-        .user_agent(concat!("bootvault/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| reg_err("HTTP client", e.to_string()))
+/// The store's client settings (timeouts, extra CA certificates), so that a manifest or a
+/// publish reaches the registries the downloads reach.
+fn client(opts: &crate::FetchOptions) -> Result<reqwest::Client, OciError> {
+    crate::fetch::build_client(opts).map_err(|e| reg_err("HTTP client", e))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, OciError> {
@@ -773,10 +789,13 @@ pub struct RemoteManifest {
 /// Resolves `oci://HOST/REPO:TAG` or `@sha256:…` to the bootvault manifest stored as the
 /// artifact's config blob, with the signature annotation. A digest pin is checked against the
 /// bytes of the OCI manifest, and the config blob against its descriptor.
-pub fn fetch_manifest(opts: &OciOptions, r: &Reference) -> Result<RemoteManifest, OciError> {
+pub fn fetch_manifest(
+    opts: &crate::FetchOptions,
+    r: &Reference,
+) -> Result<RemoteManifest, OciError> {
     let rt = runtime()?;
-    let client = client()?;
-    let reg = Registry::from_options(opts);
+    let client = client(opts)?;
+    let reg = Registry::from_options(&opts.oci);
     rt.block_on(async {
         let hosts = reg.expand(&[r.repository_url()]);
         let mut errors = Vec::new();
@@ -873,9 +892,12 @@ async fn fetch_manifest_from(
 
 /// Fetches a manifest from an `http(s)://` URL (at most [`MAX_DOCUMENT`] bytes) and its
 /// signature from the same URL plus `.minisig`, when there is one.
-pub fn fetch_manifest_url(url: &str) -> Result<RemoteManifest, OciError> {
+pub fn fetch_manifest_url(
+    opts: &crate::FetchOptions,
+    url: &str,
+) -> Result<RemoteManifest, OciError> {
     let rt = runtime()?;
-    let client = client()?;
+    let client = client(opts)?;
     rt.block_on(async {
         let get = |u: String| {
             let client = client.clone();
@@ -943,7 +965,10 @@ pub enum LoadError {
     Manifest(#[from] crate::Error),
     /// It is not text.
     #[error("invalid manifest {origin}: not UTF-8")]
-    NotText { origin: String },
+    NotText {
+        /// The manifest reference or URL.
+        origin: String,
+    },
 }
 
 impl LoadError {
@@ -963,6 +988,7 @@ impl LoadError {
 /// A manifest loaded from the network, and the key that vouched for it.
 #[derive(Clone, Debug)]
 pub struct Loaded {
+    /// The parsed manifest; a registry artifact's assets list the repository first.
     pub manifest: crate::Manifest,
     /// ID of the trusted key whose signature was checked (`None`: no key was required, or the
     /// reference was pinned by digest).
@@ -976,14 +1002,14 @@ pub struct Loaded {
 /// The assets of a registry artifact get that repository as their first source.
 pub fn load_manifest(
     spec: &str,
-    opts: &OciOptions,
+    opts: &crate::FetchOptions,
     trusted: &[crate::sign::TrustedKey],
     parse: &crate::ParseOptions,
 ) -> Result<Loaded, LoadError> {
     let remote = if spec.starts_with("oci://") {
         fetch_manifest(opts, &Reference::parse(spec)?)?
     } else {
-        fetch_manifest_url(spec)?
+        fetch_manifest_url(opts, spec)?
     };
     let mut signed_by = None;
     if !trusted.is_empty() && !remote.pinned {
@@ -1057,7 +1083,7 @@ pub type PublishProgress<'a> = &'a (dyn Fn(&str, u64, u64) + Sync);
 /// file is hashed first and nothing is uploaded unless all match their manifest entries; the
 /// registry checks each upload against its digest again.
 pub fn publish(
-    opts: &OciOptions,
+    opts: &crate::FetchOptions,
     r: &Reference,
     manifest_json: &[u8],
     version: &str,
@@ -1095,8 +1121,8 @@ pub fn publish(
         sizes.push(size);
     }
     let rt = runtime()?;
-    let client = client()?;
-    let reg = Registry::from_options(opts);
+    let client = client(opts)?;
+    let reg = Registry::from_options(&opts.oci);
     let host = r.registry.as_str();
     let repo = r.repository.as_str();
     rt.block_on(async {

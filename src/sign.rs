@@ -15,16 +15,36 @@ use std::path::{Path, PathBuf};
 pub enum SignError {
     /// A key file could not be read or is not a minisign key.
     #[error("key {path}: {why}")]
-    Key { path: PathBuf, why: String },
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// The manifest carries no signature.
     #[error("manifest {origin}: not signed ({why})")]
-    Missing { origin: String, why: String },
+    Missing {
+        /// The manifest reference or URL.
+        origin: String,
+        /// Why a signature was required.
+        why: String,
+    },
     /// The signature is malformed, by an untrusted key, or does not match the bytes.
     #[error("manifest {origin}: signature refused: {why}")]
-    Invalid { origin: String, why: String },
+    Invalid {
+        /// The manifest reference or URL.
+        origin: String,
+        /// Malformed, untrusted key, or not matching the bytes.
+        why: String,
+    },
     /// Signing failed.
     #[error("cannot sign {origin}: {why}")]
-    Sign { origin: String, why: String },
+    Sign {
+        /// The manifest being signed.
+        origin: String,
+        /// What failed (key, password).
+        why: String,
+    },
 }
 
 /// A public key that may vouch for manifests.

@@ -569,14 +569,17 @@ fn publish_prepare_round_trip_twenty_assets_basic_auth_signed() {
         "{pub_comment} names {}",
         key.id
     );
-    let opts = bootvault::oci::OciOptions {
-        credentials: vec![(
-            reg.host(),
-            bootvault::oci::Credential {
-                username: USER.into(),
-                password: PASSWORD.into(),
-            },
-        )],
+    let opts = bootvault::FetchOptions {
+        oci: bootvault::oci::OciOptions {
+            credentials: vec![(
+                reg.host(),
+                bootvault::oci::Credential {
+                    username: USER.into(),
+                    password: PASSWORD.into(),
+                },
+            )],
+            ..Default::default()
+        },
         ..Default::default()
     };
     let loaded =

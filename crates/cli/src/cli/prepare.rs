@@ -54,10 +54,6 @@ pub fn run(a: PrepareArgs) -> CmdResult {
             a.manifest
         )));
     }
-    let manifest = super::remote::load(&a.manifest, &a.manifest_args, &oci, &a.trust)?;
-    if a.dry_run {
-        return super::plan::dry_run(&a.store, &manifest, a.verify.as_deref(), a.json);
-    }
     let mut fetch = bootvault::FetchOptions {
         oci,
         ..Default::default()
@@ -70,6 +66,10 @@ pub fn run(a: PrepareArgs) -> CmdResult {
     }
     if let Some(s) = a.connect_timeout {
         fetch.connect_timeout = Duration::from_secs(s);
+    }
+    let manifest = super::remote::load(&a.manifest, &a.manifest_args, &fetch, &a.trust)?;
+    if a.dry_run {
+        return super::plan::dry_run(&a.store, &manifest, a.verify.as_deref(), a.json);
     }
     let mut b = a
         .store

@@ -75,7 +75,10 @@ pub fn run(a: PublishArgs) -> CmdResult {
                 .map(|r| r.repository),
         })
         .collect();
-    let opts = a.registry.options()?;
+    let opts = bootvault::FetchOptions {
+        oci: a.registry.options()?,
+        ..Default::default()
+    };
     let total: u64 = blobs
         .iter()
         .map(|b| std::fs::metadata(&b.file).map(|m| m.len()).unwrap_or(0))

@@ -68,7 +68,7 @@ pub fn is_remote(spec: &str) -> bool {
 pub fn load(
     spec: &str,
     margs: &ManifestArgs,
-    oci: &OciOptions,
+    fetch: &bootvault::FetchOptions,
     trust: &TrustArgs,
 ) -> Result<Manifest, Failure> {
     let keys = trust.keys()?;
@@ -79,14 +79,15 @@ pub fn load(
         arch: margs.arch.clone(),
         base_url: margs.base_url.clone(),
     };
-    let loaded = bootvault::oci::load_manifest(spec, oci, &keys, &parse).map_err(|e| Failure {
-        code: if e.is_usage() {
-            EXIT_USAGE
-        } else {
-            EXIT_FAILED
-        },
-        message: e.to_string(),
-    })?;
+    let loaded =
+        bootvault::oci::load_manifest(spec, fetch, &keys, &parse).map_err(|e| Failure {
+            code: if e.is_usage() {
+                EXIT_USAGE
+            } else {
+                EXIT_FAILED
+            },
+            message: e.to_string(),
+        })?;
     if let Some(id) = &loaded.signed_by {
         // The ledger does not record the key yet; say it where -v can see it.
         tracing::info!("manifest {spec}: signed by trusted key {id}");
