@@ -7,10 +7,10 @@ mod migrate;
 mod plan;
 mod prepare;
 mod progress;
-mod signals;
 mod publish;
 mod remote;
 mod sign;
+mod signals;
 
 use anyhow::Context as _;
 use bootvault::{Manifest, ParseOptions, Store};
