@@ -43,6 +43,8 @@ pub struct FetchOptions {
     /// Free space kept on the state dir's filesystem: a download that would leave less fails
     /// (checked before it starts, with the announced size, and every 64 MiB while it runs).
     pub min_free_bytes: u64,
+    /// OCI registries (`oci://` sources): mirrors, plain-HTTP hosts, credentials.
+    pub oci: crate::oci::OciOptions,
 }
 
 impl Default for FetchOptions {
@@ -56,6 +58,7 @@ impl Default for FetchOptions {
             ca_certificates: Vec::new(),
             max_size: 16 << 30,
             min_free_bytes: 64 << 20,
+            oci: crate::oci::OciOptions::default(),
         }
     }
 }
@@ -369,6 +372,8 @@ pub struct Fetcher {
     rt: Option<tokio::runtime::Runtime>,
     client: reqwest::Client,
     opts: FetchOptions,
+    /// Resolves `oci://` sources to blob URLs and their `Authorization`.
+    oci: crate::oci::Registry,
 }
 
 impl Drop for Fetcher {
@@ -403,6 +408,7 @@ impl Fetcher {
         Ok(Fetcher {
             rt: Some(rt),
             client,
+            oci: crate::oci::Registry::from_options(&opts.oci),
             opts,
         })
     }
@@ -424,10 +430,12 @@ impl Fetcher {
             url: url.to_string(),
             reason,
         };
-        let mut dead = vec![false; req.urls.len()];
+        // Registry mirrors go before their registry.
+        let urls = self.oci.expand(req.urls);
+        let mut dead = vec![false; urls.len()];
         for round in 0..=self.opts.retries {
             let mut hint: Option<Duration> = None;
-            for (i, url) in req.urls.iter().enumerate() {
+            for (i, url) in urls.iter().enumerate() {
                 if dead[i] {
                     continue;
                 }
@@ -557,7 +565,28 @@ impl Fetcher {
         p: &mut Partial,
         req: &Request<'_>,
     ) -> std::result::Result<(), TryError> {
-        let mut rb = self.client.get(url);
+        // An `oci://` source is a blob URL plus an Authorization (only sent to that host).
+        let (target, auth, oci) = if url.starts_with("oci:") {
+            let (target, host, repo) = self
+                .oci
+                .blob_url(url, &req.sha256)
+                .map_err(TryError::Permanent)?;
+            let auth = self
+                .oci
+                .authorization(&self.client, &host, &repo, false)
+                .await
+                .map_err(|e| match e.retry {
+                    true => TryError::Transient(e.message, None),
+                    false => TryError::Permanent(e.message),
+                })?;
+            (target, auth, Some((host, repo)))
+        } else {
+            (url.to_string(), None, None)
+        };
+        let mut rb = self.client.get(&target);
+        if let Some(a) = auth {
+            rb = rb.header(reqwest::header::AUTHORIZATION, a);
+        }
         let resuming = p.offset > 0 && p.url.as_deref() == Some(url);
         if resuming {
             rb = rb.header(reqwest::header::RANGE, format!("bytes={}-", p.offset));
@@ -606,6 +635,13 @@ impl Fetcher {
                     "range not satisfiable; restarting".into(),
                     None,
                 ));
+            }
+            401 if oci.is_some() => {
+                // The token expired or the cached answer is stale: ask again next try.
+                if let Some((host, repo)) = &oci {
+                    self.oci.forget(host, repo);
+                }
+                return Err(TryError::Transient(format!("HTTP {status}"), None));
             }
             408 | 429 => return Err(TryError::Transient(format!("HTTP {status}"), retry_after)),
             s if s >= 500 => {
@@ -698,7 +734,7 @@ impl Fetcher {
 
 /// The default client: connect and idle timeouts, the OS trust store plus the bundled web
 /// roots, and any extra CA of `opts`.
-fn build_client(opts: &FetchOptions) -> std::result::Result<reqwest::Client, String> {
+pub(crate) fn build_client(opts: &FetchOptions) -> std::result::Result<reqwest::Client, String> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(opts.connect_timeout)
         .read_timeout(opts.idle_timeout)

@@ -60,6 +60,8 @@ mod error;
 mod inspect;
 #[path = "../migrations/mod.rs"]
 pub mod migrations;
+pub mod oci;
+pub mod sign;
 mod store;
 pub(crate) mod sys;
 

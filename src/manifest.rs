@@ -50,7 +50,7 @@ pub struct Asset {
     pub sha256: Sha256Digest,
     /// Expected size, enforced when given.
     pub size: Option<u64>,
-    /// Absolute source URLs (`http`, `https`, `file`), in the order they are tried.
+    /// Absolute source URLs (`http`, `https`, `file`, `oci`), in the order they are tried.
     pub urls: Vec<String>,
     /// Verification policy.
     pub verify: Policy,
@@ -508,8 +508,16 @@ fn resolve_url(s: &str, base: Option<&reqwest::Url>) -> std::result::Result<Stri
     match reqwest::Url::parse(s) {
         Ok(url) => match url.scheme() {
             "http" | "https" | "file" => Ok(url.to_string()),
+            // A registry repository: the blob is the asset's digest (see `oci`).
+            "oci" => match crate::oci::Reference::parse(s) {
+                Ok(r) if r.tag.is_none() && r.digest.is_none() => Ok(r.repository_url()),
+                Ok(_) => Err(format!(
+                    "{s:?}: an oci:// source names a repository, without tag or digest"
+                )),
+                Err(e) => Err(e.to_string()),
+            },
             other => Err(format!(
-                "{s:?}: unsupported scheme {other:?} (http, https or file)"
+                "{s:?}: unsupported scheme {other:?} (http, https, file or oci)"
             )),
         },
         Err(url::ParseError::RelativeUrlWithoutBase) => {

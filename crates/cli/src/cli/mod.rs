@@ -7,6 +7,9 @@ mod migrate;
 mod plan;
 mod prepare;
 mod progress;
+mod publish;
+mod remote;
+mod sign;
 mod signals;
 
 use anyhow::Context as _;
@@ -48,6 +51,10 @@ enum Command {
     Gc(gc::GcArgs),
     /// End-to-end demo on built-in data, served from a loopback origin (no network).
     Demo(demo::DemoArgs),
+    /// Push a manifest's assets and the manifest to an OCI registry (oci://HOST/REPO:TAG).
+    Publish(publish::PublishArgs),
+    /// Sign a manifest with a minisign secret key (writes MANIFEST.minisig).
+    Sign(sign::SignArgs),
 }
 
 /// Where the store is: shared by every subcommand.
@@ -210,6 +217,8 @@ pub fn run() -> ExitCode {
         Command::Migrate(a) => migrate::run(a),
         Command::Gc(a) => gc::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Publish(a) => publish::run(a),
+        Command::Sign(a) => sign::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

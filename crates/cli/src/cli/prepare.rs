@@ -3,16 +3,16 @@
 use super::{CmdResult, EXIT_FAILED, ManifestArgs, StoreArgs, finish_output, out, out_json};
 use bootvault::{Policy, Report};
 use clap::Args;
-use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct PrepareArgs {
     #[command(flatten)]
     pub store: StoreArgs,
-    /// The manifest (native JSON, or arcbox-boot's).
-    #[arg(long, value_name = "FILE")]
-    pub manifest: PathBuf,
+    /// The manifest (native JSON, or arcbox-boot's): a file, an http(s):// URL, or a registry
+    /// artifact oci://HOST/REPO:TAG or oci://HOST/REPO@sha256:DIGEST.
+    #[arg(long, value_name = "FILE|URL")]
+    pub manifest: String,
     /// Never touch the network; a missing or wrong asset fails.
     #[arg(long)]
     pub offline: bool,
@@ -40,14 +40,24 @@ pub struct PrepareArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub manifest_args: ManifestArgs,
+    #[command(flatten)]
+    pub registry: super::remote::RegistryArgs,
+    #[command(flatten)]
+    pub trust: super::remote::TrustArgs,
 }
 
 pub fn run(a: PrepareArgs) -> CmdResult {
-    let manifest = a.manifest_args.load(&a.manifest)?;
-    if a.dry_run {
-        return super::plan::dry_run(&a.store, &manifest, a.verify.as_deref(), a.json);
+    let oci = a.registry.options()?;
+    if a.offline && super::remote::is_remote(&a.manifest) {
+        return Err(super::Failure::usage(format!(
+            "--offline: cannot fetch the manifest {}",
+            a.manifest
+        )));
     }
-    let mut fetch = bootvault::FetchOptions::default();
+    let mut fetch = bootvault::FetchOptions {
+        oci,
+        ..Default::default()
+    };
     if let Some(r) = a.retries {
         fetch.retries = r;
     }
@@ -56,6 +66,10 @@ pub fn run(a: PrepareArgs) -> CmdResult {
     }
     if let Some(s) = a.connect_timeout {
         fetch.connect_timeout = Duration::from_secs(s);
+    }
+    let manifest = super::remote::load(&a.manifest, &a.manifest_args, &fetch, &a.trust)?;
+    if a.dry_run {
+        return super::plan::dry_run(&a.store, &manifest, a.verify.as_deref(), a.json);
     }
     let mut b = a
         .store

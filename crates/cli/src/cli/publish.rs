@@ -1,0 +1,155 @@
+//! `bootvault publish`: push a manifest's assets and the manifest itself to an OCI registry.
+
+use super::{CmdResult, Failure, ManifestArgs, finish_output, out, out_json};
+use bootvault::oci::{PublishBlob, Reference};
+use clap::Args;
+use serde_json::json;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct PublishArgs {
+    /// The manifest to publish (stored as the artifact's config blob, byte for byte).
+    #[arg(long, value_name = "FILE")]
+    pub manifest: PathBuf,
+    /// Directory holding the assets at their manifest paths (a prepared store root).
+    #[arg(long, value_name = "ROOT")]
+    pub dir: PathBuf,
+    /// The manifest's minisign signature, stored with the artifact; default MANIFEST.minisig
+    /// when that file exists.
+    #[arg(long, value_name = "FILE")]
+    pub signature: Option<PathBuf>,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Where to publish: oci://HOST[:PORT]/REPO:TAG.
+    #[arg(value_name = "TARGET")]
+    pub target: String,
+    #[command(flatten)]
+    pub registry: super::remote::RegistryArgs,
+    #[command(flatten)]
+    pub manifest_args: ManifestArgs,
+}
+
+pub fn run(a: PublishArgs) -> CmdResult {
+    let target = Reference::parse(&a.target).map_err(|e| Failure::usage(e.to_string()))?;
+    if target.tag.is_none() || target.digest.is_some() {
+        return Err(Failure::usage(format!(
+            "{}: publish needs a tag and no digest (oci://HOST/REPO:TAG)",
+            a.target
+        )));
+    }
+    let bytes = std::fs::read(&a.manifest)
+        .map_err(|e| Failure::usage(format!("{}: {e}", a.manifest.display())))?;
+    let manifest = a.manifest_args.load(&a.manifest)?;
+    let sig_path = a.signature.clone().or_else(|| {
+        let mut s = a.manifest.clone().into_os_string();
+        s.push(".minisig");
+        let p = PathBuf::from(s);
+        p.exists().then_some(p)
+    });
+    let signature = match &sig_path {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| Failure::usage(format!("{}: {e}", p.display())))?,
+        ),
+        None => None,
+    };
+    let blobs: Vec<PublishBlob> = manifest
+        .assets
+        .iter()
+        .map(|asset| PublishBlob {
+            name: asset.name.clone(),
+            path: asset.path.clone(),
+            file: a.dir.join(&asset.path),
+            sha256: asset.sha256,
+            size: asset.size,
+            // An asset already served by another repository of the same registry is mounted.
+            mount_from: asset
+                .urls
+                .iter()
+                .find_map(|u| {
+                    Reference::parse(u).ok().filter(|r| {
+                        r.registry == target.registry && r.repository != target.repository
+                    })
+                })
+                .map(|r| r.repository),
+        })
+        .collect();
+    let opts = bootvault::FetchOptions {
+        oci: a.registry.options()?,
+        ..Default::default()
+    };
+    let total: u64 = blobs
+        .iter()
+        .map(|b| std::fs::metadata(&b.file).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let bar = super::stderr_is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new(total);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix:>10} {msg:<16} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        b.set_prefix("publish");
+        b
+    });
+    // Per-asset progress folded into one bar: remember what each asset reported last.
+    let done = std::sync::Mutex::new(std::collections::HashMap::<String, u64>::new());
+    let progress = |name: &str, sent: u64, _len: u64| {
+        if let Some(bar) = &bar {
+            let mut d = done.lock().unwrap_or_else(|e| e.into_inner());
+            let prev = d.insert(name.to_string(), sent).unwrap_or(0);
+            bar.inc(sent.saturating_sub(prev));
+            bar.set_message(name.to_string());
+        }
+    };
+    let report = bootvault::oci::publish(
+        &opts,
+        &target,
+        &bytes,
+        &manifest.version,
+        signature.as_deref(),
+        &blobs,
+        &progress,
+    )
+    .map_err(|e| Failure {
+        code: match e {
+            bootvault::oci::OciError::Reference { .. } => super::EXIT_USAGE,
+            _ => super::EXIT_FAILED,
+        },
+        message: e.to_string(),
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let pinned = format!(
+        "{}@sha256:{}",
+        target.repository_url(),
+        report.digest.to_hex()
+    );
+    let printed = if a.json {
+        out_json(&json!({
+            "target": a.target,
+            "digest": format!("sha256:{}", report.digest.to_hex()),
+            "pinned": pinned,
+            "uploaded": report.uploaded,
+            "skipped": report.skipped,
+            "mounted": report.mounted,
+            "bytes_uploaded": report.bytes_uploaded,
+            "signed": signature.is_some(),
+        }))
+    } else {
+        out(&format!(
+            "published {} ({} uploaded, {} already there, {} mounted, {} bytes{})\npinned: {pinned}",
+            a.target,
+            report.uploaded.len(),
+            report.skipped.len(),
+            report.mounted.len(),
+            report.bytes_uploaded,
+            if signature.is_some() { ", signed" } else { "" },
+        ))
+    };
+    finish_output(printed, 0)
+}

@@ -1,0 +1,96 @@
+//! Manifests from URLs and registries, registry options, and the signature check.
+
+use super::{EXIT_FAILED, EXIT_USAGE, Failure, ManifestArgs};
+use bootvault::oci::OciOptions;
+use bootvault::sign::TrustedKey;
+use bootvault::{Manifest, ParseOptions};
+use clap::Args;
+use std::path::{Path, PathBuf};
+
+/// Registry options: mirrors and plain-HTTP hosts.
+#[derive(Args, Clone, Debug, Default)]
+pub struct RegistryArgs {
+    /// Try MIRROR (host[:port], or http://host[:port]) before registry HOST (repeatable; in
+    /// order). A pull-through cache or a P2P layer (Dragonfly, Spegel) works unchanged.
+    #[arg(long = "registry-mirror", value_name = "HOST=MIRROR")]
+    pub mirrors: Vec<String>,
+    /// Speak plain HTTP to this registry host (loopback registries always are).
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure: Vec<String>,
+}
+
+impl RegistryArgs {
+    pub fn options(&self) -> Result<OciOptions, Failure> {
+        let mut opts = OciOptions {
+            insecure: self.insecure.clone(),
+            ..Default::default()
+        };
+        for m in &self.mirrors {
+            let (host, mirror) = m
+                .split_once('=')
+                .filter(|(h, m)| !h.is_empty() && !m.is_empty())
+                .ok_or_else(|| {
+                    Failure::usage(format!("--registry-mirror {m:?}: expected HOST=MIRROR"))
+                })?;
+            opts.mirrors.push((host.to_string(), mirror.to_string()));
+        }
+        Ok(opts)
+    }
+}
+
+/// Which keys may vouch for a manifest fetched from a URL or a registry tag.
+#[derive(Args, Clone, Debug, Default)]
+pub struct TrustArgs {
+    /// A minisign public key (minisign.pub). With one, a manifest fetched from a URL or a
+    /// registry tag must carry a valid signature by a trusted key (repeatable).
+    #[arg(long = "trusted-key", value_name = "FILE")]
+    pub trusted_keys: Vec<PathBuf>,
+}
+
+impl TrustArgs {
+    fn keys(&self) -> Result<Vec<TrustedKey>, Failure> {
+        self.trusted_keys
+            .iter()
+            .map(|p| TrustedKey::from_file(p).map_err(|e| Failure::usage(e.to_string())))
+            .collect()
+    }
+}
+
+/// Whether `spec` names a manifest on the network (a URL or a registry artifact).
+pub fn is_remote(spec: &str) -> bool {
+    ["oci://", "https://", "http://"]
+        .iter()
+        .any(|p| spec.starts_with(p))
+}
+
+/// Loads `spec`: a local file, an `http(s)://` URL (signature at URL.minisig), or a registry
+/// artifact `oci://HOST/REPO:TAG` / `@sha256:…` (whose assets are then also pulled from there).
+pub fn load(
+    spec: &str,
+    margs: &ManifestArgs,
+    fetch: &bootvault::FetchOptions,
+    trust: &TrustArgs,
+) -> Result<Manifest, Failure> {
+    let keys = trust.keys()?;
+    if !is_remote(spec) {
+        return Ok(margs.load(Path::new(spec))?);
+    }
+    let parse = ParseOptions {
+        arch: margs.arch.clone(),
+        base_url: margs.base_url.clone(),
+    };
+    let loaded =
+        bootvault::oci::load_manifest(spec, fetch, &keys, &parse).map_err(|e| Failure {
+            code: if e.is_usage() {
+                EXIT_USAGE
+            } else {
+                EXIT_FAILED
+            },
+            message: e.to_string(),
+        })?;
+    if let Some(id) = &loaded.signed_by {
+        // The ledger does not record the key yet; say it where -v can see it.
+        tracing::info!("manifest {spec}: signed by trusted key {id}");
+    }
+    Ok(loaded.manifest)
+}

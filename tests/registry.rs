@@ -1,0 +1,1059 @@
+//! `oci://` sources, `publish` and signed manifests against a real CNCF distribution registry
+//! (Debian's `docker-registry`, started per test on a free loopback port; `.ci/run` installs it).
+
+mod common;
+
+use bootvault_testkit::origin::Origin;
+use bootvault_testkit::proxy::Proxy;
+use bootvault_testkit::registry::{Registry, RegistryAuth};
+use common::{
+    Env, KIB, MIB, Run, asset, asset_with_urls, bootvault_cmd, data, outcomes, run_cmd, sha,
+};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const USER: &str = "fleet";
+const PASSWORD: &str = "s3cret-pass";
+
+fn registry(auth: RegistryAuth) -> Registry {
+    assert!(
+        Registry::available(),
+        "docker-registry is not installed: apt-get install -y docker-registry (see .ci/run)"
+    );
+    Registry::start(auth).expect("start docker-registry")
+}
+
+fn basic() -> RegistryAuth {
+    RegistryAuth::Basic {
+        user: USER.into(),
+        password: PASSWORD.into(),
+    }
+}
+
+/// A docker config dir: empty (no credentials), or with `auths` for `host`.
+fn docker_config(env: &Env, host: Option<&str>) -> PathBuf {
+    let dir = env.outside(if host.is_some() {
+        "docker"
+    } else {
+        "docker-empty"
+    });
+    std::fs::create_dir_all(&dir).unwrap();
+    let auths = match host {
+        Some(h) => {
+            use base64::Engine as _;
+            let auth =
+                base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+            serde_json::json!({ h: {"auth": auth} })
+        }
+        None => serde_json::json!({}),
+    };
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::json!({ "auths": auths }).to_string(),
+    )
+    .unwrap();
+    dir
+}
+
+/// Runs the binary with an isolated credential environment (never the user's ~/.docker).
+fn bv(docker: &Path, args: &[&str]) -> Run {
+    let mut cmd = bootvault_cmd();
+    cmd.args(args)
+        .env("DOCKER_CONFIG", docker)
+        .env_remove("REGISTRY_AUTH_FILE");
+    run_cmd(cmd)
+}
+
+fn prepare(env: &Env, docker: &Path, manifest: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "prepare",
+        "--dir",
+        env.root.to_str().unwrap(),
+        "--manifest",
+        manifest,
+        "--json",
+    ];
+    // Few retries: several tests expect a failure and need not wait for the backoff.
+    if !extra.contains(&"--retries") {
+        args.extend_from_slice(&["--retries", "1"]);
+    }
+    args.extend_from_slice(extra);
+    bv(docker, &args)
+}
+
+/// `n` assets with deterministic bodies, written under `dir` at their paths.
+fn assets(dir: &Path, n: usize, len: usize) -> Vec<(String, String, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let name = format!("asset{i:02}");
+            let path = format!("boot/{name}.img");
+            let body = data(1000 + i as u64, len + i * 7);
+            let p = dir.join(&path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, &body).unwrap();
+            (name, path, body)
+        })
+        .collect()
+}
+
+/// A native manifest (at `file` beside ROOT) listing `set` with `urls` each.
+fn manifest_for(
+    env: &Env,
+    file: &str,
+    set: &[(String, String, Vec<u8>)],
+    urls: &[String],
+) -> PathBuf {
+    let list = set
+        .iter()
+        .map(|(n, p, b)| {
+            if urls.is_empty() {
+                asset(n, p, b)
+            } else {
+                asset_with_urls(n, p, b, urls)
+            }
+        })
+        .collect();
+    env.write_manifest(file, "fleet-1", list)
+}
+
+/// Publishes `set` (files under `src`) with `manifest` to `target`; must succeed.
+fn publish(docker: &Path, manifest: &Path, src: &Path, target: &str) -> Value {
+    let r = bv(
+        docker,
+        &[
+            "publish",
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--dir",
+            src.to_str().unwrap(),
+            "--json",
+            target,
+        ],
+    );
+    r.assert_code(0).json()
+}
+
+fn assert_placed(env: &Env, set: &[(String, String, Vec<u8>)]) {
+    for (_, path, body) in set {
+        assert!(env.read(path) == *body, "{path} has the published bytes");
+    }
+}
+
+/// Publishes `set` anonymously to `reg` under REPO=`fleet/boot`; returns the source URL.
+fn seed(reg: &Registry, env: &Env, set_dir: &Path, set: &[(String, String, Vec<u8>)]) -> String {
+    let docker = docker_config(env, None);
+    let m = manifest_for(env, "seed.json", set, &[]);
+    publish(
+        &docker,
+        &m,
+        set_dir,
+        &format!("oci://{}/fleet/boot:seed", reg.host()),
+    );
+    format!("oci://{}/fleet/boot", reg.host())
+}
+
+#[test]
+fn anonymous_pull_by_digest() {
+    let reg = registry(RegistryAuth::Anonymous);
+    let env = Env::new();
+    let src = env.outside("src");
+    let set = assets(&src, 3, 300 * KIB);
+    let source = seed(&reg, &env, &src, &set);
+    let m = manifest_for(&env, "m.json", &set, std::slice::from_ref(&source));
+    let docker = docker_config(&env, None);
+    let report = prepare(&env, &docker, m.to_str().unwrap(), &[]).report_ok();
+    for (name, outcome) in outcomes(&report) {
+        assert_eq!(outcome, "downloaded", "{name}");
+    }
+    assert_placed(&env, &set);
+    // Warm: nothing is fetched again.
+    let again = prepare(&env, &docker, m.to_str().unwrap(), &[]).report_ok();
+    assert!(outcomes(&again).values().all(|o| o == "cached"), "{again}");
+}
+
+#[test]
+fn basic_auth_with_docker_config_and_registry_auth_file() {
+    let reg = registry(basic());
+    let env = Env::new();
+    let src = env.outside("src");
+    let set = assets(&src, 2, 200 * KIB);
+    let docker = docker_config(&env, Some(&reg.host()));
+    let m = manifest_for(&env, "m.json", &set, &[]);
+    publish(
+        &docker,
+        &m,
+        &src,
+        &format!("oci://{}/fleet/boot:v1", reg.host()),
+    );
+    let source = format!("oci://{}/fleet/boot", reg.host());
+    let pull = manifest_for(&env, "pull.json", &set, std::slice::from_ref(&source));
+
+    // Without credentials the registry refuses: exit 1, nothing placed, the reason named.
+    let empty = docker_config(&env, None);
+    let denied = prepare(&env, &empty, pull.to_str().unwrap(), &[]);
+    denied.assert_code(1);
+    assert!(
+        denied.stderr.contains("no credentials"),
+        "{}",
+        denied.describe()
+    );
+    assert!(
+        !denied.stderr.contains("(try"),
+        "missing credentials are not retried: {}",
+        denied.describe()
+    );
+    assert!(!env.path(&set[0].1).exists());
+
+    // REGISTRY_AUTH_FILE (containers-auth.json has the same `auths` shape).
+    let auth_file = docker.join("config.json");
+    let mut cmd = bootvault_cmd();
+    cmd.args([
+        "prepare",
+        "--dir",
+        env.root.to_str().unwrap(),
+        "--manifest",
+        pull.to_str().unwrap(),
+        "--json",
+    ])
+    .env("DOCKER_CONFIG", &empty)
+    .env("REGISTRY_AUTH_FILE", &auth_file);
+    let report = run_cmd(cmd).report_ok();
+    assert!(
+        outcomes(&report).values().all(|o| o == "downloaded"),
+        "{report}"
+    );
+    assert_placed(&env, &set);
+}
+
+#[test]
+fn bearer_token_flow() {
+    let reg = registry(RegistryAuth::Token {
+        user: USER.into(),
+        password: PASSWORD.into(),
+    });
+    let env = Env::new();
+    let src = env.outside("src");
+    let set = assets(&src, 2, 150 * KIB);
+    let docker = docker_config(&env, Some(&reg.host()));
+    let m = manifest_for(&env, "m.json", &set, &[]);
+    publish(
+        &docker,
+        &m,
+        &src,
+        &format!("oci://{}/fleet/boot:v1", reg.host()),
+    );
+    let issued_for_push = reg.tokens_issued();
+    assert!(
+        issued_for_push >= 1,
+        "the push went through the token server"
+    );
+    let source = format!("oci://{}/fleet/boot", reg.host());
+    let pull = manifest_for(&env, "pull.json", &set, std::slice::from_ref(&source));
+    let report = prepare(&env, &docker, pull.to_str().unwrap(), &[]).report_ok();
+    assert!(
+        outcomes(&report).values().all(|o| o == "downloaded"),
+        "{report}"
+    );
+    assert_placed(&env, &set);
+    assert!(
+        reg.tokens_issued() > issued_for_push,
+        "the pull asked the token server for a pull token"
+    );
+
+    // Wrong password: the token server refuses, prepare fails and names it.
+    let other = Env::new();
+    let bad = other.outside("bad-docker");
+    std::fs::create_dir_all(&bad).unwrap();
+    {
+        use base64::Engine as _;
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:wrong"));
+        std::fs::write(
+            bad.join("config.json"),
+            serde_json::json!({"auths": {reg.host(): {"auth": auth}}}).to_string(),
+        )
+        .unwrap();
+    }
+    let r = prepare(&other, &bad, pull.to_str().unwrap(), &[]);
+    r.assert_code(1);
+    assert!(r.stderr.contains("token server"), "{}", r.describe());
+}
+
+#[test]
+fn mirror_serves_while_the_registry_is_down() {
+    let mut origin = registry(RegistryAuth::Anonymous);
+    let env = Env::new();
+    let src = env.outside("src");
+    let set = assets(&src, 2, 256 * KIB);
+    let source = seed(&origin, &env, &src, &set);
+    let mirror = Registry::start_mirror(&origin.url()).expect("start the pull-through mirror");
+    let flag = format!("{}={}", origin.host(), mirror.host());
+    let m = manifest_for(&env, "m.json", &set, std::slice::from_ref(&source));
+    let docker = docker_config(&env, None);
+
+    // Host 1 pulls through the mirror, which fills its cache from the registry.
+    let report = prepare(
+        &env,
+        &docker,
+        m.to_str().unwrap(),
+        &["--registry-mirror", &flag],
+    )
+    .report_ok();
+    assert!(
+        outcomes(&report).values().all(|o| o == "downloaded"),
+        "{report}"
+    );
+
+    origin.stop();
+    // Host 2, registry down: without the mirror it fails...
+    let host2 = Env::new();
+    let r = prepare(&host2, &docker, m.to_str().unwrap(), &[]);
+    r.assert_code(1);
+    assert!(!host2.path(&set[0].1).exists());
+    // ...with the mirror tried first it succeeds.
+    let report = prepare(
+        &host2,
+        &docker,
+        m.to_str().unwrap(),
+        &["--registry-mirror", &flag],
+    )
+    .report_ok();
+    assert!(
+        outcomes(&report).values().all(|o| o == "downloaded"),
+        "{report}"
+    );
+    assert_placed(&host2, &set);
+}
+
+#[test]
+fn a_cut_blob_download_resumes_with_range() {
+    let reg = registry(RegistryAuth::Anonymous);
+    let env = Env::new();
+    let src = env.outside("src");
+    let set = assets(&src, 1, 4 * MIB);
+    seed(&reg, &env, &src, &set);
+    let proxy = Proxy::start(reg.addr()).unwrap();
+    // The first connection dies after 1 MiB of the answer.
+    proxy.cut_after(MIB as u64, 1);
+    let source = format!("oci://{}/fleet/boot", proxy.host());
+    let m = manifest_for(&env, "m.json", &set, std::slice::from_ref(&source));
+    let docker = docker_config(&env, None);
+    let report = prepare(&env, &docker, m.to_str().unwrap(), &["--retries", "3"]).report_ok();
+    assert_eq!(proxy.cuts(), 1, "the download was cut once");
+    let size = set[0].2.len() as u64;
+    let a = &report["assets"][0];
+    assert_eq!(a["outcome"], "downloaded");
+    // A restart would have received the first MiB twice.
+    assert_eq!(
+        a["bytes_downloaded"].as_u64(),
+        Some(size),
+        "resumed, not restarted: {report}"
+    );
+    assert!(
+        proxy.bytes_down() < size + 256 * KIB as u64,
+        "registry sent {} bytes for a {size}-byte blob",
+        proxy.bytes_down()
+    );
+    assert_placed(&env, &set);
+}
+
+#[test]
+fn a_registry_serving_a_wrong_blob_places_nothing() {
+    let reg = registry(RegistryAuth::Anonymous);
+    let env = Env::new();
+    let src = env.outside("src");
+    let set = assets(&src, 1, 512 * KIB);
+    let source = seed(&reg, &env, &src, &set);
+    // Same length, different bytes, behind the registry's back.
+    let data_path = reg.blob_data_path(&sha(&set[0].2));
+    let mut bytes = std::fs::read(&data_path).unwrap();
+    bytes[1000] ^= 0xff;
+    std::fs::write(&data_path, bytes).unwrap();
+    let m = manifest_for(&env, "m.json", &set, std::slice::from_ref(&source));
+    let docker = docker_config(&env, None);
+    let r = prepare(&env, &docker, m.to_str().unwrap(), &[]);
+    r.assert_code(1);
+    assert!(r.stderr.contains("sha256 mismatch"), "{}", r.describe());
+    assert!(
+        r.stderr.contains(&set[0].0),
+        "names the asset: {}",
+        r.describe()
+    );
+    assert!(!env.path(&set[0].1).exists(), "nothing placed");
+    assert!(
+        env.leftovers().is_empty(),
+        "no partial kept: {:?}",
+        env.leftovers()
+    );
+}
+
+#[test]
+fn concurrent_processes_pull_each_blob_once() {
+    const PROCS: usize = 8;
+    let reg = registry(RegistryAuth::Anonymous);
+    let env = Env::new();
+    let src = env.outside("src");
+    let set = assets(&src, 2, MIB);
+    seed(&reg, &env, &src, &set);
+    let proxy = Proxy::start(reg.addr()).unwrap();
+    // About half a second per blob, so that every process overlaps the download.
+    proxy.throttle(4 * MIB as u64);
+    let source = format!("oci://{}/fleet/boot", proxy.host());
+    let m = manifest_for(&env, "m.json", &set, std::slice::from_ref(&source));
+    let docker = docker_config(&env, None);
+    let children: Vec<_> = (0..PROCS)
+        .map(|_| {
+            let mut cmd = bootvault_cmd();
+            cmd.args([
+                "prepare",
+                "--dir",
+                env.root.to_str().unwrap(),
+                "--manifest",
+                m.to_str().unwrap(),
+                "--json",
+            ])
+            .env("DOCKER_CONFIG", &docker)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    let mut downloaded = 0;
+    for child in children {
+        let run: Run = child.wait_with_output().unwrap().into();
+        for (_, o) in outcomes(&run.report_ok()) {
+            assert!(
+                ["downloaded", "cached", "verified"].contains(&o.as_str()),
+                "{o}"
+            );
+            downloaded += usize::from(o == "downloaded");
+        }
+    }
+    assert_eq!(downloaded, set.len(), "one process downloads each asset");
+    let total: u64 = set.iter().map(|(_, _, b)| b.len() as u64).sum();
+    assert!(
+        proxy.bytes_down() < total + 256 * KIB as u64,
+        "registry served {} bytes for {total} bytes of blobs across {PROCS} processes",
+        proxy.bytes_down()
+    );
+    assert_placed(&env, &set);
+}
+
+#[test]
+fn publish_never_uploads_a_file_that_does_not_match() {
+    let reg = registry(RegistryAuth::Anonymous);
+    let env = Env::new();
+    let src = env.outside("src");
+    let set = assets(&src, 2, 64 * KIB);
+    let m = manifest_for(&env, "m.json", &set, &[]);
+    // The second file changed after the manifest was written.
+    std::fs::write(src.join(&set[1].1), b"not what the manifest says").unwrap();
+    let docker = docker_config(&env, None);
+    let r = bv(
+        &docker,
+        &[
+            "publish",
+            "--manifest",
+            m.to_str().unwrap(),
+            "--dir",
+            src.to_str().unwrap(),
+            &format!("oci://{}/fleet/boot:v1", reg.host()),
+        ],
+    );
+    r.assert_code(1);
+    assert!(
+        r.stderr.contains(&set[1].0),
+        "names the asset: {}",
+        r.describe()
+    );
+    assert!(r.stderr.contains("not uploaded"), "{}", r.describe());
+    for (_, _, body) in &set {
+        assert!(
+            !reg.blob_data_path(&sha(body)).exists(),
+            "no blob was uploaded"
+        );
+    }
+    // And the tag does not exist: resolving it fails.
+    let r = prepare(
+        &env,
+        &docker,
+        &format!("oci://{}/fleet/boot:v1", reg.host()),
+        &[],
+    );
+    r.assert_code(1);
+}
+
+// ---- publish → prepare with signatures ---------------------------------------------------------
+
+fn minisign(args: &[&str]) {
+    let out = Command::new("minisign")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("minisign is not installed: apt-get install -y minisign (see .ci/run)");
+    assert!(
+        out.status.success(),
+        "minisign {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A key pair made by the minisign CLI, without a password: (public, secret).
+fn keypair(env: &Env, name: &str) -> (PathBuf, PathBuf) {
+    let public = env.outside(&format!("{name}.pub"));
+    let secret = env.outside(&format!("{name}.key"));
+    minisign(&[
+        "-G",
+        "-W",
+        "-p",
+        public.to_str().unwrap(),
+        "-s",
+        secret.to_str().unwrap(),
+    ]);
+    (public, secret)
+}
+
+#[test]
+fn publish_prepare_round_trip_twenty_assets_basic_auth_signed() {
+    let reg = registry(basic());
+    let env = Env::new();
+    let src = env.outside("src");
+    let set = assets(&src, 20, 48 * KIB);
+    let docker = docker_config(&env, Some(&reg.host()));
+    let m = manifest_for(&env, "set.json", &set, &[]);
+    let (public, secret) = keypair(&env, "release");
+    let (other_public, other_secret) = keypair(&env, "other");
+    bv(
+        &docker,
+        &[
+            "sign",
+            m.to_str().unwrap(),
+            "--key",
+            secret.to_str().unwrap(),
+        ],
+    )
+    .assert_code(0);
+    // The signature is the minisign CLI's format: the CLI accepts it.
+    minisign(&[
+        "-V",
+        "-p",
+        public.to_str().unwrap(),
+        "-m",
+        m.to_str().unwrap(),
+    ]);
+    let tag = format!("oci://{}/fleet/boot:2026.11", reg.host());
+    let pushed = publish(&docker, &m, &src, &tag);
+    assert_eq!(pushed["uploaded"].as_array().unwrap().len(), 20, "{pushed}");
+    assert_eq!(pushed["signed"], true);
+    // Publishing again uploads nothing (HEAD first).
+    let again = publish(&docker, &m, &src, &tag);
+    assert_eq!(again["uploaded"].as_array().unwrap().len(), 0, "{again}");
+    assert_eq!(again["skipped"].as_array().unwrap().len(), 20, "{again}");
+
+    let trusted = ["--trusted-key", public.to_str().unwrap()];
+    let fresh = Env::new();
+    let report = prepare(&fresh, &docker, &tag, &trusted).report_ok();
+    assert_eq!(report["manifest_version"], "fleet-1");
+    assert_eq!(outcomes(&report).len(), 20);
+    assert!(
+        outcomes(&report).values().all(|o| o == "downloaded"),
+        "{report}"
+    );
+    assert_placed(&fresh, &set);
+
+    // The library call a host makes: which key vouched, the minisign CLI's key ID.
+    let key = bootvault::sign::TrustedKey::from_file(&public).unwrap();
+    let pub_comment = std::fs::read_to_string(&public).unwrap();
+    assert!(
+        pub_comment.contains(&key.id),
+        "{pub_comment} names {}",
+        key.id
+    );
+    let opts = bootvault::FetchOptions {
+        oci: bootvault::oci::OciOptions {
+            credentials: vec![(
+                reg.host(),
+                bootvault::oci::Credential {
+                    username: USER.into(),
+                    password: PASSWORD.into(),
+                },
+            )],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let loaded =
+        bootvault::oci::load_manifest(&tag, &opts, std::slice::from_ref(&key), &Default::default())
+            .unwrap();
+    assert_eq!(loaded.signed_by.as_deref(), Some(key.id.as_str()));
+    assert_eq!(loaded.manifest.assets.len(), 20);
+    assert_eq!(
+        loaded.manifest.assets[0].urls,
+        [format!("oci://{}/fleet/boot", reg.host())]
+    );
+
+    // A tampered manifest under the original signature is refused (exit 2, named).
+    let tampered = env.outside("tampered.json");
+    let mut text = std::fs::read_to_string(&m).unwrap();
+    text = text.replacen("fleet-1", "fleet-2", 1);
+    std::fs::write(&tampered, &text).unwrap();
+    std::fs::copy(
+        env.outside("set.json.minisig"),
+        env.outside("tampered.json.minisig"),
+    )
+    .unwrap();
+    let bad_tag = format!("oci://{}/fleet/boot:tampered", reg.host());
+    publish(&docker, &tampered, &src, &bad_tag);
+    let r = prepare(&Env::new(), &docker, &bad_tag, &trusted);
+    r.assert_code(2);
+    assert!(
+        r.stderr.contains(&bad_tag),
+        "names the manifest: {}",
+        r.describe()
+    );
+    assert!(r.stderr.contains("signature refused"), "{}", r.describe());
+
+    // A tampered signature is refused.
+    let forged = env.outside("forged.minisig");
+    let sig = std::fs::read_to_string(env.outside("set.json.minisig")).unwrap();
+    let mut lines: Vec<String> = sig.lines().map(str::to_string).collect();
+    lines[2] = format!("{}x", lines[2]); // the trusted comment, covered by the global signature
+    std::fs::write(&forged, lines.join("\n") + "\n").unwrap();
+    let forged_tag = format!("oci://{}/fleet/boot:forged", reg.host());
+    bv(
+        &docker,
+        &[
+            "publish",
+            "--manifest",
+            m.to_str().unwrap(),
+            "--dir",
+            src.to_str().unwrap(),
+            "--signature",
+            forged.to_str().unwrap(),
+            &forged_tag,
+        ],
+    )
+    .assert_code(0);
+    let r = prepare(&Env::new(), &docker, &forged_tag, &trusted);
+    r.assert_code(2);
+    assert!(r.stderr.contains("signature refused"), "{}", r.describe());
+
+    // Signed by a key that is not trusted.
+    let other_sig = env.outside("other.minisig");
+    bv(
+        &docker,
+        &[
+            "sign",
+            m.to_str().unwrap(),
+            "--key",
+            other_secret.to_str().unwrap(),
+            "--output",
+            other_sig.to_str().unwrap(),
+        ],
+    )
+    .assert_code(0);
+    let other_tag = format!("oci://{}/fleet/boot:other", reg.host());
+    bv(
+        &docker,
+        &[
+            "publish",
+            "--manifest",
+            m.to_str().unwrap(),
+            "--dir",
+            src.to_str().unwrap(),
+            "--signature",
+            other_sig.to_str().unwrap(),
+            &other_tag,
+        ],
+    )
+    .assert_code(0);
+    let r = prepare(&Env::new(), &docker, &other_tag, &trusted);
+    r.assert_code(2);
+    assert!(r.stderr.contains("not trusted"), "{}", r.describe());
+    // ...but accepted when that key is trusted too.
+    prepare(
+        &Env::new(),
+        &docker,
+        &other_tag,
+        &[
+            &trusted[..],
+            &["--trusted-key", other_public.to_str().unwrap()],
+        ]
+        .concat(),
+    )
+    .report_ok();
+
+    // An unsigned tag is refused; the same content pinned by digest needs no signature.
+    let plain = env.outside("plain.json");
+    std::fs::copy(&m, &plain).unwrap();
+    let plain_tag = format!("oci://{}/fleet/boot:unsigned", reg.host());
+    let pushed = publish(&docker, &plain, &src, &plain_tag);
+    assert_eq!(pushed["signed"], false);
+    let r = prepare(&Env::new(), &docker, &plain_tag, &trusted);
+    r.assert_code(2);
+    assert!(r.stderr.contains("not signed"), "{}", r.describe());
+    let pinned = pushed["pinned"].as_str().unwrap();
+    prepare(&Env::new(), &docker, pinned, &trusted).report_ok();
+    // A pin that does not match what the registry holds is refused.
+    let wrong_pin = format!("oci://{}/fleet/boot@sha256:{}", reg.host(), "ab".repeat(32));
+    prepare(&Env::new(), &docker, &wrong_pin, &trusted).assert_code(1);
+}
+
+#[test]
+fn manifest_from_https_url_with_minisig_beside_it() {
+    let env = Env::new();
+    let origin = Origin::start().unwrap();
+    let body = data(7, 100 * KIB);
+    origin.add("kernel", body.clone().into());
+    let m = env.write_manifest(
+        "m.json",
+        "url-1",
+        vec![asset_with_urls(
+            "kernel",
+            "boot/kernel",
+            &body,
+            &[origin.url("kernel")],
+        )],
+    );
+    let (public, secret) = keypair(&env, "k");
+    // Signed by the minisign CLI itself this time.
+    minisign(&[
+        "-S",
+        "-s",
+        secret.to_str().unwrap(),
+        "-m",
+        m.to_str().unwrap(),
+    ]);
+    let bytes = std::fs::read(&m).unwrap();
+    origin.add("m.json", bytes.clone().into());
+    let url = origin.url("m.json");
+    let docker = docker_config(&env, None);
+    let trusted = ["--trusted-key", public.to_str().unwrap()];
+    // No signature published yet.
+    let r = prepare(&env, &docker, &url, &trusted);
+    r.assert_code(2);
+    assert!(r.stderr.contains(&url), "{}", r.describe());
+    let sig = std::fs::read(env.outside("m.json.minisig")).unwrap();
+    origin.add("m.json.minisig", sig.into());
+    let report = prepare(&env, &docker, &url, &trusted).report_ok();
+    assert_eq!(report["manifest_version"], "url-1");
+    assert_eq!(env.read("boot/kernel"), body);
+    // The manifest changes on the server, the signature does not: refused.
+    let changed = String::from_utf8(bytes).unwrap().replace("url-1", "url-2");
+    origin.add("m.json", changed.into_bytes().into());
+    let r = prepare(&Env::new(), &docker, &url, &trusted);
+    r.assert_code(2);
+    assert!(r.stderr.contains("signature refused"), "{}", r.describe());
+    // Without a trusted key, a URL manifest is used as is.
+    prepare(&Env::new(), &docker, &url, &[]).report_ok();
+    // A busy server (503 twice) gets more tries.
+    origin.add("busy.json", std::fs::read(&m).unwrap().into());
+    origin.set_fault(
+        "busy.json",
+        bootvault_testkit::origin::Fault {
+            fail_first: 2,
+            fail_status: 503,
+            ..Default::default()
+        },
+    );
+    prepare(&Env::new(), &docker, &origin.url("busy.json"), &[]).report_ok();
+    assert_eq!(origin.requests("busy.json"), 3);
+    // A manifest is read into memory only up to a bound.
+    origin.add("huge.json", vec![b' '; 9 * MIB].into());
+    let r = prepare(&Env::new(), &docker, &origin.url("huge.json"), &[]);
+    r.assert_code(1);
+    assert!(r.stderr.contains("larger than"), "{}", r.describe());
+    // --offline never fetches a manifest.
+    let r = prepare(&Env::new(), &docker, &url, &["--offline"]);
+    r.assert_code(2);
+    assert!(r.stderr.contains("--offline"), "{}", r.describe());
+}
+
+#[test]
+fn credentials_from_a_docker_credential_helper() {
+    let reg = registry(basic());
+    let env = Env::new();
+    let src = env.outside("src");
+    let set = assets(&src, 1, 64 * KIB);
+    // A helper speaking the docker-credential protocol: host on stdin, JSON on stdout.
+    let bin = env.outside("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-bvtest");
+    let log = env.outside("helper.log");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread host\necho \"$host\" >> {}\n\
+             printf '{{\"ServerURL\":\"%s\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}' \"$host\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let docker = env.outside("docker-helper");
+    std::fs::create_dir_all(&docker).unwrap();
+    std::fs::write(
+        docker.join("config.json"),
+        serde_json::json!({"auths": {}, "credHelpers": {reg.host(): "bvtest"}}).to_string(),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let m = manifest_for(&env, "m.json", &set, &[]);
+    let mut cmd = bootvault_cmd();
+    cmd.args([
+        "publish",
+        "--manifest",
+        m.to_str().unwrap(),
+        "--dir",
+        src.to_str().unwrap(),
+        &format!("oci://{}/fleet/boot:v1", reg.host()),
+    ])
+    .env("DOCKER_CONFIG", &docker)
+    .env("PATH", &path);
+    run_cmd(cmd).assert_code(0);
+    let mut cmd = bootvault_cmd();
+    cmd.args([
+        "prepare",
+        "--dir",
+        env.root.to_str().unwrap(),
+        "--manifest",
+        &format!("oci://{}/fleet/boot:v1", reg.host()),
+        "--json",
+    ])
+    .env("DOCKER_CONFIG", &docker)
+    .env("PATH", &path);
+    let report = run_cmd(cmd).report_ok();
+    assert!(
+        outcomes(&report).values().all(|o| o == "downloaded"),
+        "{report}"
+    );
+    assert_placed(&env, &set);
+    let asked = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        asked.lines().all(|l| l == reg.host()) && !asked.is_empty(),
+        "the helper was asked for the registry host: {asked:?}"
+    );
+}
+
+/// One request seen by `RedirectingRegistry`: Host header, path, and its Authorization.
+#[derive(Clone, Debug)]
+struct Seen {
+    host: String,
+    path: String,
+    authorization: Option<String>,
+}
+
+/// A minimal registry front on 127.0.0.1 that wants Basic auth and redirects blob GETs to
+/// `localhost` on the same port (another host, as blob storage is): records every request.
+fn redirecting_registry(body: Vec<u8>) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Seen>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { break };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            let (mut host, mut auth) = (String::new(), None);
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                    break;
+                }
+                let (k, v) = h.split_once(':').unwrap_or((&h, ""));
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "host" => host = v.trim().to_string(),
+                    "authorization" => auth = Some(v.trim().to_string()),
+                    _ => {}
+                }
+            }
+            log.lock().unwrap().push(Seen {
+                host: host.clone(),
+                path: path.clone(),
+                authorization: auth.clone(),
+            });
+            let head = |status: &str, extra: &str, len: usize| {
+                format!(
+                    "HTTP/1.1 {status}\r\n{extra}Content-Length: {len}\r\nConnection: close\r\n\r\n"
+                )
+            };
+            let authorized = auth.is_some();
+            let reply = if path.starts_with("/storage/") {
+                let mut r = head("200 OK", "", body.len()).into_bytes();
+                r.extend_from_slice(&body);
+                r
+            } else if !authorized {
+                head(
+                    "401 Unauthorized",
+                    "WWW-Authenticate: Basic realm=\"test\"\r\n",
+                    0,
+                )
+                .into_bytes()
+            } else if path == "/v2/" {
+                head("200 OK", "", 0).into_bytes()
+            } else if path.contains("/blobs/") {
+                head(
+                    "307 Temporary Redirect",
+                    &format!("Location: http://localhost:{port}/storage/blob\r\n"),
+                    0,
+                )
+                .into_bytes()
+            } else {
+                head("404 Not Found", "", 0).into_bytes()
+            };
+            let _ = conn.write_all(&reply);
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn a_redirect_to_blob_storage_does_not_carry_the_credentials() {
+    let env = Env::new();
+    let body = data(42, 200 * KIB);
+    let (port, seen) = redirecting_registry(body.clone());
+    let host = format!("127.0.0.1:{port}");
+    let docker = docker_config(&env, Some(&host));
+    let m = env.write_manifest(
+        "m.json",
+        "redirect-1",
+        vec![asset_with_urls(
+            "kernel",
+            "boot/kernel",
+            &body,
+            &[format!("oci://{host}/fleet/boot")],
+        )],
+    );
+    let report = prepare(&env, &docker, m.to_str().unwrap(), &[]).report_ok();
+    assert_eq!(outcomes(&report)["kernel"], "downloaded");
+    assert_eq!(env.read("boot/kernel"), body);
+    let seen = seen.lock().unwrap().clone();
+    let blob = seen
+        .iter()
+        .find(|s| s.path.contains("/blobs/sha256:"))
+        .unwrap_or_else(|| panic!("no blob request in {seen:?}"));
+    assert!(
+        blob.authorization
+            .as_deref()
+            .is_some_and(|a| a.starts_with("Basic ")),
+        "the registry got the credentials: {seen:?}"
+    );
+    let storage = seen
+        .iter()
+        .find(|s| s.path.starts_with("/storage/"))
+        .unwrap_or_else(|| panic!("the redirect was not followed: {seen:?}"));
+    assert!(storage.host.starts_with("localhost"), "{storage:?}");
+    assert_eq!(
+        storage.authorization, None,
+        "credentials leaked to the storage host: {seen:?}"
+    );
+}
+
+#[test]
+fn sign_with_a_password_protected_key() {
+    let env = Env::new();
+    let public = env.outside("enc.pub");
+    let secret = env.outside("enc.key");
+    // The minisign CLI reads the new password twice from stdin when it is not a terminal.
+    let mut child = Command::new("minisign")
+        .args([
+            "-G",
+            "-p",
+            public.to_str().unwrap(),
+            "-s",
+            secret.to_str().unwrap(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("minisign is not installed: apt-get install -y minisign (see .ci/run)");
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"correct horse\ncorrect horse\n")
+            .unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+    let m = env.write_manifest("m.json", "enc-1", vec![]);
+    let sign = |password: Option<&str>| {
+        let mut cmd = bootvault_cmd();
+        cmd.args([
+            "sign",
+            m.to_str().unwrap(),
+            "--key",
+            secret.to_str().unwrap(),
+        ]);
+        match password {
+            Some(p) => cmd.env("BOOTVAULT_KEY_PASSWORD", p),
+            None => cmd.env_remove("BOOTVAULT_KEY_PASSWORD"),
+        };
+        run_cmd(cmd)
+    };
+    let r = sign(None);
+    r.assert_code(2);
+    assert!(
+        r.stderr.contains("BOOTVAULT_KEY_PASSWORD"),
+        "{}",
+        r.describe()
+    );
+    let r = sign(Some("wrong"));
+    r.assert_code(2);
+    assert!(!env.outside("m.json.minisig").exists());
+    sign(Some("correct horse")).assert_code(0);
+    minisign(&[
+        "-V",
+        "-p",
+        public.to_str().unwrap(),
+        "-m",
+        m.to_str().unwrap(),
+    ]);
+}
+
+#[test]
+fn publish_mounts_blobs_from_another_repository_of_the_registry() {
+    let reg = registry(RegistryAuth::Token {
+        user: USER.into(),
+        password: PASSWORD.into(),
+    });
+    let env = Env::new();
+    let src = env.outside("src");
+    let set = assets(&src, 3, 128 * KIB);
+    let docker = docker_config(&env, Some(&reg.host()));
+    let first = manifest_for(&env, "first.json", &set, &[]);
+    publish(
+        &docker,
+        &first,
+        &src,
+        &format!("oci://{}/fleet/boot:v1", reg.host()),
+    );
+    // The next set names the repository its assets already live in.
+    let source = format!("oci://{}/fleet/boot", reg.host());
+    let next = manifest_for(&env, "next.json", &set, std::slice::from_ref(&source));
+    let tag = format!("oci://{}/fleet/other:v1", reg.host());
+    let pushed = publish(&docker, &next, &src, &tag);
+    assert_eq!(pushed["mounted"].as_array().unwrap().len(), 3, "{pushed}");
+    assert_eq!(pushed["bytes_uploaded"], 0, "{pushed}");
+    // The artifact in the new repository resolves and its assets come from there.
+    let fresh = Env::new();
+    let report = prepare(&fresh, &docker, &tag, &[]).report_ok();
+    assert!(
+        outcomes(&report).values().all(|o| o == "downloaded"),
+        "{report}"
+    );
+    assert_placed(&fresh, &set);
+}
