@@ -127,7 +127,9 @@ pub fn verify(
 }
 
 /// Signs `bytes` with a minisign secret key (the text of `minisign.key`); an encrypted key
-/// needs its password. Returns the signature file text (`.minisig`).
+/// needs its password. Returns the signature file text (`.minisig`). Only with the `sign`
+/// feature (the CLI's `bootvault sign`): a host that only verifies links no signing code.
+#[cfg(feature = "sign")]
 pub fn sign(
     bytes: &[u8],
     secret_key: &str,
