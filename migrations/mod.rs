@@ -12,6 +12,8 @@ pub mod legacy;
 mod m0001_records;
 #[path = "0002_events.rs"]
 mod m0002_events;
+#[path = "0003_manifests.rs"]
+mod m0003_manifests;
 
 use redb::WriteTransaction;
 
@@ -22,6 +24,7 @@ pub type Step = fn(&WriteTransaction) -> Result<(), redb::Error>;
 pub const STEPS: &[(&str, Step)] = &[
     ("0001_records", m0001_records::up),
     ("0002_events", m0002_events::up),
+    ("0003_manifests", m0003_manifests::up),
 ];
 
 /// The schema version this binary writes.

@@ -3,7 +3,7 @@
 //! previous batch was being written goes into the next one), then releases the assets' locks.
 //! A write is never held across a download or a hash: the workers only hand results over.
 
-use crate::ledger::{Event, Record};
+use crate::ledger::{Event, Provenance, Record};
 use crate::lock::FileLock;
 use crate::store::Store;
 use std::sync::mpsc;
@@ -27,10 +27,13 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    /// Starts the committer thread for `store`.
-    pub(crate) fn start(store: Store) -> Committer {
+    /// Starts the committer thread for `store`. `provenance` (manifest version, where it came
+    /// from and who vouched) goes into the first batch, so it lands with the first records of
+    /// that version.
+    pub(crate) fn start(store: Store, provenance: Option<(String, Provenance)>) -> Committer {
         let (tx, rx) = mpsc::channel::<Item>();
         let writer = store.clone();
+        let mut provenance = provenance;
         let thread = std::thread::Builder::new()
             .name("bootvault-commit".into())
             .spawn(move || {
@@ -42,7 +45,7 @@ impl Committer {
                             Err(_) => break,
                         }
                     }
-                    write(&writer, batch);
+                    write(&writer, batch, provenance.take());
                 }
             })
             .ok();
@@ -71,11 +74,11 @@ impl Committer {
         match (&self.tx, &self.thread) {
             (Some(tx), Some(_)) => {
                 if let Err(mpsc::SendError(item)) = tx.send(item) {
-                    write(&self.store, vec![item]);
+                    write(&self.store, vec![item], None);
                 }
             }
             // No thread could be started: write inline.
-            _ => write(&self.store, vec![item]),
+            _ => write(&self.store, vec![item], None),
         }
     }
 
@@ -88,13 +91,14 @@ impl Committer {
     }
 }
 
-fn write(store: &Store, batch: Vec<Item>) {
+fn write(store: &Store, batch: Vec<Item>, provenance: Option<(String, Provenance)>) {
     let records: Vec<(&str, &Record)> = batch
         .iter()
         .filter_map(|i| i.record.as_ref().map(|r| (i.key.as_str(), r)))
         .collect();
     let events: Vec<&Event> = batch.iter().map(|i| &i.event).collect();
-    if let Err(e) = store.ledger().put_many(&records, &events) {
+    let provenance = provenance.as_ref().map(|(v, p)| (v.as_str(), p));
+    if let Err(e) = store.ledger().put_many(&records, &events, provenance) {
         // The assets are verified all the same; only the memory of it is lost.
         let names: Vec<&str> = batch
             .iter()

@@ -103,6 +103,11 @@ impl Store {
         self.ledger().all()
     }
 
+    /// Where each manifest version came from and which key vouched for it.
+    pub fn manifests(&self) -> Vec<(String, crate::ledger::Provenance)> {
+        self.ledger().manifests()
+    }
+
     /// Recent events, newest first, optionally for one path.
     pub fn events(&self, path: Option<&str>, limit: usize) -> Vec<Event> {
         self.ledger().events(path, limit)

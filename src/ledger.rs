@@ -32,6 +32,9 @@ pub(crate) const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("r
 pub(crate) const EVENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("events_v1");
 /// Key of the schema version in `meta`.
 pub(crate) const SCHEMA_KEY: &str = "schema_version";
+/// Manifest version → tagged [`Provenance`] (schema 3).
+pub(crate) const MANIFESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("manifests_v1");
+const PROVENANCE_FORMAT_V1: u8 = 1;
 
 /// Leading tag of a record value without a verity digest.
 const RECORD_FORMAT_V1: u8 = 1;
@@ -230,6 +233,37 @@ impl Event {
     /// Decodes a value; `None` when it does not decode.
     pub fn decode(bytes: &[u8]) -> Option<Event> {
         decode_tagged(EVENT_FORMAT_V1, bytes)
+    }
+}
+
+/// Where a manifest version came from and who vouched for it (the `manifests_v1` table).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The manifest's source as given (a file path, an `https://` URL, an `oci://` reference).
+    pub source: String,
+    /// The ID of the trusted minisign key whose signature was checked (as the minisign CLI
+    /// prints it); `None` when none was required (a local file, a digest-pinned reference).
+    pub signed_by: Option<String>,
+    /// The OCI manifest digest the reference resolved to (registry manifests only).
+    pub oci_digest: Option<String>,
+    /// When it was first recorded for this version, ns since the epoch.
+    pub recorded_at_ns: i64,
+}
+
+impl Provenance {
+    /// Encodes for the ledger: a format tag, then bincode.
+    pub fn encode(&self) -> Vec<u8> {
+        encode_tagged(PROVENANCE_FORMAT_V1, self)
+    }
+    /// Decodes a value; `None` when it does not decode.
+    pub fn decode(bytes: &[u8]) -> Option<Provenance> {
+        decode_tagged(PROVENANCE_FORMAT_V1, bytes)
+    }
+    /// Whether `other` says the same thing (the time aside).
+    fn same_as(&self, other: &Provenance) -> bool {
+        self.source == other.source
+            && self.signed_by == other.signed_by
+            && self.oci_digest == other.oci_digest
     }
 }
 
@@ -762,8 +796,13 @@ impl Ledger {
 
     /// Stores several records and events in one short write transaction (a group commit).
     /// Writes nothing when both are empty.
-    pub fn put_many(&self, records: &[(&str, &Record)], events: &[&Event]) -> Result<bool> {
-        if records.is_empty() && events.is_empty() {
+    pub fn put_many(
+        &self,
+        records: &[(&str, &Record)],
+        events: &[&Event],
+        provenance: Option<(&str, &Provenance)>,
+    ) -> Result<bool> {
+        if records.is_empty() && events.is_empty() && provenance.is_none() {
             return Ok(true);
         }
         let encoded: Vec<(&str, Vec<u8>)> =
@@ -773,6 +812,17 @@ impl Ledger {
                 let mut t = txn.open_table(RECORDS)?;
                 for (k, bytes) in &encoded {
                     t.insert(*k, bytes.as_slice())?;
+                }
+            }
+            if let Some((version, p)) = provenance {
+                let mut t = txn.open_table(MANIFESTS)?;
+                // First recorded wins its time; a different source or signer replaces it.
+                let known = t
+                    .get(version)?
+                    .and_then(|v| Provenance::decode(v.value()))
+                    .is_some_and(|old| old.same_as(p));
+                if !known {
+                    t.insert(version, p.encode().as_slice())?;
                 }
             }
             for ev in events {
@@ -834,6 +884,26 @@ impl Ledger {
             }
             Ok(out)
         })
+    }
+
+    /// Every manifest version's provenance, sorted by version.
+    pub fn manifests(&self) -> Vec<(String, Provenance)> {
+        let (out, _) = self.scan(|txn| {
+            let table = match txn.open_table(MANIFESTS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            for item in table.iter()? {
+                let (k, v) = item?;
+                if let Some(p) = Provenance::decode(v.value()) {
+                    out.push((k.value().to_string(), p));
+                }
+            }
+            Ok(out)
+        });
+        out
     }
 
     /// Recent events, newest first, optionally for one path.
@@ -1033,7 +1103,7 @@ mod tests {
         assert_eq!(state, LedgerState::Ok);
         assert_eq!(recs, vec![Some(sample()), None]);
         let many: Vec<_> = (2..(EVENT_CAP as i64 + 10)).map(ev).collect();
-        l.put_many(&[], &many.iter().collect::<Vec<_>>()).unwrap();
+        l.put_many(&[], &many.iter().collect::<Vec<_>>(), None).unwrap();
         let events = l.events(Some("a"), usize::MAX);
         assert_eq!(events.len() as u64, EVENT_CAP);
         assert_eq!(events[0].at_ns, EVENT_CAP as i64 + 9);

@@ -71,7 +71,7 @@ pub use error::{Error, FetchAttempt, Result};
 pub use fetch::FetchOptions;
 pub use inspect::{Explanation, GcReport, Inspection, Usage, VerifyState};
 pub use judge::{Field, Verdict};
-pub use ledger::{Event, LedgerState, Method, Record};
+pub use ledger::{Event, LedgerState, Method, Provenance, Record};
 pub use manifest::{
     Asset, Manifest, ParseOptions, Policy, host_arch, validate_name, validate_path,
 };

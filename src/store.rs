@@ -42,6 +42,7 @@ pub(crate) struct Options {
 /// Options of one prepare call (arcbox-boot passes progress per call, too).
 #[derive(Clone, Default)]
 pub struct PrepareOptions {
+    provenance: Option<crate::ledger::Provenance>,
     progress: Option<ProgressFn>,
     only: Option<Vec<String>>,
     verify: Option<Policy>,
@@ -55,6 +56,7 @@ impl std::fmt::Debug for PrepareOptions {
             .field("only", &self.only)
             .field("verify", &self.verify)
             .field("cancel", &self.cancel)
+            .field("provenance", &self.provenance)
             .finish()
     }
 }
@@ -82,6 +84,13 @@ impl PrepareOptions {
     /// A token that cancels this prepare.
     pub fn cancel(mut self, token: CancelToken) -> Self {
         self.cancel = Some(token);
+        self
+    }
+    /// Where the manifest came from and which trusted key vouched for it: recorded in the
+    /// ledger with the first records of its version (never on a warm prepare, which writes
+    /// nothing).
+    pub fn provenance(mut self, p: crate::ledger::Provenance) -> Self {
+        self.provenance = Some(p);
         self
     }
 }
@@ -546,7 +555,11 @@ impl Store {
                 probe: self.fs_clock(),
                 ..call
             };
-            for (slot, report) in self.execute(&call, queue) {
+            let provenance = opts
+                .provenance
+                .clone()
+                .map(|p| (manifest.version.clone(), p));
+            for (slot, report) in self.execute(&call, queue, provenance) {
                 reports[slot] = Some(report);
             }
         }
@@ -564,6 +577,7 @@ impl Store {
         &self,
         call: &Call<'_>,
         queue: VecDeque<(usize, crate::plan::Step)>,
+        provenance: Option<(String, crate::ledger::Provenance)>,
     ) -> Vec<(usize, AssetReport)> {
         let jobs = self.inner.opts.jobs.unwrap_or_else(|| {
             // Small assets are I/O-bound (fsyncs, renames): more workers than cores help.
@@ -580,7 +594,7 @@ impl Store {
         let workers = jobs.min(queue.len()).max(1);
         let queue = Mutex::new(queue);
         let results = Mutex::new(Vec::new());
-        let committer = Committer::start(self.clone());
+        let committer = Committer::start(self.clone(), provenance);
         std::thread::scope(|scope| {
             for _ in 0..workers {
                 scope.spawn(|| {

@@ -1,6 +1,7 @@
 //! Ledger schema upgrades and the arcbox-boot `.verified.json` import, against frozen fixtures.
 //!
 //! `tests/fixtures/ledger-v1.redb` is a ledger at schema 1 holding one record (`bin/runc`);
+//! `tests/fixtures/ledger-v2.redb` is one at schema 2 holding that record and one event;
 //! `tests/fixtures/verified-0.5.2.json` is an arcbox-boot 0.5.2 cache whose keys start with
 //! `@ROOT@`, rewritten to the temp ROOT before use. Both were written once by
 //! `regenerate_fixtures` (ignored) and must never be regenerated after a release: they stand
@@ -23,6 +24,10 @@ use std::path::{Path, PathBuf};
 const FIXTURE_V1: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../tests/fixtures/ledger-v1.redb"
+);
+const FIXTURE_V2: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/fixtures/ledger-v2.redb"
 );
 const FIXTURE_LEGACY: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -99,6 +104,42 @@ fn regenerate_fixtures() {
     );
     let text = serde_json::to_string_pretty(&json!({ "entries": entries })).unwrap();
     std::fs::write(FIXTURE_LEGACY, text + "\n").unwrap();
+}
+
+/// The one event of the v2 fixture.
+fn v2_event() -> bootvault::ledger::Event {
+    bootvault::ledger::Event {
+        at_ns: 1_700_000_200_000_000_000,
+        path: "bin/runc".into(),
+        name: "runc".into(),
+        outcome: "verified".into(),
+        reason: "no ledger record".into(),
+        manifest_version: "2026.10.0".into(),
+        pid: 4242,
+    }
+}
+
+/// Written once, when schema 3 was added; never run again: the file stands for ledgers at
+/// schema 2 on users' disks.
+#[test]
+#[ignore = "wrote the frozen schema-2 fixture once; never regenerate"]
+fn generate_fixture_v2() {
+    assert!(!Path::new(FIXTURE_V2).exists(), "the v2 fixture is frozen");
+    let db = redb_builder().create(FIXTURE_V2).unwrap();
+    let txn = db.begin_write().unwrap();
+    bootvault::migrations::apply_upto(&txn, 2).unwrap();
+    txn.open_table(RECORDS)
+        .unwrap()
+        .insert("bin/runc", v1_record().encode().as_slice())
+        .unwrap();
+    txn.open_table(redb::TableDefinition::<(u64, u64), &[u8]>::new("events_v1"))
+        .unwrap()
+        .insert(
+            (1_700_000_200_000_000_000u64, 7u64),
+            v2_event().encode().as_slice(),
+        )
+        .unwrap();
+    txn.commit().unwrap();
 }
 
 // ---- helpers --------------------------------------------------------------------------------
@@ -227,6 +268,60 @@ fn v1_ledger_is_upgraded_to_current_and_keeps_its_record() {
     }
     // The fixture in the tree is untouched.
     assert_eq!(inspect_file(Path::new(FIXTURE_V1)).1, 1);
+}
+
+#[test]
+fn v2_fixture_is_as_frozen() {
+    let (tables, version) = inspect_file(Path::new(FIXTURE_V2));
+    assert_eq!(version, 2);
+    assert!(tables.contains(&"events_v1".to_string()), "{tables:?}");
+    assert!(!tables.contains(&"manifests_v1".to_string()), "{tables:?}");
+}
+
+#[test]
+fn v2_ledger_is_upgraded_to_current_and_keeps_its_record_and_event() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.state()).unwrap();
+    std::fs::copy(FIXTURE_V2, env.ledger()).unwrap();
+    let kernel = content("kernel");
+    env.put("kernel", &kernel);
+    let store = bootvault::Store::open(&env.root).unwrap();
+    assert_eq!(store.ledger().schema_version(), 2);
+    // The first write upgrades, and records the manifest's provenance in the new table.
+    let manifest = bootvault::Manifest::from_json_str(
+        &json!({"version": "0.7.0", "assets": [asset("kernel", &kernel)]}).to_string(),
+    )
+    .unwrap();
+    let provenance = bootvault::Provenance {
+        source: "https://cdn.example/0.7.0/manifest.json".into(),
+        signed_by: Some("66F7F9E5597EF09".into()),
+        oci_digest: None,
+        recorded_at_ns: 1,
+    };
+    let opts = bootvault::PrepareOptions::new().provenance(provenance.clone());
+    let report = store.prepare_with(&manifest, &opts).unwrap();
+    assert_eq!(
+        report.assets[0].outcome(),
+        Some(bootvault::Outcome::Verified)
+    );
+    assert_eq!(
+        store.ledger().schema_version(),
+        bootvault::migrations::CURRENT
+    );
+    let (records, _) = store.ledger().read_many(&["bin/runc"]);
+    assert_eq!(records[0], Some(v1_record()), "the v2 record was lost");
+    let events = store.ledger().events(Some("bin/runc"), 10);
+    assert_eq!(events, vec![v2_event()], "the v2 event was lost");
+    assert_eq!(
+        store.manifests(),
+        vec![("0.7.0".to_string(), provenance)],
+        "provenance not recorded"
+    );
+    drop(store);
+    let (tables, version) = inspect_file(&env.ledger());
+    assert_eq!(version, bootvault::migrations::CURRENT);
+    assert!(tables.contains(&"manifests_v1".to_string()), "{tables:?}");
+    assert_eq!(inspect_file(Path::new(FIXTURE_V2)).1, 2);
 }
 
 #[test]

@@ -569,6 +569,18 @@ fn publish_prepare_round_trip_twenty_assets_basic_auth_signed() {
         "{pub_comment} names {}",
         key.id
     );
+    // The ledger records which key vouched for the manifest version, and where it came from.
+    let ls = fresh.debug("ls", &[]).json();
+    let entry = &ls["manifests"][0];
+    assert_eq!(entry["version"], "fleet-1", "{ls}");
+    assert_eq!(entry["signed_by"], key.id.as_str(), "{ls}");
+    assert_eq!(entry["source"], tag.as_str(), "{ls}");
+    assert!(
+        entry["oci_digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:")),
+        "{ls}"
+    );
     let opts = bootvault::FetchOptions {
         oci: bootvault::oci::OciOptions {
             credentials: vec![(

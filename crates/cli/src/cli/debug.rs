@@ -122,10 +122,19 @@ fn targets(store: &Store, manifest: Option<Manifest>) -> Manifest {
 fn ls(a: LsArgs) -> CmdResult {
     let store = a.store.open()?;
     let (records, _) = store.records();
+    let manifests: Vec<Value> = store
+        .manifests()
+        .into_iter()
+        .map(|(version, p)| {
+            json!({"version": version, "source": p.source, "signed_by": p.signed_by,
+                   "oci_digest": p.oci_digest, "recorded_at_ns": p.recorded_at_ns})
+        })
+        .collect();
     let printed = if a.json {
-        out_json(
-            &json!({ "records": records.iter().map(|(p, r)| record_json(p, r)).collect::<Vec<_>>() }),
-        )
+        out_json(&json!({
+            "records": records.iter().map(|(p, r)| record_json(p, r)).collect::<Vec<_>>(),
+            "manifests": manifests,
+        }))
     } else {
         let mut s = format!(
             "{:<40} {:<14} {:>12} {:<12} {}\n",

@@ -67,7 +67,8 @@ pub fn run(a: PrepareArgs) -> CmdResult {
     if let Some(s) = a.connect_timeout {
         fetch.connect_timeout = Duration::from_secs(s);
     }
-    let manifest = super::remote::load(&a.manifest, &a.manifest_args, &fetch, &a.trust)?;
+    let (manifest, provenance) =
+        super::remote::load(&a.manifest, &a.manifest_args, &fetch, &a.trust)?;
     if a.dry_run {
         return super::plan::dry_run(&a.store, &manifest, a.verify.as_deref(), a.json);
     }
@@ -87,7 +88,10 @@ pub fn run(a: PrepareArgs) -> CmdResult {
     let store = b.open()?;
     let token = bootvault::CancelToken::new();
     let interrupts = super::signals::Interrupts::watch(token.clone());
-    let report = store.prepare_with(&manifest, &bootvault::PrepareOptions::new().cancel(token))?;
+    let opts = bootvault::PrepareOptions::new()
+        .cancel(token)
+        .provenance(provenance);
+    let report = store.prepare_with(&manifest, &opts)?;
     if let Some(bars) = bars {
         bars.finish();
     }

@@ -65,15 +65,27 @@ pub fn is_remote(spec: &str) -> bool {
 
 /// Loads `spec`: a local file, an `http(s)://` URL (signature at URL.minisig), or a registry
 /// artifact `oci://HOST/REPO:TAG` / `@sha256:…` (whose assets are then also pulled from there).
+/// Where the manifest came from and which trusted key vouched for it go with it, for the
+/// ledger.
 pub fn load(
     spec: &str,
     margs: &ManifestArgs,
     fetch: &bootvault::FetchOptions,
     trust: &TrustArgs,
-) -> Result<Manifest, Failure> {
+) -> Result<(Manifest, bootvault::Provenance), Failure> {
     let keys = trust.keys()?;
+    let provenance =
+        |signed_by: Option<String>, oci_digest: Option<String>| bootvault::Provenance {
+            source: spec.to_string(),
+            signed_by,
+            oci_digest,
+            recorded_at_ns: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or(0),
+        };
     if !is_remote(spec) {
-        return Ok(margs.load(Path::new(spec))?);
+        return Ok((margs.load(Path::new(spec))?, provenance(None, None)));
     }
     let parse = ParseOptions {
         arch: margs.arch.clone(),
@@ -89,8 +101,11 @@ pub fn load(
             message: e.to_string(),
         })?;
     if let Some(id) = &loaded.signed_by {
-        // The ledger does not record the key yet; say it where -v can see it.
         tracing::info!("manifest {spec}: signed by trusted key {id}");
     }
-    Ok(loaded.manifest)
+    let p = provenance(
+        loaded.signed_by.clone(),
+        loaded.digest.map(|d| format!("sha256:{d}")),
+    );
+    Ok((loaded.manifest, p))
 }
