@@ -35,7 +35,8 @@ pub struct PrepareArgs {
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout: Option<u64>,
     /// Print what would be cached, hashed, linked, downloaded or repaired, with byte counts,
-    /// and do nothing: no write, no lock, no network.
+    /// and do nothing: no write, no lock, and no network beyond fetching a manifest given as
+    /// a URL or registry reference.
     #[arg(long)]
     pub dry_run: bool,
     #[command(flatten)]
