@@ -67,6 +67,8 @@ pub struct Manifest {
     pub base_url: Option<String>,
     /// The assets, in manifest order.
     pub assets: Vec<Asset>,
+    /// What an arcbox-boot manifest carries beyond its assets (`None` for the native format).
+    pub arcbox: Option<ArcboxMeta>,
 }
 
 /// Options for reading an arcbox-boot manifest.
@@ -142,7 +144,8 @@ impl Manifest {
             .or_else(|| self.assets.iter().find(|a| a.path == trimmed))
     }
 
-    /// The native JSON form of this manifest (round-trips through [`Manifest::from_json_str`]).
+    /// The native JSON form of this manifest (round-trips through [`Manifest::from_json_str`];
+    /// the arcbox-boot metadata is not part of it).
     pub fn to_json(&self) -> Value {
         let assets: Vec<Value> = self
             .assets
@@ -233,6 +236,7 @@ fn parse_native(cx: &Ctx, obj: &Map<String, Value>, opts: &ParseOptions) -> Resu
         version,
         base_url,
         assets,
+        arcbox: None,
     };
     check_unique(cx, &manifest)?;
     Ok(manifest)
@@ -537,123 +541,244 @@ fn resolve_url(s: &str, base: Option<&reqwest::Url>) -> std::result::Result<Stri
 }
 
 // ---- arcbox-boot manifests -----------------------------------------------------------------
+//
+// The format of arcbox-boot 0.8's `Manifest` (serde, unknown fields ignored), field for field:
+// `schema_version`, `asset_version`, `built_at`, optional `source_repo`/`source_ref`/
+// `source_sha`, `targets.<arch> = {kernel, rootfs, kernel_cmdline, runtime?}` and
+// `binaries[] = {name, version, targets.<arch> = {path, sha256}, install_dir?}`. Upstream adds
+// fields over time and arcbox-boot ignores what it does not know, so this foreign format does
+// too (the native format stays strict).
+
+/// What an arcbox-boot manifest says beyond the assets (the host needs it to boot).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArcboxMeta {
+    /// `schema_version` (the major of `asset_version`).
+    pub schema_version: u32,
+    /// `asset_version`.
+    pub asset_version: String,
+    /// `built_at` (RFC 3339, as written by the release tools).
+    pub built_at: String,
+    /// `source_repo`.
+    pub source_repo: Option<String>,
+    /// `source_ref`.
+    pub source_ref: Option<String>,
+    /// `source_sha`.
+    pub source_sha: Option<String>,
+    /// The architecture that was selected.
+    pub arch: String,
+    /// `targets.<arch>.kernel_cmdline`.
+    pub kernel_cmdline: String,
+    /// `targets.<arch>.kernel.version`.
+    pub kernel_version: Option<String>,
+    /// `targets.<arch>.rootfs.version`.
+    pub rootfs_version: Option<String>,
+    /// The binaries built for the selected architecture, in manifest order.
+    pub binaries: Vec<ArcboxBinary>,
+}
+
+/// One `binaries[]` entry of an arcbox-boot manifest, for the selected architecture.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArcboxBinary {
+    /// `name` (also the asset name and the file name).
+    pub name: String,
+    /// `version`.
+    pub version: String,
+    /// `install_dir`: `None` installs into the host's bin dir, `Some(dir)` into `dir` as a
+    /// sibling of the bin dir.
+    pub install_dir: Option<String>,
+}
+
+/// Asset name of the boot kernel in an arcbox-boot manifest.
+pub const ARCBOX_KERNEL: &str = "kernel";
+/// Asset name of the boot rootfs in an arcbox-boot manifest.
+pub const ARCBOX_ROOTFS: &str = "rootfs";
+
+impl Manifest {
+    /// The arcbox-boot metadata, when the manifest was in arcbox-boot's format.
+    pub fn arcbox(&self) -> Option<&ArcboxMeta> {
+        self.arcbox.as_ref()
+    }
+
+    /// The kernel command line of an arcbox-boot manifest's selected target.
+    pub fn kernel_cmdline(&self) -> Option<&str> {
+        self.arcbox.as_ref().map(|m| m.kernel_cmdline.as_str())
+    }
+}
+
+/// Where an arcbox-boot manifest puts its files under one ROOT. The layout mirrors arcbox's
+/// own with ROOT = its data dir: `boot/VERSION/kernel` and `boot/VERSION/rootfs.erofs` (the
+/// `cache_dir/VERSION` of arcbox-boot with `cache_dir = ROOT/boot`), binaries at `bin/NAME`
+/// and those with `install_dir` at `INSTALL_DIR/NAME` (siblings of `bin`, as arcbox-boot puts
+/// them). So `vmlinux` with `install_dir: "kernel"` lands at `kernel/vmlinux`, and the boot
+/// kernel, under `boot/`, never collides with it.
+pub fn arcbox_layout_path(version: &str, asset: &str, install_dir: Option<&str>) -> String {
+    match (asset, install_dir) {
+        (ARCBOX_KERNEL, None) => format!("boot/{version}/kernel"),
+        (ARCBOX_ROOTFS, None) => format!("boot/{version}/rootfs.erofs"),
+        (name, None) => format!("bin/{name}"),
+        (name, Some("")) => name.to_string(),
+        (name, Some(dir)) => format!("{dir}/{name}"),
+    }
+}
+
+fn req_str<'v>(cx: &Ctx, obj: &'v Map<String, Value>, field: &str, at: &str) -> Result<&'v str> {
+    match obj.get(field) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(cx.err(format!("{at}field \"{field}\": must be a string"))),
+        None => Err(cx.err(format!("{at}field \"{field}\": required"))),
+    }
+}
+
+fn opt_str(cx: &Ctx, obj: &Map<String, Value>, field: &str, at: &str) -> Result<Option<String>> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(cx.err(format!("{at}field \"{field}\": must be a string"))),
+    }
+}
+
+fn req_obj<'v>(
+    cx: &Ctx,
+    obj: &'v Map<String, Value>,
+    field: &str,
+    at: &str,
+) -> Result<&'v Map<String, Value>> {
+    match obj.get(field) {
+        Some(Value::Object(o)) => Ok(o),
+        Some(_) => Err(cx.err(format!("{at}field \"{field}\": must be an object"))),
+        None => Err(cx.err(format!("{at}field \"{field}\": required"))),
+    }
+}
 
 fn parse_arcbox(cx: &Ctx, obj: &Map<String, Value>, opts: &ParseOptions) -> Result<Manifest> {
-    check_fields(
-        cx,
-        obj,
-        &[
-            "schema_version",
-            "asset_version",
-            "targets",
-            "kernel_cmdline",
-            "binaries",
-        ],
-        |_| "arcbox-boot manifest".to_string(),
-    )?;
-    let version = match obj.get("asset_version") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        _ => return Err(cx.err("field \"asset_version\": required non-empty string")),
-    };
-    if let Some(sv) = obj.get("schema_version") {
-        let sv = sv
+    let schema_version = match obj.get("schema_version") {
+        Some(v) => v
             .as_u64()
-            .ok_or_else(|| cx.err("field \"schema_version\": must be an integer"))?;
-        let major = version
-            .split('.')
-            .next()
-            .and_then(|m| m.parse::<u64>().ok());
-        if major.is_some_and(|m| m != sv) {
-            return Err(cx.err(format!(
-                "field \"schema_version\": {sv} does not match the major of asset_version {version:?}"
-            )));
-        }
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| cx.err("field \"schema_version\": must be a non-negative integer"))?,
+        None => return Err(cx.err("field \"schema_version\": required")),
+    };
+    let version = req_str(cx, obj, "asset_version", "")?.to_string();
+    if version.is_empty() {
+        return Err(cx.err("field \"asset_version\": must not be empty"));
     }
+    let major = version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse::<u64>().ok());
+    if major.is_some_and(|m| m != u64::from(schema_version)) {
+        return Err(cx.err(format!(
+            "field \"schema_version\": {schema_version} does not match the major of asset_version {version:?}"
+        )));
+    }
+    let built_at = req_str(cx, obj, "built_at", "")?.to_string();
+    let source_repo = opt_str(cx, obj, "source_repo", "")?;
+    let source_ref = opt_str(cx, obj, "source_ref", "")?;
+    let source_sha = opt_str(cx, obj, "source_sha", "")?;
     let arch = opts.arch.clone().unwrap_or_else(|| host_arch().to_string());
     let base_url = opts.base_url.clone();
     let base = match &base_url {
         Some(b) => Some(parse_base(b).map_err(|why| cx.err(format!("--base-url: {why}")))?),
         None => None,
     };
+    let targets = req_obj(cx, obj, "targets", "")?;
+    let target = match targets.get(&arch) {
+        Some(Value::Object(t)) => t,
+        Some(_) => return Err(cx.err(format!("targets.{arch}: must be an object"))),
+        None => {
+            let known: Vec<&str> = targets.keys().map(String::as_str).collect();
+            return Err(cx.err(format!(
+                "field \"targets\": no entry for arch {arch:?} (the manifest has: {})",
+                known.join(", ")
+            )));
+        }
+    };
+    let at = format!("targets.{arch}: ");
+    let kernel_cmdline = req_str(cx, target, "kernel_cmdline", &at)?.to_string();
     let mut assets = Vec::new();
-    let targets = obj
-        .get("targets")
-        .and_then(Value::as_object)
-        .ok_or_else(|| cx.err("field \"targets\": required object"))?;
-    let target = targets
-        .get(&arch)
-        .and_then(Value::as_object)
-        .ok_or_else(|| cx.err(format!("field \"targets\": no entry for arch {arch:?}")))?;
-    // Kernel and rootfs are what the VM boots from: re-hash them on every prepare (see SECURITY.md).
-    for (key, path) in [("kernel", "kernel"), ("rootfs", "rootfs.erofs")] {
-        if let Some(entry) = target.get(key) {
-            let label = format!("targets.{arch}.{key}");
-            assets.push(arcbox_entry(
-                cx,
-                &label,
-                key,
-                path,
-                entry,
-                base.as_ref(),
-                Policy::Always,
-                None,
-            )?);
-        }
+    let mut boot_versions = Vec::new();
+    // Kernel and rootfs default to `cached`: the full stamp (ctime included) sees every write
+    // a guest can make through the share, and the state lives outside it (see SECURITY.md).
+    // They are placed read-only.
+    for name in [ARCBOX_KERNEL, ARCBOX_ROOTFS] {
+        let entry = req_obj(cx, target, name, &at)?;
+        let label = format!("targets.{arch}.{name}");
+        let path = arcbox_layout_path(&version, name, None);
+        boot_versions.push(opt_str(cx, entry, "version", &format!("{label}: "))?);
+        assets.push(arcbox_entry(
+            cx,
+            &label,
+            name,
+            &path,
+            entry,
+            base.as_ref(),
+            Policy::Cached,
+            Some(0o444),
+        )?);
     }
-    if let Some(bins) = obj.get("binaries") {
-        let bins = bins
-            .as_array()
-            .ok_or_else(|| cx.err("field \"binaries\": must be an array"))?;
-        for (i, bin) in bins.iter().enumerate() {
-            let b = bin
-                .as_object()
-                .ok_or_else(|| cx.err(format!("binaries[{i}]: must be an object")))?;
-            let name = b
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| cx.err(format!("binaries[{i}]: field \"name\": required string")))?;
-            check_fields(
-                cx,
-                b,
-                &["name", "version", "targets", "install_dir"],
-                |_| format!("binary {name:?}"),
-            )?;
-            validate_name(name).map_err(|why| cx.asset_err(name, "name", why))?;
-            let dir = match b.get("install_dir") {
-                None | Some(Value::Null) => "bin".to_string(),
-                Some(Value::String(s)) => s.trim_end_matches('/').to_string(),
-                Some(_) => return Err(cx.asset_err(name, "install_dir", "must be a string")),
-            };
-            let Some(entry) = b
-                .get("targets")
-                .and_then(Value::as_object)
-                .and_then(|t| t.get(&arch))
-            else {
-                // A binary not built for this architecture is simply not part of this store.
-                continue;
-            };
-            let path = if dir.is_empty() {
-                name.to_string()
-            } else {
-                format!("{dir}/{name}")
-            };
-            let label = format!("binaries[{i}].targets.{arch}");
-            assets.push(arcbox_entry(
-                cx,
-                &label,
-                name,
-                &path,
-                entry,
-                base.as_ref(),
-                Policy::Cached,
-                Some(0o755),
-            )?);
+    let mut binaries = Vec::new();
+    match obj.get("binaries") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(list)) => {
+            for (i, bin) in list.iter().enumerate() {
+                let b = bin
+                    .as_object()
+                    .ok_or_else(|| cx.err(format!("binaries[{i}]: must be an object")))?;
+                let at = format!("binaries[{i}]: ");
+                let name = req_str(cx, b, "name", &at)?;
+                validate_name(name).map_err(|why| cx.asset_err(name, "name", why))?;
+                let bin_version = req_str(cx, b, "version", &at)?.to_string();
+                let install_dir = opt_str(cx, b, "install_dir", &at)?
+                    .map(|d| d.trim_end_matches('/').to_string());
+                let bin_targets = req_obj(cx, b, "targets", &at)?;
+                // A binary not built for this architecture is not part of this set, as in
+                // arcbox-boot (FEX is arm64-only).
+                let Some(entry) = bin_targets.get(&arch) else {
+                    continue;
+                };
+                let entry = entry.as_object().ok_or_else(|| {
+                    cx.err(format!("binaries[{i}].targets.{arch}: must be an object"))
+                })?;
+                let path = arcbox_layout_path(&version, name, install_dir.as_deref());
+                let label = format!("binaries[{i}].targets.{arch}");
+                assets.push(arcbox_entry(
+                    cx,
+                    &label,
+                    name,
+                    &path,
+                    entry,
+                    base.as_ref(),
+                    Policy::Cached,
+                    Some(0o755),
+                )?);
+                binaries.push(ArcboxBinary {
+                    name: name.to_string(),
+                    version: bin_version,
+                    install_dir,
+                });
+            }
         }
+        Some(_) => return Err(cx.err("field \"binaries\": must be an array")),
     }
+    let [kernel_version, rootfs_version]: [Option<String>; 2] =
+        boot_versions.try_into().unwrap_or_default();
     let manifest = Manifest {
-        version,
+        version: version.clone(),
         base_url,
         assets,
+        arcbox: Some(ArcboxMeta {
+            schema_version,
+            asset_version: version,
+            built_at,
+            source_repo,
+            source_ref,
+            source_sha,
+            arch,
+            kernel_cmdline,
+            kernel_version,
+            rootfs_version,
+            binaries,
+        }),
     };
     check_unique(cx, &manifest)?;
     Ok(manifest)
@@ -665,39 +790,31 @@ fn arcbox_entry(
     label: &str,
     name: &str,
     path: &str,
-    entry: &Value,
+    obj: &Map<String, Value>,
     base: Option<&reqwest::Url>,
     verify: Policy,
     mode: Option<u32>,
 ) -> Result<Asset> {
-    let obj = entry
-        .as_object()
-        .ok_or_else(|| cx.err(format!("{label}: must be an object")))?;
-    let src = obj
-        .get("path")
-        .and_then(Value::as_str)
-        .ok_or_else(|| cx.asset_err(name, &format!("{label}.path"), "required string"))?;
-    let sha = obj
-        .get("sha256")
-        .and_then(Value::as_str)
-        .ok_or_else(|| cx.asset_err(name, &format!("{label}.sha256"), "required string"))?;
+    let at = format!("{label}: ");
+    let src = req_str(cx, obj, "path", &at)?;
+    let sha = req_str(cx, obj, "sha256", &at)?;
     let sha256 = Sha256Digest::from_hex(sha)
         .map_err(|why| cx.asset_err(name, &format!("{label}.sha256"), why))?;
     validate_path(path).map_err(|why| cx.asset_err(name, "install_dir", why))?;
-    let size = obj.get("size").and_then(Value::as_u64);
     let urls = match base {
         Some(_) => vec![
             resolve_url(src, base)
                 .map_err(|why| cx.asset_err(name, &format!("{label}.path"), why))?,
         ],
-        // Without --base-url only absolute sources can be used; otherwise verify in place.
+        // Without a base URL only absolute sources can be used; otherwise verify in place.
         None => resolve_url(src, None).map(|u| vec![u]).unwrap_or_default(),
     };
     Ok(Asset {
         name: name.to_string(),
         path: path.to_string(),
         sha256,
-        size,
+        // arcbox-boot manifests carry no sizes.
+        size: None,
         urls,
         verify,
         mode,
