@@ -859,6 +859,12 @@ impl Inner {
     ) -> Result<Warm<Vec<AssetStatus>>> {
         let manifest = self.manifest()?;
         let (share, bin) = self.share_root_for(dest_dir)?;
+        // As arcbox-boot does: the bin dir (and so the share root) is made on first use.
+        if !dest_dir.is_dir() {
+            std::fs::create_dir_all(dest_dir).map_err(|e| {
+                Error::Store(crate::Error::io(dest_dir, "create the bin dir", e))
+            })?;
+        }
         let sm = share.derive(&manifest, || share_manifest(&manifest, &bin))?;
         let legacy = std::path::absolute(dest_dir)
             .unwrap_or_else(|_| dest_dir.to_path_buf())
