@@ -78,7 +78,8 @@ pub struct PreparedAssets {
     /// The boot asset version.
     pub version: String,
     /// The parsed manifest; [`Manifest::arcbox`] holds `built_at`, `source_*` and versions.
-    pub manifest: Manifest,
+    /// Shared, not copied: a warm prepare allocates no manifest.
+    pub manifest: Arc<Manifest>,
 }
 
 /// Progress of a prepare (arcbox-boot's `PrepareProgress`).
@@ -802,7 +803,7 @@ impl Inner {
         })
     }
 
-    fn prepared(&self, manifest: &Manifest) -> Result<PreparedAssets> {
+    fn prepared(&self, manifest: &Arc<Manifest>) -> Result<PreparedAssets> {
         let vdir = self.version_dir();
         let kernel = match &self.config.custom_kernel {
             Some(k) => {
@@ -821,7 +822,7 @@ impl Inner {
                 .unwrap_or_default()
                 .to_string(),
             version: self.config.version.clone(),
-            manifest: manifest.clone(),
+            manifest: Arc::clone(manifest),
         })
     }
 
