@@ -94,7 +94,12 @@ fn upstream_manifest(version: &str, files: &[SetFile]) -> upstream::Manifest {
 }
 
 /// Publishes `version` on `origin` (and under `mirror`, when exporting); returns the set.
-fn publish(origin: &Origin, version: &str, changed: &[&str], mirror: Option<&Path>) -> Vec<SetFile> {
+fn publish(
+    origin: &Origin,
+    version: &str,
+    changed: &[&str],
+    mirror: Option<&Path>,
+) -> Vec<SetFile> {
     let files = arcbox_set::files(version, KERNEL, ROOTFS, BINARIES, changed);
     let text = serde_json::to_vec_pretty(&upstream_manifest(version, &files)).unwrap();
     let manifest_path = format!("asset/v{version}/manifest.json");

@@ -292,7 +292,11 @@ pub struct AssetManager {
 /// The default base of the state dirs: `$XDG_STATE_HOME/bootvault/arcbox`, else
 /// `~/.local/state/bootvault/arcbox`, else `cache_dir/.bootvault`.
 pub fn default_state_dir(cache_dir: &Path) -> PathBuf {
-    let home = |v: &str| std::env::var_os(v).filter(|s| !s.is_empty()).map(PathBuf::from);
+    let home = |v: &str| {
+        std::env::var_os(v)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+    };
     home("XDG_STATE_HOME")
         .or_else(|| home("HOME").map(|h| h.join(".local").join("state")))
         .map(|s| s.join("bootvault").join("arcbox"))
@@ -314,8 +318,7 @@ impl AssetManager {
         let valid = !v.is_empty()
             && v != "."
             && v != ".."
-            && v
-                .bytes()
+            && v.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'+'));
         if !valid {
             return Err(Error::InvalidConfig(
@@ -388,11 +391,7 @@ impl AssetManager {
 
     /// The state dir of the boot cache's store.
     pub fn boot_state_dir(&self) -> PathBuf {
-        state_for(
-            &self.inner.state_base,
-            "boot",
-            &self.inner.config.cache_dir,
-        )
+        state_for(&self.inner.state_base, "boot", &self.inner.config.cache_dir)
     }
 
     /// The share root of `dest_dir` (its parent) and the state dir of its store.
@@ -787,9 +786,16 @@ impl Inner {
             if name == ARCBOX_KERNEL && self.config.custom_kernel.is_some() {
                 continue;
             }
-            let a = source.assets.iter().find(|a| a.name == name).ok_or_else(|| {
-                Error::InvalidConfig(format!("the manifest has no {name} for {}", self.config.arch))
-            })?;
+            let a = source
+                .assets
+                .iter()
+                .find(|a| a.name == name)
+                .ok_or_else(|| {
+                    Error::InvalidConfig(format!(
+                        "the manifest has no {name} for {}",
+                        self.config.arch
+                    ))
+                })?;
             assets.push(Asset {
                 path: format!("{v}/{file}"),
                 ..a.clone()
@@ -817,10 +823,7 @@ impl Inner {
         Ok(PreparedAssets {
             kernel,
             rootfs: vdir.join("rootfs.erofs"),
-            kernel_cmdline: manifest
-                .kernel_cmdline()
-                .unwrap_or_default()
-                .to_string(),
+            kernel_cmdline: manifest.kernel_cmdline().unwrap_or_default().to_string(),
             version: self.config.version.clone(),
             manifest: Arc::clone(manifest),
         })
@@ -832,10 +835,7 @@ impl Inner {
         let bm = boot.derive(&manifest, || self.boot_manifest(&manifest))?;
         let legacy = self.version_dir().join(LEGACY);
         match warm(&boot, &bm, progress)? {
-            Ok(statuses) => Ok(Warm::Done(Box::new((
-                self.prepared(&manifest)?,
-                statuses,
-            )))),
+            Ok(statuses) => Ok(Warm::Done(Box::new((self.prepared(&manifest)?, statuses)))),
             Err(progress) => Ok(Warm::Work(Box::new(Work {
                 root: boot,
                 manifest: bm,
@@ -862,9 +862,8 @@ impl Inner {
         let (share, bin) = self.share_root_for(dest_dir)?;
         // As arcbox-boot does: the bin dir (and so the share root) is made on first use.
         if !dest_dir.is_dir() {
-            std::fs::create_dir_all(dest_dir).map_err(|e| {
-                Error::Store(crate::Error::io(dest_dir, "create the bin dir", e))
-            })?;
+            std::fs::create_dir_all(dest_dir)
+                .map_err(|e| Error::Store(crate::Error::io(dest_dir, "create the bin dir", e)))?;
         }
         let sm = share.derive(&manifest, || share_manifest(&manifest, &bin))?;
         let legacy = std::path::absolute(dest_dir)

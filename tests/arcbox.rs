@@ -218,7 +218,11 @@ fn a_real_arcbox_boot_install_switches_with_nothing_read_or_downloaded() {
         assert_eq!(s.path, host.path_of(V, f), "{}", f.name);
     }
     assert_eq!(totals(&status), (0, 0), "{status:?}");
-    assert_eq!(origin.total_requests(), requests_before, "no request at all");
+    assert_eq!(
+        origin.total_requests(),
+        requests_before,
+        "no request at all"
+    );
     // The host's vocabulary: the same paths arcbox-boot returned, and the command line.
     assert_eq!(prepared.kernel, host.cache.join(V).join("kernel"));
     assert_eq!(prepared.rootfs, host.cache.join(V).join("rootfs.erofs"));
@@ -239,7 +243,9 @@ fn a_real_arcbox_boot_install_switches_with_nothing_read_or_downloaded() {
     assert!(host.state.join(".").exists());
     let in_share = walk(&host.share());
     assert!(
-        !in_share.iter().any(|p| p.contains(".bootvault") || p.ends_with(".redb")),
+        !in_share
+            .iter()
+            .any(|p| p.contains(".bootvault") || p.ends_with(".redb")),
         "{in_share:?}"
     );
 
@@ -370,13 +376,21 @@ fn migrate_imports_both_caches_and_names_what_it_skipped() {
 
     let r = run_cmd({
         let mut c = bootvault_cmd();
-        c.args(["arcbox", "migrate", "--version", V, "--arch", "x86_64", "--json"])
-            .arg("--cache-dir")
-            .arg(&host.cache)
-            .arg("--bin-dir")
-            .arg(&host.bin)
-            .arg("--state-dir")
-            .arg(&host.state);
+        c.args([
+            "arcbox",
+            "migrate",
+            "--version",
+            V,
+            "--arch",
+            "x86_64",
+            "--json",
+        ])
+        .arg("--cache-dir")
+        .arg(&host.cache)
+        .arg("--bin-dir")
+        .arg(&host.bin)
+        .arg("--state-dir")
+        .arg(&host.state);
         c
     });
     assert_eq!(r.code, 0, "{}", r.describe());
@@ -432,7 +446,12 @@ fn relative_keys_of_a_relative_cache_dir_resolve() {
     // arcbox-boot runs in a child process with its own working directory: this test binary,
     // re-entered through the helper below.
     let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "arcbox_boot_child", "--nocapture", "--include-ignored"])
+        .args([
+            "--exact",
+            "arcbox_boot_child",
+            "--nocapture",
+            "--include-ignored",
+        ])
         .env("ARCBOX_CHILD_CDN", origin.base_url())
         .current_dir(&host.dir)
         .status()
@@ -446,16 +465,24 @@ fn relative_keys_of_a_relative_cache_dir_resolve() {
     let before = origin.total_requests();
     let r = run_cmd({
         let mut c = bootvault_cmd();
-        c.args(["arcbox", "prepare", "--version", V, "--arch", "x86_64", "--json"])
-            .arg("--cdn")
-            .arg(origin.base_url())
-            .arg("--cache-dir")
-            .arg(&host.cache)
-            .arg("--bin-dir")
-            .arg(&host.bin)
-            .arg("--state-dir")
-            .arg(&host.state)
-            .current_dir("/");
+        c.args([
+            "arcbox",
+            "prepare",
+            "--version",
+            V,
+            "--arch",
+            "x86_64",
+            "--json",
+        ])
+        .arg("--cdn")
+        .arg(origin.base_url())
+        .arg("--cache-dir")
+        .arg(&host.cache)
+        .arg("--bin-dir")
+        .arg(&host.bin)
+        .arg("--state-dir")
+        .arg(&host.state)
+        .current_dir("/");
         c
     });
     assert_eq!(r.code, 0, "{}", r.describe());
@@ -625,7 +652,12 @@ fn unknown_fields_are_ignored_in_arcbox_format_only() {
         v["targets"] = json!({});
         v["targets"][arch] = t;
     }
-    for (b, t) in v["binaries"].as_array_mut().unwrap().iter_mut().zip(bin_targets) {
+    for (b, t) in v["binaries"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .zip(bin_targets)
+    {
         let mut t = t;
         for (_, e) in t.as_object_mut().unwrap().iter_mut() {
             sprinkle(e);
@@ -634,8 +666,14 @@ fn unknown_fields_are_ignored_in_arcbox_format_only() {
     }
     let with_extra = serde_json::to_string(&v).unwrap();
     assert!(with_extra.matches("added_upstream_later").count() > 40);
-    let a = parse(&text, v["targets"].as_object().unwrap().keys().next().unwrap());
-    let b = parse(&with_extra, v["targets"].as_object().unwrap().keys().next().unwrap());
+    let a = parse(
+        &text,
+        v["targets"].as_object().unwrap().keys().next().unwrap(),
+    );
+    let b = parse(
+        &with_extra,
+        v["targets"].as_object().unwrap().keys().next().unwrap(),
+    );
     assert_eq!(a, b);
 
     // The native format stays strict.

@@ -1234,8 +1234,14 @@ fn arcbox_fixture(env: &Env) -> (PathBuf, String, BTreeMap<&'static str, Vec<u8>
         source_ref: None,
         source_sha: None,
         targets: [
-            ("x86_64".to_string(), target("x86_64", "console=ttyS0 root=/dev/vda ro")),
-            ("arm64".to_string(), target("arm64", "console=hvc0 root=/dev/vda ro")),
+            (
+                "x86_64".to_string(),
+                target("x86_64", "console=ttyS0 root=/dev/vda ro"),
+            ),
+            (
+                "arm64".to_string(),
+                target("arm64", "console=hvc0 root=/dev/vda ro"),
+            ),
         ]
         .into_iter()
         .collect(),
@@ -1270,10 +1276,18 @@ fn arcbox_manifest_with_arch_and_file_base_url() {
     // dir), the binaries where arcbox-boot puts them: the boot kernel and kernel/vmlinux coexist.
     for (rel, src, mode) in [
         ("boot/0.5.5/kernel", "asset/v0.5.5/x86_64/kernel", 0o444),
-        ("boot/0.5.5/rootfs.erofs", "asset/v0.5.5/x86_64/rootfs.erofs", 0o444),
+        (
+            "boot/0.5.5/rootfs.erofs",
+            "asset/v0.5.5/x86_64/rootfs.erofs",
+            0o444,
+        ),
         ("bin/runc", "bin/runc/1.2.0/x86_64/runc", 0o755),
         ("runtime/bin/crun", "bin/crun/1.19/x86_64/crun", 0o755),
-        ("kernel/vmlinux", "bin/vmlinux/6.1.155/x86_64/vmlinux", 0o755),
+        (
+            "kernel/vmlinux",
+            "bin/vmlinux/6.1.155/x86_64/vmlinux",
+            0o755,
+        ),
     ] {
         let p = env.path(rel);
         assert_eq!(std::fs::read(&p).unwrap(), files[src], "{rel}");
