@@ -649,20 +649,23 @@ impl Inner {
     /// The cached manifest, re-parsed only when `manifest.json`'s stamp changed.
     fn cached_manifest(&self) -> Result<Arc<Manifest>> {
         let path = self.version_dir().join("manifest.json");
-        let stamp = Stamp::of_path(&path).ok().flatten();
-        let Some(stamp) = stamp else {
-            return Err(Error::Manifest {
+        match Stamp::of_path(&path).ok().flatten() {
+            Some(stamp) => self.manifest_at(&path, stamp),
+            None => Err(Error::Manifest {
                 source_url: path.display().to_string(),
                 message: "not cached (run a prepare first)".into(),
-            });
-        };
+            }),
+        }
+    }
+
+    fn manifest_at(&self, path: &Path, stamp: Stamp) -> Result<Arc<Manifest>> {
         let mut cached = lock(&self.manifest);
         if let Some((s, m)) = cached.as_ref()
             && *s == stamp
         {
             return Ok(m.clone());
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::Manifest {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Manifest {
             source_url: path.display().to_string(),
             message: format!("cannot read: {e}"),
         })?;
@@ -709,10 +712,13 @@ impl Inner {
     /// The manifest: the cached copy, else fetched into the version dir first.
     fn manifest(&self) -> Result<Arc<Manifest>> {
         let path = self.version_dir().join("manifest.json");
-        if !path.exists() {
-            self.fetch_manifest(&path)?;
+        match Stamp::of_path(&path).ok().flatten() {
+            Some(stamp) => self.manifest_at(&path, stamp),
+            None => {
+                self.fetch_manifest(&path)?;
+                self.cached_manifest()
+            }
         }
-        self.cached_manifest()
     }
 
     /// Downloads the manifest (no digest is known for it) and renames it into place only once

@@ -757,3 +757,56 @@ fn a_state_dir_inside_the_share_is_refused() {
     );
     assert!(!host.share().join(".state").exists());
 }
+
+#[test]
+fn a_custom_kernel_is_used_as_is_and_the_manifest_kernel_is_not_fetched() {
+    let origin = Origin::start().unwrap();
+    let (files, _) = publish(&origin, V, &[]);
+    let host = Host::new();
+    let custom = host.dir.join("my-vmlinuz");
+    std::fs::write(&custom, b"a kernel of my own").unwrap();
+    let config = |kernel: PathBuf| AssetManagerConfig {
+        cdn_base_url: origin.base_url(),
+        version: V.into(),
+        arch: "x86_64".into(),
+        cache_dir: host.cache.clone(),
+        custom_kernel: Some(kernel),
+    };
+    let m = AssetManager::new(config(custom.clone()))
+        .unwrap()
+        .with_state_dir(&host.state);
+    let (prepared, status) = m.prepare_blocking(None).unwrap();
+    assert_eq!(prepared.kernel, custom);
+    assert_eq!(
+        status.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["rootfs"]
+    );
+    let kernel = files.iter().find(|f| f.kind == Kind::Kernel).unwrap();
+    assert_eq!(origin.requests(&kernel.cdn_path), 0);
+    assert!(!host.cache.join(V).join("kernel").exists());
+
+    let m = AssetManager::new(config(host.dir.clone()))
+        .unwrap()
+        .with_state_dir(&host.state);
+    let err = m.prepare_blocking(None).unwrap_err();
+    assert!(
+        matches!(err, bootvault::arcbox::Error::CustomKernel(_)),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unsafe_version_is_refused_before_touching_the_disk() {
+    for bad in ["", "..", "0.6/0", "0.6.0 rc1"] {
+        let err = AssetManager::new(AssetManagerConfig {
+            version: bad.into(),
+            ..AssetManagerConfig::default()
+        })
+        .err()
+        .unwrap();
+        assert!(
+            matches!(err, bootvault::arcbox::Error::InvalidConfig(_)),
+            "{bad:?}: {err}"
+        );
+    }
+}
