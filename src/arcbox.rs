@@ -478,6 +478,11 @@ impl AssetManager {
         self.inner.manifest()
     }
 
+    /// The manifest cached in the version dir; never fetches.
+    pub fn cached_manifest(&self) -> Result<Arc<Manifest>> {
+        self.inner.cached_manifest()
+    }
+
     /// The outcome of each asset of the boot cache and `dest_dir` as a prepare would judge it
     /// now, reading no content and writing nothing (`None`: it would be hashed or fetched).
     pub fn check(&self, dest_dir: &Path) -> Result<Vec<(String, PathBuf, Option<Outcome>)>> {
@@ -756,14 +761,14 @@ impl Inner {
                         .get(parsed.clone())
                         .send()
                         .await
-                        .map_err(|e| fail(e.to_string()))?;
+                        .map_err(|e| fail(with_sources(&e)))?;
                     if !resp.status().is_success() {
                         return Err(fail(format!("HTTP {}", resp.status())));
                     }
                     resp.bytes()
                         .await
                         .map(|b| b.to_vec())
-                        .map_err(|e| fail(e.to_string()))
+                        .map_err(|e| fail(with_sources(&e)))
                 })?
             }
             other => return Err(fail(format!("unsupported scheme {other:?}"))),
@@ -946,6 +951,18 @@ impl Inner {
             Err(Error::Assets(failed))
         }
     }
+}
+
+/// An error and its causes on one line (reqwest's own message omits the cause).
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 fn index_of(m: &Manifest) -> HashMap<String, usize> {

@@ -147,8 +147,9 @@ fn prepare(a: PrepareArgs) -> CmdResult {
 
 fn migrate(a: LayoutArgs) -> CmdResult {
     let m = manager(&a, None, true)?;
+    // The manifest first: without it nothing can be judged, and nothing is written.
+    let manifest = m.cached_manifest()?;
     let imports = m.migrate(&a.bin_dir)?;
-    let manifest = m.manifest()?;
     let checks = m.check(&a.bin_dir)?;
     let printed = if a.json {
         out_json(&json!({
