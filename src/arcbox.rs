@@ -24,8 +24,9 @@
 //! downloads runs on tokio's blocking pool.
 
 use crate::manifest::{ARCBOX_KERNEL, ARCBOX_ROOTFS, Asset, Manifest, ParseOptions};
+use crate::report::{Outcome, Progress, ProgressFn};
 use crate::stamp::Stamp;
-use crate::store::{Outcome, Progress, Store};
+use crate::store::{PrepareOptions, Store};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -175,6 +176,8 @@ pub struct AssetStatus {
     pub bytes_hashed: u64,
     /// Bytes fetched.
     pub bytes_downloaded: u64,
+    /// Bytes copied from another verified file with the same digest (`linked`).
+    pub bytes_copied: u64,
 }
 
 /// What the legacy import of one root did.
@@ -188,34 +191,21 @@ pub struct ImportStatus {
     pub skipped: Vec<(String, String)>,
 }
 
-struct CallProgress {
-    f: ProgressCallback,
-    index: HashMap<String, usize>,
-}
-
-/// One root (boot cache or share): its store and the progress slot its callback forwards to.
+/// One root (boot cache or share): its store, and the manifest derived for it.
 struct Root {
     store: Store,
-    progress: Arc<Mutex<Option<CallProgress>>>,
-    /// Serialises calls on this root within the process, so progress goes to the right caller.
-    call: Mutex<()>,
     /// The manifest derived for this root from the last parsed arcbox manifest.
     derived: Mutex<Option<(Arc<Manifest>, Arc<Manifest>)>>,
 }
 
 impl Root {
     fn open(root: &Path, state: &Path, offline: bool) -> Result<Root> {
-        let progress: Arc<Mutex<Option<CallProgress>>> = Arc::new(Mutex::new(None));
-        let slot = progress.clone();
         let store = Store::builder(root)
             .state_dir(state)
             .offline(offline)
-            .progress(Arc::new(move |p: &Progress<'_>| forward(&slot, p)))
             .open()?;
         Ok(Root {
             store,
-            progress,
-            call: Mutex::new(()),
             derived: Mutex::new(None),
         })
     }
@@ -242,34 +232,44 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn forward(slot: &Mutex<Option<CallProgress>>, p: &Progress<'_>) {
-    let guard = lock(slot);
-    let Some(call) = guard.as_ref() else { return };
-    let (name, phase) = match p {
-        Progress::Checking { name } | Progress::Waiting { name } => (*name, PreparePhase::Checking),
-        Progress::Downloading { name, done, total } => (
-            *name,
-            PreparePhase::Downloading {
-                downloaded: *done,
-                total: *total,
-            },
-        ),
-        Progress::Verifying { name, .. } => (*name, PreparePhase::Verifying),
-        Progress::Ready { name, outcome } => (
-            *name,
-            match outcome {
-                Outcome::Cached | Outcome::Verified => PreparePhase::Cached,
-                _ => PreparePhase::Ready,
-            },
-        ),
-        Progress::Failed { .. } => return,
-    };
-    (call.f)(PrepareProgress {
-        name: name.to_string(),
-        current: call.index.get(name).map_or(0, |i| i + 1),
-        total: call.index.len(),
-        phase,
-    });
+/// The store's progress events in arcbox-boot's phases, for one call.
+fn bridge(f: ProgressCallback, m: &Manifest) -> ProgressFn {
+    let index: HashMap<String, usize> = m
+        .assets
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.name.clone(), i))
+        .collect();
+    Arc::new(move |p: &Progress<'_>| {
+        let (name, phase) = match p {
+            Progress::Checking { name } | Progress::Waiting { name } => {
+                (*name, PreparePhase::Checking)
+            }
+            Progress::Downloading { name, done, total } => (
+                *name,
+                PreparePhase::Downloading {
+                    downloaded: *done,
+                    total: *total,
+                },
+            ),
+            Progress::Verifying { name, .. } => (*name, PreparePhase::Verifying),
+            Progress::Ready { name, outcome } => (
+                *name,
+                match outcome {
+                    Outcome::Cached | Outcome::Verified => PreparePhase::Cached,
+                    _ => PreparePhase::Ready,
+                },
+            ),
+            // Failures are returned as the call's error.
+            _ => return,
+        };
+        f(PrepareProgress {
+            name: name.to_string(),
+            current: index.get(name).map_or(0, |i| i + 1),
+            total: index.len(),
+            phase,
+        });
+    })
 }
 
 struct Inner {
@@ -483,21 +483,20 @@ impl AssetManager {
         self.inner.cached_manifest()
     }
 
-    /// The outcome of each asset of the boot cache and `dest_dir` as a prepare would judge it
-    /// now, reading no content and writing nothing (`None`: it would be hashed or fetched).
-    pub fn check(&self, dest_dir: &Path) -> Result<Vec<(String, PathBuf, Option<Outcome>)>> {
+    /// What a prepare would decide for each asset of the boot cache and `dest_dir` now, reading
+    /// no content and writing nothing: [`Verdict::Fresh`](crate::Verdict::Fresh) is `cached`;
+    /// [`Verdict::Mode`](crate::Verdict::Mode) is `cached` once the mode is put back (arcbox-boot
+    /// left kernel and rootfs `0644`); anything else is hashed or fetched.
+    pub fn check(&self, dest_dir: &Path) -> Result<Vec<(String, PathBuf, crate::Verdict)>> {
         let manifest = self.inner.cached_manifest()?;
         let boot = self.inner.boot_root()?;
         let bm = boot.derive(&manifest, || self.inner.boot_manifest(&manifest))?;
-        let (share, share_path) = self.inner.share_root_for(dest_dir)?;
-        let sm = share.derive(&manifest, || share_manifest(&manifest, &share_path))?;
+        let (share, bin) = self.inner.share_root_for(dest_dir)?;
+        let sm = share.derive(&manifest, || share_manifest(&manifest, &bin))?;
         let mut out = Vec::new();
         for (root, m) in [(&boot, &bm), (&share, &sm)] {
             let (insp, _) = root.store.inspect(m, None);
-            out.extend(insp.into_iter().map(|i| {
-                let trusted = i.verdict.is_trusted();
-                (i.asset.name, i.path, trusted.then_some(Outcome::Cached))
-            }));
+            out.extend(insp.into_iter().map(|i| (i.asset.name, i.path, i.verdict)));
         }
         Ok(out)
     }
@@ -895,33 +894,28 @@ impl Inner {
     /// Imports the legacy cache when a path has no record yet, then runs the store's prepare.
     fn finish(&self, work: Work) -> Result<Vec<AssetStatus>> {
         let root = &work.root;
-        let _call = lock(&root.call);
         let (insp, _) = root.store.inspect(&work.manifest, None);
         if insp.iter().any(|i| i.record.is_none() && i.live.is_some()) {
             import_legacy(root, &work.legacy)?;
         }
-        *lock(&root.progress) = work.progress.map(|f| CallProgress {
-            f,
-            index: index_of(&work.manifest),
-        });
-        let report = root.store.prepare(&work.manifest);
-        *lock(&root.progress) = None;
-        let report = report?;
+        let mut opts = PrepareOptions::new();
+        if let Some(f) = work.progress {
+            opts = opts.progress(bridge(f, &work.manifest));
+        }
+        let report = root.store.prepare_with(&work.manifest, &opts)?;
         let mut failed = Vec::new();
         let mut out = Vec::with_capacity(report.assets.len());
         for a in &report.assets {
-            match a.outcome {
-                Some(outcome) => out.push(AssetStatus {
+            match &a.result {
+                Ok(outcome) => out.push(AssetStatus {
                     name: a.name.clone(),
                     path: a.path.clone(),
-                    outcome,
+                    outcome: *outcome,
                     bytes_hashed: a.bytes_hashed,
                     bytes_downloaded: a.bytes_downloaded,
+                    bytes_copied: a.bytes_copied,
                 }),
-                None => failed.push((
-                    a.name.clone(),
-                    a.error.clone().unwrap_or_else(|| a.reason.clone()),
-                )),
+                Err(e) => failed.push((a.name.clone(), e.to_string())),
             }
         }
         if !failed.is_empty() {
@@ -965,14 +959,6 @@ fn with_sources(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn index_of(m: &Manifest) -> HashMap<String, usize> {
-    m.assets
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (a.name.clone(), i))
-        .collect()
-}
-
 /// The warm path: every asset vouched for by its record. `Err` hands the callback back when
 /// something must be hashed or fetched.
 #[allow(clippy::type_complexity)]
@@ -1004,6 +990,7 @@ fn warm(
             outcome: Outcome::Cached,
             bytes_hashed: 0,
             bytes_downloaded: 0,
+            bytes_copied: 0,
         });
     }
     Ok(Ok(out))

@@ -218,6 +218,14 @@ fn a_real_arcbox_boot_install_switches_with_nothing_read_or_downloaded() {
         assert_eq!(s.path, host.path_of(V, f), "{}", f.name);
     }
     assert_eq!(totals(&status), (0, 0), "{status:?}");
+    // arcbox-boot left kernel and rootfs 0644; they are put back to 0444 without being read.
+    for p in [
+        host.cache.join(V).join("kernel"),
+        host.cache.join(V).join("rootfs.erofs"),
+    ] {
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o444, "{}", p.display());
+    }
     assert_eq!(
         origin.total_requests(),
         requests_before,
@@ -425,10 +433,12 @@ fn migrate_imports_both_caches_and_names_what_it_skipped() {
         .collect();
     assert_eq!(states.len(), 22);
     for (name, state) in &states {
-        let want = if *name == "crun" {
-            "unrecorded-or-stale"
-        } else {
-            "cached"
+        let want = match *name {
+            // Re-hashed: the import skipped it.
+            "crun" => "unrecorded",
+            // Trusted; arcbox-boot left them 0644, a prepare puts 0444 back without reading.
+            "kernel" | "rootfs" => "mode",
+            _ => "cached",
         };
         assert_eq!(state, &want, "{name}");
     }
@@ -542,8 +552,15 @@ fn an_upgrade_keeps_unchanged_binaries_and_fetches_changed_ones() {
                 assert_eq!(s.outcome, Outcome::Repaired, "{}: {s:?}", f.name)
             }
             Kind::Binary => assert_eq!(s.outcome, Outcome::Cached, "{}: {s:?}", f.name),
-            // A new version dir: the store fetches (or, once it links by digest, copies).
-            _ => assert_ne!(s.outcome, Outcome::Cached, "{}: {s:?}", f.name),
+            // The new version dir's rootfs changed: fetched.
+            Kind::Rootfs => assert_eq!(s.outcome, Outcome::Downloaded, "{}: {s:?}", f.name),
+            // Its kernel did not: copied from the previous version dir (one ledger for the
+            // whole cache dir), not fetched.
+            Kind::Kernel => {
+                assert_eq!(s.outcome, Outcome::Linked, "{}: {s:?}", f.name);
+                assert_eq!(s.bytes_downloaded, 0);
+                assert_eq!(s.bytes_copied, f.bytes.len() as u64);
+            }
         }
         assert_eq!(
             std::fs::read(host.path_of("0.6.1", f)).unwrap(),
@@ -552,6 +569,13 @@ fn an_upgrade_keeps_unchanged_binaries_and_fetches_changed_ones() {
             f.name
         );
     }
+    // Only the changed bytes came over the network.
+    let changed_bytes: u64 = files
+        .iter()
+        .filter(|f| changed.contains(&f.name.as_str()))
+        .map(|f| f.bytes.len() as u64)
+        .sum();
+    assert_eq!(totals(&status).1, changed_bytes);
     // The previous version dir is left for the host to drop (as arcbox-boot leaves it).
     assert!(host.cache.join(V).join("kernel").is_file());
 }

@@ -2,6 +2,7 @@
 //! place through `bootvault::arcbox`.
 
 use super::{CmdResult, EXIT_FAILED, EXIT_USAGE, Failure, finish_output, out, out_json};
+use bootvault::Verdict;
 use bootvault::arcbox::{AssetManager, AssetManagerConfig, AssetStatus, Error};
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -94,6 +95,7 @@ fn asset_json(a: &AssetStatus) -> serde_json::Value {
         "outcome": a.outcome.as_str(),
         "bytes_hashed": a.bytes_hashed,
         "bytes_downloaded": a.bytes_downloaded,
+        "bytes_copied": a.bytes_copied,
     })
 }
 
@@ -160,10 +162,11 @@ fn migrate(a: LayoutArgs) -> CmdResult {
                 "imported": i.imported,
                 "skipped": i.skipped.iter().map(|(k, why)| json!({"key": k, "reason": why})).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
-            "assets": checks.iter().map(|(name, path, o)| json!({
+            "assets": checks.iter().map(|(name, path, v)| json!({
                 "name": name,
                 "path": path,
-                "state": if o.is_some() { "cached" } else { "unrecorded-or-stale" },
+                "state": check_state(v),
+                "reason": v.reason(),
             })).collect::<Vec<_>>(),
         }))
     } else {
@@ -178,7 +181,10 @@ fn migrate(a: LayoutArgs) -> CmdResult {
                 s.push_str(&format!("  skipped {k}: {why}\n"));
             }
         }
-        let trusted = checks.iter().filter(|c| c.2.is_some()).count();
+        let trusted = checks
+            .iter()
+            .filter(|c| matches!(check_state(&c.2), "cached" | "mode"))
+            .count();
         s.push_str(&format!(
             "{trusted} of {} assets will be trusted without reading them",
             checks.len()
@@ -186,4 +192,14 @@ fn migrate(a: LayoutArgs) -> CmdResult {
         out(&s)
     };
     finish_output(printed, 0)
+}
+
+/// What a prepare will do with an asset: `cached` (nothing read), `mode` (nothing read, the
+/// mode put back), or the verdict's state (`stale`, `missing`, `unrecorded`: hashed or fetched).
+fn check_state(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::Fresh => "cached",
+        Verdict::Mode { .. } => "mode",
+        other => other.state(),
+    }
 }

@@ -114,7 +114,7 @@ pub fn run(a: PrepareArgs) -> CmdResult {
     let printed = if a.json {
         let mut v = report_json(&report);
         if let Some(cmdline) = manifest.kernel_cmdline() {
-            v["kernel_cmdline"] = json!(cmdline);
+            v["kernel_cmdline"] = serde_json::Value::from(cmdline);
         }
         out_json(&v)
     } else {
