@@ -123,6 +123,9 @@ impl Manifest {
     /// Parses either format; `origin` names the source in errors.
     pub fn parse(text: &str, origin: &str, opts: &ParseOptions) -> Result<Manifest> {
         let cx = Ctx { origin };
+        if let Some(parsed) = parse_arcbox_fast(&cx, text, opts) {
+            return parsed;
+        }
         let value: Value =
             serde_json::from_str(text).map_err(|e| cx.err(format!("not valid JSON: {e}")))?;
         let obj = value
@@ -650,6 +653,60 @@ fn req_obj<'v>(
     }
 }
 
+/// arcbox-boot's manifest, typed as its own serde types are (unknown fields ignored). Parsed
+/// straight from the text when it is well-formed, which is the common case and several times
+/// cheaper than a `Value` tree; otherwise the `Value` walk below finds and names what is wrong.
+#[derive(serde::Deserialize)]
+struct Doc {
+    schema_version: u32,
+    asset_version: String,
+    built_at: String,
+    #[serde(default)]
+    source_repo: Option<String>,
+    #[serde(default)]
+    source_ref: Option<String>,
+    #[serde(default)]
+    source_sha: Option<String>,
+    targets: std::collections::BTreeMap<String, DocTarget>,
+    #[serde(default)]
+    binaries: Vec<DocBinary>,
+}
+
+#[derive(serde::Deserialize)]
+struct DocTarget {
+    kernel: DocEntry,
+    rootfs: DocEntry,
+    kernel_cmdline: String,
+}
+
+#[derive(serde::Deserialize)]
+struct DocEntry {
+    path: String,
+    sha256: String,
+    #[serde(default)]
+    version: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct DocBinary {
+    name: String,
+    version: String,
+    targets: std::collections::BTreeMap<String, DocEntry>,
+    #[serde(default)]
+    install_dir: Option<String>,
+}
+
+/// The typed fast path: `None` when the text is not a well-formed arcbox-boot manifest.
+fn parse_arcbox_fast(cx: &Ctx, text: &str, opts: &ParseOptions) -> Option<Result<Manifest>> {
+    // Only a text that names arcbox-boot's fields is tried: a native manifest never pays.
+    if !text.contains("\"asset_version\"") {
+        return None;
+    }
+    let doc: Doc = serde_json::from_str(text).ok()?;
+    Some(build_arcbox(cx, doc, opts))
+}
+
+/// The `Value` walk: every type error names its field.
 fn parse_arcbox(cx: &Ctx, obj: &Map<String, Value>, opts: &ParseOptions) -> Result<Manifest> {
     let schema_version = match obj.get("schema_version") {
         Some(v) => v
@@ -658,10 +715,99 @@ fn parse_arcbox(cx: &Ctx, obj: &Map<String, Value>, opts: &ParseOptions) -> Resu
             .ok_or_else(|| cx.err("field \"schema_version\": must be a non-negative integer"))?,
         None => return Err(cx.err("field \"schema_version\": required")),
     };
-    let version = req_str(cx, obj, "asset_version", "")?.to_string();
+    let asset_version = req_str(cx, obj, "asset_version", "")?.to_string();
+    let built_at = req_str(cx, obj, "built_at", "")?.to_string();
+    let source_repo = opt_str(cx, obj, "source_repo", "")?;
+    let source_ref = opt_str(cx, obj, "source_ref", "")?;
+    let source_sha = opt_str(cx, obj, "source_sha", "")?;
+    let entry = |o: &Map<String, Value>, label: &str| -> Result<DocEntry> {
+        let at = format!("{label}: ");
+        Ok(DocEntry {
+            path: req_str(cx, o, "path", &at)?.to_string(),
+            sha256: req_str(cx, o, "sha256", &at)?.to_string(),
+            version: opt_str(cx, o, "version", &at)?,
+        })
+    };
+    // Every target and every binary entry is checked, whatever the arch: arcbox-boot's serde
+    // types reject a manifest with any malformed entry, and so does this walk (the typed path
+    // above accepts exactly what arcbox-boot accepts).
+    let mut targets = std::collections::BTreeMap::new();
+    for (key, t) in req_obj(cx, obj, "targets", "")? {
+        let t = t
+            .as_object()
+            .ok_or_else(|| cx.err(format!("targets.{key}: must be an object")))?;
+        let at = format!("targets.{key}: ");
+        let kernel_cmdline = req_str(cx, t, "kernel_cmdline", &at)?.to_string();
+        let kernel = entry(
+            req_obj(cx, t, ARCBOX_KERNEL, &at)?,
+            &format!("targets.{key}.kernel"),
+        )?;
+        let rootfs = entry(
+            req_obj(cx, t, ARCBOX_ROOTFS, &at)?,
+            &format!("targets.{key}.rootfs"),
+        )?;
+        targets.insert(
+            key.clone(),
+            DocTarget {
+                kernel,
+                rootfs,
+                kernel_cmdline,
+            },
+        );
+    }
+    let mut binaries = Vec::new();
+    match obj.get("binaries") {
+        None => {}
+        Some(Value::Array(list)) => {
+            for (i, bin) in list.iter().enumerate() {
+                let b = bin
+                    .as_object()
+                    .ok_or_else(|| cx.err(format!("binaries[{i}]: must be an object")))?;
+                let at = format!("binaries[{i}]: ");
+                let name = req_str(cx, b, "name", &at)?.to_string();
+                let version = req_str(cx, b, "version", &at)?.to_string();
+                let install_dir = opt_str(cx, b, "install_dir", &at)?;
+                let mut bin_targets = std::collections::BTreeMap::new();
+                for (key, e) in req_obj(cx, b, "targets", &at)? {
+                    let label = format!("binaries[{i}].targets.{key}");
+                    let e = e
+                        .as_object()
+                        .ok_or_else(|| cx.err(format!("{label}: must be an object")))?;
+                    bin_targets.insert(key.clone(), entry(e, &label)?);
+                }
+                binaries.push(DocBinary {
+                    name,
+                    version,
+                    targets: bin_targets,
+                    install_dir,
+                });
+            }
+        }
+        Some(_) => return Err(cx.err("field \"binaries\": must be an array")),
+    }
+    build_arcbox(
+        cx,
+        Doc {
+            schema_version,
+            asset_version,
+            built_at,
+            source_repo,
+            source_ref,
+            source_sha,
+            targets,
+            binaries,
+        },
+        opts,
+    )
+}
+
+/// The checks that do not depend on how the text was read, and the mapping onto assets.
+fn build_arcbox(cx: &Ctx, mut doc: Doc, opts: &ParseOptions) -> Result<Manifest> {
+    let version = doc.asset_version;
     if version.is_empty() {
         return Err(cx.err("field \"asset_version\": must not be empty"));
     }
+    let schema_version = doc.schema_version;
     let major = version
         .split('.')
         .next()
@@ -671,97 +817,60 @@ fn parse_arcbox(cx: &Ctx, obj: &Map<String, Value>, opts: &ParseOptions) -> Resu
             "field \"schema_version\": {schema_version} does not match the major of asset_version {version:?}"
         )));
     }
-    let built_at = req_str(cx, obj, "built_at", "")?.to_string();
-    let source_repo = opt_str(cx, obj, "source_repo", "")?;
-    let source_ref = opt_str(cx, obj, "source_ref", "")?;
-    let source_sha = opt_str(cx, obj, "source_sha", "")?;
     let arch = opts.arch.clone().unwrap_or_else(|| host_arch().to_string());
     let base_url = opts.base_url.clone();
     let base = match &base_url {
         Some(b) => Some(parse_base(b).map_err(|why| cx.err(format!("--base-url: {why}")))?),
         None => None,
     };
-    let targets = req_obj(cx, obj, "targets", "")?;
-    let target = match targets.get(&arch) {
-        Some(Value::Object(t)) => t,
-        Some(_) => return Err(cx.err(format!("targets.{arch}: must be an object"))),
-        None => {
-            let known: Vec<&str> = targets.keys().map(String::as_str).collect();
-            return Err(cx.err(format!(
-                "field \"targets\": no entry for arch {arch:?} (the manifest has: {})",
-                known.join(", ")
-            )));
-        }
+    let Some(target) = doc.targets.remove(&arch) else {
+        let known: Vec<&str> = doc.targets.keys().map(String::as_str).collect();
+        return Err(cx.err(format!(
+            "field \"targets\": no entry for arch {arch:?} (the manifest has: {})",
+            known.join(", ")
+        )));
     };
-    let at = format!("targets.{arch}: ");
-    let kernel_cmdline = req_str(cx, target, "kernel_cmdline", &at)?.to_string();
-    let mut assets = Vec::new();
-    let mut boot_versions = Vec::new();
+    let mut assets = Vec::with_capacity(2 + doc.binaries.len());
     // Kernel and rootfs default to `cached`: the full stamp (ctime included) sees every write
     // a guest can make through the share, and the state lives outside it (see SECURITY.md).
     // They are placed read-only.
-    for name in [ARCBOX_KERNEL, ARCBOX_ROOTFS] {
-        let entry = req_obj(cx, target, name, &at)?;
-        let label = format!("targets.{arch}.{name}");
-        let path = arcbox_layout_path(&version, name, None);
-        boot_versions.push(opt_str(cx, entry, "version", &format!("{label}: "))?);
+    for (name, entry) in [(ARCBOX_KERNEL, &target.kernel), (ARCBOX_ROOTFS, &target.rootfs)] {
         assets.push(arcbox_entry(
             cx,
-            &label,
+            &format!("targets.{arch}.{name}"),
             name,
-            &path,
+            &arcbox_layout_path(&version, name, None),
             entry,
             base.as_ref(),
             Policy::Cached,
             Some(0o444),
         )?);
     }
-    let mut binaries = Vec::new();
-    match obj.get("binaries") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(list)) => {
-            for (i, bin) in list.iter().enumerate() {
-                let b = bin
-                    .as_object()
-                    .ok_or_else(|| cx.err(format!("binaries[{i}]: must be an object")))?;
-                let at = format!("binaries[{i}]: ");
-                let name = req_str(cx, b, "name", &at)?;
-                validate_name(name).map_err(|why| cx.asset_err(name, "name", why))?;
-                let bin_version = req_str(cx, b, "version", &at)?.to_string();
-                let install_dir = opt_str(cx, b, "install_dir", &at)?
-                    .map(|d| d.trim_end_matches('/').to_string());
-                let bin_targets = req_obj(cx, b, "targets", &at)?;
-                // A binary not built for this architecture is not part of this set, as in
-                // arcbox-boot (FEX is arm64-only).
-                let Some(entry) = bin_targets.get(&arch) else {
-                    continue;
-                };
-                let entry = entry.as_object().ok_or_else(|| {
-                    cx.err(format!("binaries[{i}].targets.{arch}: must be an object"))
-                })?;
-                let path = arcbox_layout_path(&version, name, install_dir.as_deref());
-                let label = format!("binaries[{i}].targets.{arch}");
-                assets.push(arcbox_entry(
-                    cx,
-                    &label,
-                    name,
-                    &path,
-                    entry,
-                    base.as_ref(),
-                    Policy::Cached,
-                    Some(0o755),
-                )?);
-                binaries.push(ArcboxBinary {
-                    name: name.to_string(),
-                    version: bin_version,
-                    install_dir,
-                });
-            }
-        }
-        Some(_) => return Err(cx.err("field \"binaries\": must be an array")),
+    let mut binaries = Vec::with_capacity(doc.binaries.len());
+    for (i, b) in doc.binaries.into_iter().enumerate() {
+        validate_name(&b.name).map_err(|why| cx.asset_err(&b.name, "name", why))?;
+        let install_dir = b.install_dir.map(|d| d.trim_end_matches('/').to_string());
+        // A binary not built for this architecture is not part of this set, as in
+        // arcbox-boot (FEX is arm64-only).
+        let Some(entry) = b.targets.get(&arch) else {
+            continue;
+        };
+        assets.push(arcbox_entry(
+            cx,
+            &format!("binaries[{i}].targets.{arch}"),
+            &b.name,
+            &arcbox_layout_path(&version, &b.name, install_dir.as_deref()),
+            entry,
+            base.as_ref(),
+            Policy::Cached,
+            Some(0o755),
+        )?);
+        binaries.push(ArcboxBinary {
+            name: b.name,
+            version: b.version,
+            install_dir,
+        });
     }
-    let [kernel_version, rootfs_version]: [Option<String>; 2] =
-        boot_versions.try_into().unwrap_or_default();
     let manifest = Manifest {
         version: version.clone(),
         base_url,
@@ -769,14 +878,14 @@ fn parse_arcbox(cx: &Ctx, obj: &Map<String, Value>, opts: &ParseOptions) -> Resu
         arcbox: Some(ArcboxMeta {
             schema_version,
             asset_version: version,
-            built_at,
-            source_repo,
-            source_ref,
-            source_sha,
+            built_at: doc.built_at,
+            source_repo: doc.source_repo,
+            source_ref: doc.source_ref,
+            source_sha: doc.source_sha,
             arch,
-            kernel_cmdline,
-            kernel_version,
-            rootfs_version,
+            kernel_cmdline: target.kernel_cmdline,
+            kernel_version: target.kernel.version,
+            rootfs_version: target.rootfs.version,
             binaries,
         }),
     };
@@ -790,18 +899,21 @@ fn arcbox_entry(
     label: &str,
     name: &str,
     path: &str,
-    obj: &Map<String, Value>,
+    entry: &DocEntry,
     base: Option<&reqwest::Url>,
     verify: Policy,
     mode: Option<u32>,
 ) -> Result<Asset> {
-    let at = format!("{label}: ");
-    let src = req_str(cx, obj, "path", &at)?;
-    let sha = req_str(cx, obj, "sha256", &at)?;
-    let sha256 = Sha256Digest::from_hex(sha)
+    let src = entry.path.as_str();
+    let sha256 = Sha256Digest::from_hex(&entry.sha256)
         .map_err(|why| cx.asset_err(name, &format!("{label}.sha256"), why))?;
     validate_path(path).map_err(|why| cx.asset_err(name, "install_dir", why))?;
     let urls = match base {
+        // A release path (`bin/k3s/v1.36.2-k3s1/x86_64/k3s`) appended to the base folder is
+        // exactly what `Url::join` returns, without parsing the result again.
+        Some(b) if b.path().ends_with('/') && b.query().is_none() && is_plain_path(src) => {
+            vec![format!("{}{src}", b.as_str())]
+        }
         Some(_) => vec![
             resolve_url(src, base)
                 .map_err(|why| cx.asset_err(name, &format!("{label}.path"), why))?,
@@ -819,4 +931,69 @@ fn arcbox_entry(
         verify,
         mode,
     })
+}
+
+/// A relative path that `Url::join` appends unchanged to a folder URL: `/`-separated
+/// components of unreserved characters, none empty, `.` or `..`.
+fn is_plain_path(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('/').all(|c| {
+            !c.is_empty()
+                && c != "."
+                && c != ".."
+                && c.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+' | b'~')
+                })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = include_str!("../tests/fixtures/arcbox/manifest-0.6.0.json");
+
+    /// The typed fast path and the `Value` walk give the same manifest.
+    #[test]
+    fn both_arcbox_readers_agree() {
+        let mut edited: Value = serde_json::from_str(SAMPLE).unwrap();
+        edited["future"] = serde_json::json!([1, 2]);
+        edited["binaries"][0]["sbom"] = serde_json::json!({"spdx": true});
+        edited["targets"]["x86_64"]["kernel"]["size"] = serde_json::json!(123);
+        edited["source_ref"] = Value::Null;
+        for text in [SAMPLE.to_string(), edited.to_string()] {
+            for arch in ["x86_64", "arm64"] {
+                let opts = ParseOptions {
+                    arch: Some(arch.into()),
+                    base_url: Some("https://boot.arcboxcdn.com".into()),
+                };
+                let cx = Ctx { origin: "sample" };
+                let fast = parse_arcbox_fast(&cx, &text, &opts)
+                    .expect("well-formed")
+                    .unwrap();
+                let value: Value = serde_json::from_str(&text).unwrap();
+                let walked = parse_arcbox(&cx, value.as_object().unwrap(), &opts).unwrap();
+                assert_eq!(fast, walked, "{arch}");
+                assert!(!fast.assets.is_empty());
+            }
+        }
+    }
+
+    /// The plain-path shortcut gives what `Url::join` gives.
+    #[test]
+    fn plain_paths_join_as_url_join_does() {
+        let base = reqwest::Url::parse("https://boot.arcboxcdn.com/").unwrap();
+        for p in [
+            "asset/v0.6.0/x86_64/kernel",
+            "bin/k3s/v1.36.2-k3s1/x86_64/k3s",
+            "bin/mkfs.ext4/1.47.3/x86_64/mkfs.ext4",
+            "bin/a+b/1~2/x/y_z",
+        ] {
+            assert!(is_plain_path(p), "{p}");
+            assert_eq!(format!("{}{p}", base.as_str()), base.join(p).unwrap().as_str());
+        }
+        for p in ["../x", "a//b", "./a", "a b", "a?b", "a#b", "a%2fb", "http://x/y", ""] {
+            assert!(!is_plain_path(p), "{p}");
+        }
+    }
 }

@@ -834,3 +834,62 @@ fn an_unsafe_version_is_refused_before_touching_the_disk() {
         );
     }
 }
+
+#[test]
+fn what_arcbox_boot_accepts_is_accepted_and_what_it_rejects_is_rejected() {
+    let text = std::fs::read_to_string(SAMPLE).unwrap();
+    let base: Value = serde_json::from_str(&text).unwrap();
+    type Edit = fn(&mut Value);
+    let cases: [(&str, Edit); 12] = [
+        ("binaries null", |v| v["binaries"] = Value::Null),
+        ("binaries absent", |v| {
+            v.as_object_mut().unwrap().remove("binaries");
+        }),
+        ("other arch without kernel", |v| {
+            v["targets"]["arm64"]
+                .as_object_mut()
+                .unwrap()
+                .remove("kernel");
+        }),
+        ("arm64-only binary without sha256", |v| {
+            v["binaries"][20]["targets"]["arm64"]
+                .as_object_mut()
+                .unwrap()
+                .remove("sha256");
+        }),
+        ("source_repo null", |v| v["source_repo"] = Value::Null),
+        ("install_dir null", |v| {
+            v["binaries"][16]["install_dir"] = Value::Null
+        }),
+        ("kernel version null", |v| {
+            v["targets"]["x86_64"]["kernel"]["version"] = Value::Null
+        }),
+        ("negative schema_version", |v| {
+            v["schema_version"] = json!(-1)
+        }),
+        ("built_at a number", |v| v["built_at"] = json!(5)),
+        ("legacy runtime entry", |v| {
+            v["targets"]["x86_64"]["runtime"] = json!({"path": "r", "sha256": "00"})
+        }),
+        ("binary targets an array", |v| {
+            v["binaries"][3]["targets"] = json!([])
+        }),
+        ("an unknown top-level field", |v| {
+            v["signature"] = json!({"alg": "ed25519"})
+        }),
+    ];
+    for (what, edit) in cases {
+        let mut v = base.clone();
+        edit(&mut v);
+        let upstream_ok = serde_json::from_value::<upstream::Manifest>(v.clone()).is_ok();
+        let ours = Manifest::parse(
+            &v.to_string(),
+            "m.json",
+            &ParseOptions {
+                arch: Some("x86_64".into()),
+                base_url: None,
+            },
+        );
+        assert_eq!(ours.is_ok(), upstream_ok, "{what}: {:?}", ours.err());
+    }
+}
