@@ -303,11 +303,16 @@ pub fn default_state_dir(cache_dir: &Path) -> PathBuf {
         .unwrap_or_else(|| cache_dir.join(crate::STATE_DIR_NAME))
 }
 
-/// The state dir of one root under `base`: `KIND-` and the first 16 hex digits of the SHA-256
-/// of the root's absolute path (a moved root starts afresh, and re-hashes once).
+/// The state dir of one root under `base`: `KIND-` and the 64-bit FNV-1a hash of the root's
+/// absolute path in hex (a moved root starts afresh, and re-hashes once). A name, not a
+/// security boundary: FNV keeps SHA-256's CPU feature probe (a trapped `cpuid` in a VM) off
+/// the warm path, which hashes nothing else.
 fn state_for(base: &Path, kind: &str, root: &Path) -> PathBuf {
-    let digest = crate::Sha256Digest::of(root.as_os_str().as_encoded_bytes()).to_hex();
-    base.join(format!("{kind}-{}", &digest[..16]))
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in root.as_os_str().as_encoded_bytes() {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    base.join(format!("{kind}-{h:016x}"))
 }
 
 impl AssetManager {
@@ -870,24 +875,26 @@ impl Inner {
     ) -> Result<Warm<Vec<AssetStatus>>> {
         let manifest = self.manifest()?;
         let (share, bin) = self.share_root_for(dest_dir)?;
-        // As arcbox-boot does: the bin dir (and so the share root) is made on first use.
-        if !dest_dir.is_dir() {
-            std::fs::create_dir_all(dest_dir)
-                .map_err(|e| Error::Store(crate::Error::io(dest_dir, "create the bin dir", e)))?;
-        }
         let sm = share.derive(&manifest, || share_manifest(&manifest, &bin))?;
         let legacy = std::path::absolute(dest_dir)
             .unwrap_or_else(|_| dest_dir.to_path_buf())
             .join(LEGACY);
         match warm(&share, &sm, progress)? {
             Ok(statuses) => Ok(Warm::Done(Box::new(statuses))),
-            Err(progress) => Ok(Warm::Work(Box::new(Work {
-                root: share,
-                manifest: sm,
-                legacy,
-                progress,
-                boot: None,
-            }))),
+            Err(progress) => {
+                // As arcbox-boot does: the bin dir (and so the share root) is made on first
+                // use; only off the warm path, where every file was found.
+                std::fs::create_dir_all(dest_dir).map_err(|e| {
+                    Error::Store(crate::Error::io(dest_dir, "create the bin dir", e))
+                })?;
+                Ok(Warm::Work(Box::new(Work {
+                    root: share,
+                    manifest: sm,
+                    legacy,
+                    progress,
+                    boot: None,
+                })))
+            }
         }
     }
 
