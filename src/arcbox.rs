@@ -7,7 +7,9 @@
 //! fetched once from `cdn_base_url/asset/vVERSION/manifest.json` into the version dir.
 //!
 //! Two roots, two [`Store`]s: the boot cache (ROOT = `cache_dir`, assets `VERSION/kernel` and
-//! `VERSION/rootfs.erofs`, so every version shares one ledger) and the share (ROOT = the parent
+//! `VERSION/rootfs.erofs`, so every version shares one ledger and an upgrade copies an
+//! unchanged kernel or rootfs from the previous version dir by digest, `linked`, instead of
+//! fetching it again) and the share (ROOT = the parent
 //! of `dest_dir`, which the host shares with the guest). Their state (ledger, locks, partials)
 //! lives outside both, in a per-user state dir: `$XDG_STATE_HOME/bootvault/arcbox` or
 //! `~/.local/state/bootvault/arcbox` (or [`AssetManager::with_state_dir`]), one subdirectory per
