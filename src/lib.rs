@@ -55,6 +55,7 @@ internal!(
     commit, digest, execute, fetch, judge, ledger, lock, manifest, place, plan, report, stamp,
     verity,
 );
+pub mod arcbox;
 mod cancel;
 mod error;
 mod inspect;
@@ -73,7 +74,8 @@ pub use inspect::{Explanation, GcReport, Inspection, Usage, VerifyState};
 pub use judge::{Field, Verdict};
 pub use ledger::{Event, LedgerState, Method, Provenance, Record};
 pub use manifest::{
-    Asset, Manifest, ParseOptions, Policy, host_arch, validate_name, validate_path,
+    ArcboxBinary, ArcboxMeta, Asset, Manifest, ParseOptions, Policy, host_arch, validate_name,
+    validate_path,
 };
 pub use plan::{Action, Plan, Step};
 pub use report::{AssetReport, Outcome, Progress, ProgressFn, Report};

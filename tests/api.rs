@@ -32,6 +32,7 @@ fn code_manifest(assets: Vec<Asset>) -> Manifest {
         version: "v1".into(),
         base_url: None,
         assets,
+        arcbox: None,
     }
 }
 

@@ -1175,19 +1175,21 @@ fn regression_debug_ls_into_a_closed_pipe_exits_0() {
 
 // ---- arcbox-boot manifests ----------------------------------------------------------------------
 
-#[test]
-fn arcbox_manifest_with_arch_and_file_base_url() {
-    let env = Env::new();
+/// An arcbox-boot manifest written by arcbox-boot's own `Manifest` type: two targets, binaries
+/// with and without `install_dir` (`vmlinux` into `kernel`, `crun` into `runtime/bin`) and an
+/// arm64-only binary. The CDN is a directory reached through `file://`.
+fn arcbox_fixture(env: &Env) -> (PathBuf, String, BTreeMap<&'static str, Vec<u8>>) {
+    use arcbox_boot::manifest as up;
     let cdn = env.outside("cdn");
     let files: BTreeMap<&str, Vec<u8>> = [
-        ("0.5.5/x86_64/kernel", blob(100, 50_000)),
-        ("0.5.5/x86_64/rootfs.erofs", blob(101, 80_000)),
-        ("0.5.5/arm64/kernel", blob(102, 1000)),
-        ("0.5.5/arm64/rootfs.erofs", blob(103, 1000)),
-        ("bin/x86_64/runc", blob(104, 20_000)),
-        ("bin/x86_64/crun", blob(105, 10_000)),
-        ("bin/x86_64/gvproxy", blob(106, 10_000)),
-        ("bin/arm64/only-arm", blob(107, 1000)),
+        ("asset/v0.5.5/x86_64/kernel", blob(100, 50_000)),
+        ("asset/v0.5.5/x86_64/rootfs.erofs", blob(101, 80_000)),
+        ("asset/v0.5.5/arm64/kernel", blob(102, 1000)),
+        ("asset/v0.5.5/arm64/rootfs.erofs", blob(103, 1000)),
+        ("bin/runc/1.2.0/x86_64/runc", blob(104, 20_000)),
+        ("bin/crun/1.19/x86_64/crun", blob(105, 10_000)),
+        ("bin/vmlinux/6.1.155/x86_64/vmlinux", blob(106, 10_000)),
+        ("bin/FEX/FEX-2605/arm64/FEX", blob(107, 1000)),
     ]
     .into_iter()
     .collect();
@@ -1196,78 +1198,134 @@ fn arcbox_manifest_with_arch_and_file_base_url() {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, b).unwrap();
     }
-    let e = |rel: &str| json!({"path": rel, "sha256": sha(&files[rel])});
-    let manifest = json!({
-        "schema_version": 0,
-        "asset_version": "0.5.5",
-        "kernel_cmdline": "console=hvc0 root=/dev/vda ro",
-        "targets": {
-            "x86_64": {"kernel": e("0.5.5/x86_64/kernel"), "rootfs": e("0.5.5/x86_64/rootfs.erofs")},
-            "arm64": {"kernel": e("0.5.5/arm64/kernel"), "rootfs": e("0.5.5/arm64/rootfs.erofs")}
+    let e = |rel: &str| up::FileEntry {
+        path: rel.into(),
+        sha256: sha(&files[rel]),
+        version: None,
+    };
+    let target = |arch: &str, cmdline: &str| up::Target {
+        kernel: up::FileEntry {
+            version: Some("6.12.40".into()),
+            ..e(&format!("asset/v0.5.5/{arch}/kernel"))
         },
-        "binaries": [
-            {"name": "runc", "version": "1.2.0", "install_dir": "bin",
-             "targets": {"x86_64": e("bin/x86_64/runc")}},
-            {"name": "crun", "version": "1.19", "install_dir": "runtime/bin",
-             "targets": {"x86_64": e("bin/x86_64/crun")}},
-            {"name": "gvproxy", "version": "0.8",
-             "targets": {"x86_64": e("bin/x86_64/gvproxy")}},
-            {"name": "only-arm", "version": "1", "install_dir": "bin",
-             "targets": {"arm64": e("bin/arm64/only-arm")}}
+        rootfs: e(&format!("asset/v0.5.5/{arch}/rootfs.erofs")),
+        kernel_cmdline: cmdline.into(),
+        runtime: None,
+    };
+    let bin = |name: &str, version: &str, arch: &str, dir: Option<&str>| up::Binary {
+        name: name.into(),
+        version: version.into(),
+        targets: [(
+            arch.to_string(),
+            up::BinaryTarget {
+                path: format!("bin/{name}/{version}/{arch}/{name}"),
+                sha256: sha(&files[format!("bin/{name}/{version}/{arch}/{name}").as_str()]),
+            },
+        )]
+        .into_iter()
+        .collect(),
+        install_dir: dir.map(str::to_string),
+    };
+    let manifest = up::Manifest {
+        schema_version: 0,
+        asset_version: "0.5.5".into(),
+        built_at: "2026-11-25T04:09:17Z".into(),
+        source_repo: Some("arcboxlabs/boot-assets".into()),
+        source_ref: None,
+        source_sha: None,
+        targets: [
+            (
+                "x86_64".to_string(),
+                target("x86_64", "console=ttyS0 root=/dev/vda ro"),
+            ),
+            (
+                "arm64".to_string(),
+                target("arm64", "console=hvc0 root=/dev/vda ro"),
+            ),
         ]
-    });
-    let m = env.manifest("arcbox.json", &manifest);
-    let base = format!("{}/", file_url(&cdn));
-    let args = ["--arch", "x86_64", "--base-url", base.as_str()];
-    let v = env.prepare_ok(&m, &args);
-    assert_eq!(v["manifest_version"], "0.5.5");
-    let o = outcomes(&v);
-    assert_eq!(
-        o.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
-        vec!["crun", "gvproxy", "kernel", "rootfs", "runc"],
-        "{v}"
-    );
-    assert!(o.values().all(|x| x == "downloaded"), "{v}");
-    for (rel, src, exec) in [
-        ("kernel", "0.5.5/x86_64/kernel", false),
-        ("rootfs.erofs", "0.5.5/x86_64/rootfs.erofs", false),
-        ("bin/runc", "bin/x86_64/runc", true),
-        ("runtime/bin/crun", "bin/x86_64/crun", true),
-        ("bin/gvproxy", "bin/x86_64/gvproxy", true),
-    ] {
-        let p = env.path(rel);
-        assert_eq!(std::fs::read(&p).unwrap(), files[src], "{rel}");
-        if exec {
-            assert_eq!(mode_of(&p), 0o755, "{rel}");
-        }
-    }
-    assert!(!env.path("bin/only-arm").exists());
-    assert_eq!(
-        std::fs::canonicalize(asset_report(&v, "kernel")["path"].as_str().unwrap()).unwrap(),
-        std::fs::canonicalize(env.path("kernel")).unwrap()
-    );
-
-    // Warm: the binaries are trusted from the ledger.
-    let v = env.prepare_ok(&m, &args);
-    let o = outcomes(&v);
-    for bin in ["runc", "crun", "gvproxy"] {
-        assert_eq!(o[bin], "cached", "{v}");
-    }
-    for boot in ["kernel", "rootfs"] {
-        assert!(o[boot] == "cached" || o[boot] == "verified", "{v}");
-    }
+        .into_iter()
+        .collect(),
+        binaries: vec![
+            bin("runc", "1.2.0", "x86_64", None),
+            bin("crun", "1.19", "x86_64", Some("runtime/bin")),
+            bin("vmlinux", "6.1.155", "x86_64", Some("kernel")),
+            bin("FEX", "FEX-2605", "arm64", Some("runtime/bin")),
+        ],
+    };
+    let m = env.outside("arcbox.json");
+    std::fs::write(&m, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    (m, format!("{}/", file_url(&cdn)), files)
 }
 
 #[test]
-fn arcbox_manifest_unknown_field_exits_2() {
+fn arcbox_manifest_with_arch_and_file_base_url() {
     let env = Env::new();
-    let m = env.manifest(
-        "arcbox.json",
-        &json!({"schema_version": 0, "asset_version": "0.5.5", "targets": {}, "binaires": []}),
+    let (m, base, files) = arcbox_fixture(&env);
+    let args = ["--arch", "x86_64", "--base-url", base.as_str()];
+    let v = env.prepare_ok(&m, &args);
+    assert_eq!(v["manifest_version"], "0.5.5");
+    assert_eq!(v["kernel_cmdline"], "console=ttyS0 root=/dev/vda ro");
+    let o = outcomes(&v);
+    assert_eq!(
+        o.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+        vec!["crun", "kernel", "rootfs", "runc", "vmlinux"],
+        "{v}"
     );
-    let r = env.prepare(&m, &["--arch", "x86_64"]);
+    assert!(o.values().all(|x| x == "downloaded"), "{v}");
+    // The boot files under boot/VERSION (arcbox-boot's cache_dir/VERSION with ROOT as the data
+    // dir), the binaries where arcbox-boot puts them: the boot kernel and kernel/vmlinux coexist.
+    for (rel, src, mode) in [
+        ("boot/0.5.5/kernel", "asset/v0.5.5/x86_64/kernel", 0o444),
+        (
+            "boot/0.5.5/rootfs.erofs",
+            "asset/v0.5.5/x86_64/rootfs.erofs",
+            0o444,
+        ),
+        ("bin/runc", "bin/runc/1.2.0/x86_64/runc", 0o755),
+        ("runtime/bin/crun", "bin/crun/1.19/x86_64/crun", 0o755),
+        (
+            "kernel/vmlinux",
+            "bin/vmlinux/6.1.155/x86_64/vmlinux",
+            0o755,
+        ),
+    ] {
+        let p = env.path(rel);
+        assert_eq!(std::fs::read(&p).unwrap(), files[src], "{rel}");
+        assert_eq!(mode_of(&p), mode, "{rel}");
+    }
+    assert!(!env.path("runtime/bin/FEX").exists());
+    assert_eq!(
+        std::fs::canonicalize(asset_report(&v, "kernel")["path"].as_str().unwrap()).unwrap(),
+        std::fs::canonicalize(env.path("boot/0.5.5/kernel")).unwrap()
+    );
+
+    // Warm: every asset, kernel and rootfs included (verify: cached), trusted from the ledger.
+    let v = env.prepare_ok(&m, &args);
+    assert!(outcomes(&v).values().all(|x| x == "cached"), "{v}");
+
+    // The other arch: its own kernel command line and the arm64-only binary.
+    let v = env.prepare_ok(&m, &["--arch", "arm64", "--base-url", base.as_str()]);
+    assert_eq!(v["kernel_cmdline"], "console=hvc0 root=/dev/vda ro");
+    assert_eq!(outcomes(&v)["FEX"], "downloaded", "{v}");
+}
+
+#[test]
+fn arcbox_manifest_ignores_unknown_fields_but_requires_built_at() {
+    let env = Env::new();
+    let (m, base, _) = arcbox_fixture(&env);
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
+    v["signed_by"] = json!("release-bot");
+    v["binaries"][0]["sbom"] = json!({"format": "spdx"});
+    v["targets"]["x86_64"]["kernel"]["size"] = json!(50_000);
+    std::fs::write(&m, v.to_string()).unwrap();
+    let args = ["--arch", "x86_64", "--base-url", base.as_str()];
+    env.prepare_ok(&m, &args);
+
+    v.as_object_mut().unwrap().remove("built_at");
+    std::fs::write(&m, v.to_string()).unwrap();
+    let r = env.prepare(&m, &args);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("binaires"), "{}", r.stderr);
+    assert!(r.stderr.contains("built_at"), "{}", r.stderr);
 }
 
 #[test]

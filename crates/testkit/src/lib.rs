@@ -5,6 +5,7 @@
 //! `docker-registry` (anonymous, htpasswd Basic, or a Bearer token server) on loopback; [`proxy`]
 //! is a TCP proxy that counts, cuts and throttles what a server sends.
 
+pub mod arcbox_set;
 pub mod demo;
 pub mod origin;
 pub mod proxy;

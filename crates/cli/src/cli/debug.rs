@@ -103,6 +103,7 @@ fn targets(store: &Store, manifest: Option<Manifest>) -> Manifest {
         Manifest {
             version: "ledger".into(),
             base_url: None,
+            arcbox: None,
             assets: records
                 .into_iter()
                 .map(|(path, r)| Asset {

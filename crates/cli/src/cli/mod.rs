@@ -1,5 +1,6 @@
 //! Argument parsing, exit codes and output helpers shared by the subcommands.
 
+mod arcbox;
 mod debug;
 mod demo;
 mod gc;
@@ -49,6 +50,9 @@ enum Command {
     Migrate(migrate::MigrateArgs),
     /// Drop files and records that the manifest does not name.
     Gc(gc::GcArgs),
+    /// arcbox-boot's layout (boot cache and bin dir), switched in place.
+    #[command(subcommand)]
+    Arcbox(arcbox::ArcboxCommand),
     /// End-to-end demo on built-in data, served from a loopback origin (no network).
     Demo(demo::DemoArgs),
     /// Push a manifest's assets and the manifest to an OCI registry (oci://HOST/REPO:TAG).
@@ -219,6 +223,7 @@ pub fn run() -> ExitCode {
         Command::Demo(a) => demo::run(a),
         Command::Publish(a) => publish::run(a),
         Command::Sign(a) => sign::run(a),
+        Command::Arcbox(c) => arcbox::run(c),
     };
     match result {
         Ok(code) => ExitCode::from(code),

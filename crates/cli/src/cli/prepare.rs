@@ -112,7 +112,11 @@ pub fn run(a: PrepareArgs) -> CmdResult {
     }
     let code = if report.failed() { EXIT_FAILED } else { 0 };
     let printed = if a.json {
-        out_json(&report_json(&report))
+        let mut v = report_json(&report);
+        if let Some(cmdline) = manifest.kernel_cmdline() {
+            v["kernel_cmdline"] = serde_json::Value::from(cmdline);
+        }
+        out_json(&v)
     } else {
         out(&report_table(&report))
     };

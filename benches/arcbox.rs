@@ -1,0 +1,340 @@
+//! arcbox-boot 0.8's own `AssetManager` against bootvault's arcbox adapter, in one run, on the
+//! same real-format set: x86_64 kernel (15 MB), rootfs (60 MB) and the 20 runtime binaries of a
+//! real release (230 MB; `vmlinux` into `kernel/`, `mkfs.ext4`/`e2fsck` into `runtime/bin/`),
+//! served by the loopback origin. Default policy on both sides.
+//!
+//! Setup, outside any timing: arcbox-boot installs the set (prepare + prepare_binaries), then
+//! bootvault's adapter takes that install over in place (it imports both `.verified.json`
+//! files; the switch is checked to read and download nothing). Both then run warm on the very
+//! same files, each trusting its own records.
+//!
+//! 1. `arcbox_warm_22_assets/*`: a warm `prepare` + `prepare_binaries`, as arcbox calls them at
+//!    every start: arcbox-boot (async, on a multi-thread runtime, as arcbox runs it), bootvault's
+//!    adapter through the same async API, and through its blocking API. Every bootvault
+//!    iteration is checked to be all-`cached`.
+//! 2. The upgrade case, printed: a new version where 3 of the 22 assets changed (rootfs, dockerd,
+//!    runc), bytes the origin served to arcbox-boot vs to bootvault.
+//!
+//! `cargo bench --bench arcbox` (about a minute once built, most of it the 300 MB setup).
+//!
+//! With `BOOTVAULT_BENCH_EXPORT=DIR`, the switched install is kept under `DIR` and its CDN
+//! copied to `DIR/cdn`, for whole-process timing of the CLI (the command is printed):
+//! `bootvault arcbox prepare --cache-dir DIR/boot --bin-dir DIR/share/bin --version 0.6.0
+//! --cdn file://DIR/cdn/ --state-dir DIR/state` (warm: the CDN is never read).
+
+use arcbox_boot::asset_manager::{
+    AssetManager as UpstreamManager, AssetManagerConfig as UpstreamConfig,
+};
+use arcbox_boot::manifest as upstream;
+use bootvault::Outcome;
+use bootvault::arcbox::{AssetManager, AssetManagerConfig};
+use bootvault_testkit::arcbox_set::{self, Kind, SetFile};
+use bootvault_testkit::origin::Origin;
+use criterion::{Criterion, criterion_group, criterion_main};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const V: &str = "0.6.0";
+const NEXT: &str = "0.6.1";
+const KERNEL: usize = 15_000_000;
+const ROOTFS: usize = 60_000_000;
+const BINARIES: u64 = 230_000_000;
+const CHANGED: [&str; 3] = ["rootfs", "dockerd", "runc"];
+
+fn sha(b: &[u8]) -> String {
+    bootvault::Sha256Digest::of(b).to_hex()
+}
+
+/// arcbox-boot's `Manifest` for `files`, as its release tools write it.
+fn upstream_manifest(version: &str, files: &[SetFile]) -> upstream::Manifest {
+    let entry = |f: &SetFile| upstream::FileEntry {
+        path: f.cdn_path.clone(),
+        sha256: sha(&f.bytes),
+        version: Some(f.version.clone()),
+    };
+    let kernel = files.iter().find(|f| f.kind == Kind::Kernel).unwrap();
+    let rootfs = files.iter().find(|f| f.kind == Kind::Rootfs).unwrap();
+    upstream::Manifest {
+        schema_version: upstream::schema_version_for(version),
+        asset_version: version.into(),
+        built_at: "2026-11-25T04:09:17Z".into(),
+        source_repo: Some("arcboxlabs/boot-assets".into()),
+        source_ref: Some(format!("refs/tags/v{version}")),
+        source_sha: None,
+        targets: [(
+            "x86_64".to_string(),
+            upstream::Target {
+                kernel: entry(kernel),
+                rootfs: entry(rootfs),
+                kernel_cmdline: "console=ttyS0 root=/dev/vda ro rootfstype=erofs earlycon".into(),
+                runtime: None,
+            },
+        )]
+        .into_iter()
+        .collect(),
+        binaries: files
+            .iter()
+            .filter(|f| f.kind == Kind::Binary)
+            .map(|f| upstream::Binary {
+                name: f.name.clone(),
+                version: f.version.clone(),
+                targets: [(
+                    f.arch.clone(),
+                    upstream::BinaryTarget {
+                        path: f.cdn_path.clone(),
+                        sha256: sha(&f.bytes),
+                    },
+                )]
+                .into_iter()
+                .collect(),
+                install_dir: f.install_dir.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Publishes `version` on `origin` (and under `mirror`, when exporting); returns the set.
+fn publish(
+    origin: &Origin,
+    version: &str,
+    changed: &[&str],
+    mirror: Option<&Path>,
+) -> Vec<SetFile> {
+    let files = arcbox_set::files(version, KERNEL, ROOTFS, BINARIES, changed);
+    let text = serde_json::to_vec_pretty(&upstream_manifest(version, &files)).unwrap();
+    let manifest_path = format!("asset/v{version}/manifest.json");
+    for (path, body) in files
+        .iter()
+        .map(|f| (f.cdn_path.as_str(), f.bytes.clone()))
+        .chain([(manifest_path.as_str(), text.into())])
+    {
+        origin.add(path, body.clone());
+        if let Some(dir) = mirror {
+            let p = dir.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, &body).unwrap();
+        }
+    }
+    files
+}
+
+fn served(origin: &Origin, version: &str, files: &[SetFile]) -> u64 {
+    files
+        .iter()
+        .map(|f| origin.bytes_served(&f.cdn_path))
+        .sum::<u64>()
+        + origin.bytes_served(&format!("asset/v{version}/manifest.json"))
+}
+
+struct Host {
+    cache: PathBuf,
+    bin: PathBuf,
+    state: PathBuf,
+}
+
+impl Host {
+    fn at(dir: &Path) -> Host {
+        Host {
+            cache: dir.join("boot"),
+            bin: dir.join("share").join("bin"),
+            state: dir.join("state"),
+        }
+    }
+    fn upstream(&self, origin: &Origin, version: &str) -> UpstreamManager {
+        UpstreamManager::new(UpstreamConfig {
+            cdn_base_url: origin.base_url(),
+            version: version.into(),
+            arch: "x86_64".into(),
+            cache_dir: self.cache.clone(),
+            custom_kernel: None,
+        })
+        .unwrap()
+    }
+    fn bootvault(&self, origin: &Origin, version: &str) -> AssetManager {
+        AssetManager::new(AssetManagerConfig {
+            cdn_base_url: origin.base_url(),
+            version: version.into(),
+            arch: "x86_64".into(),
+            cache_dir: self.cache.clone(),
+            custom_kernel: None,
+        })
+        .unwrap()
+        .with_state_dir(&self.state)
+    }
+}
+
+/// Returns (all cached, bytes hashed, bytes downloaded) of a blocking adapter run.
+fn adapter_run(m: &AssetManager, bin: &Path) -> (bool, u64, u64) {
+    let (_, mut s) = m.prepare_blocking(None).unwrap();
+    s.extend(m.prepare_binaries_blocking(bin, None).unwrap());
+    (
+        s.len() == 22 && s.iter().all(|a| a.outcome == Outcome::Cached),
+        s.iter().map(|a| a.bytes_hashed).sum(),
+        s.iter().map(|a| a.bytes_downloaded).sum(),
+    )
+}
+
+fn median_us(mut f: impl FnMut(), n: usize) -> f64 {
+    let mut t: Vec<f64> = (0..n)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    t.sort_by(|a, b| a.total_cmp(b));
+    t[n / 2]
+}
+
+fn bench_arcbox(c: &mut Criterion) {
+    let export = std::env::var_os("BOOTVAULT_BENCH_EXPORT").map(PathBuf::from);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = export.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let mirror = export.as_ref().map(|d| d.join("cdn"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let origin = Origin::start().unwrap();
+    let files = publish(&origin, V, &[], mirror.as_deref());
+    let total: u64 = files
+        .iter()
+        .filter(|f| f.arch == "x86_64")
+        .map(|f| f.bytes.len() as u64)
+        .sum();
+
+    // arcbox-boot installs the set, then bootvault switches that install in place.
+    let host = Host::at(&dir);
+    let up = host.upstream(&origin, V);
+    rt.block_on(async {
+        up.prepare(None).await.unwrap();
+        up.prepare_binaries(&host.bin, None).await.unwrap();
+    });
+    let before = origin.total_requests();
+    let bv = host.bootvault(&origin, V);
+    let switch = Instant::now();
+    let (all_cached, hashed, downloaded) = adapter_run(&bv, &host.bin);
+    let switch = switch.elapsed();
+    assert!(all_cached && hashed == 0 && downloaded == 0);
+    assert_eq!(origin.total_requests(), before);
+    eprintln!(
+        "switch of arcbox-boot's install ({:.1} MB, 22 assets): all cached, {hashed} B hashed, \
+         {downloaded} B downloaded, no request, {:.2} ms",
+        total as f64 / 1e6,
+        switch.as_secs_f64() * 1e3
+    );
+
+    let mut g = c.benchmark_group("arcbox_warm_22_assets");
+    g.warm_up_time(Duration::from_secs(1));
+    g.measurement_time(Duration::from_secs(3));
+    g.bench_function("arcbox_boot_0.8", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let p = up.prepare(None).await.unwrap();
+                up.prepare_binaries(&host.bin, None).await.unwrap();
+                p
+            })
+        })
+    });
+    g.bench_function("bootvault_async", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let p = bv.prepare(None).await.unwrap();
+                bv.prepare_binaries(&host.bin, None).await.unwrap();
+                p
+            })
+        })
+    });
+    let mut warm = true;
+    g.bench_function("bootvault_blocking", |b| {
+        b.iter(|| {
+            let (c, h, d) = adapter_run(&bv, &host.bin);
+            warm &= c && h == 0 && d == 0;
+        })
+    });
+    g.finish();
+    assert!(warm, "a timed bootvault iteration was not all cached");
+
+    // The ratio, from interleaved medians in this same process.
+    let n = 300;
+    let t_up = median_us(
+        || {
+            rt.block_on(async {
+                up.prepare(None).await.unwrap();
+                up.prepare_binaries(&host.bin, None).await.unwrap();
+            })
+        },
+        n,
+    );
+    let t_async = median_us(
+        || {
+            rt.block_on(async {
+                bv.prepare(None).await.unwrap();
+                bv.prepare_binaries(&host.bin, None).await.unwrap();
+            })
+        },
+        n,
+    );
+    let t_block = median_us(
+        || {
+            adapter_run(&bv, &host.bin);
+        },
+        n,
+    );
+    eprintln!(
+        "warm prepare + prepare_binaries, median of {n}: arcbox-boot 0.8 {t_up:.1} us, \
+         bootvault async {t_async:.1} us ({:.1}x faster), blocking {t_block:.1} us ({:.1}x faster)",
+        t_up / t_async,
+        t_up / t_block
+    );
+    if let Some(d) = &export {
+        eprintln!(
+            "exported; whole process: bootvault arcbox prepare --cache-dir {0}/boot --bin-dir \
+             {0}/share/bin --version {V} --arch x86_64 --cdn file://{0}/cdn/ --state-dir {0}/state",
+            d.display()
+        );
+        return;
+    }
+
+    // The upgrade: 3 of 22 assets changed. arcbox-boot on its install, bootvault on a second
+    // install of its own (made by the adapter), same origin.
+    let next = publish(&origin, NEXT, &CHANGED, None);
+    let changed_bytes: u64 = next
+        .iter()
+        .filter(|f| CHANGED.contains(&f.name.as_str()))
+        .map(|f| f.bytes.len() as u64)
+        .sum();
+    let s0 = served(&origin, NEXT, &next);
+    let up_next = host.upstream(&origin, NEXT);
+    rt.block_on(async {
+        up_next.prepare(None).await.unwrap();
+        up_next.prepare_binaries(&host.bin, None).await.unwrap();
+    });
+    let up_bytes = served(&origin, NEXT, &next) - s0;
+
+    let tmp2 = tempfile::tempdir().unwrap();
+    let host2 = Host::at(tmp2.path());
+    adapter_run(&host2.bootvault(&origin, V), &host2.bin);
+    let s1 = served(&origin, NEXT, &next);
+    let bv_next = host2.bootvault(&origin, NEXT);
+    let (_, mut st) = bv_next.prepare_blocking(None).unwrap();
+    st.extend(bv_next.prepare_binaries_blocking(&host2.bin, None).unwrap());
+    let bv_bytes = served(&origin, NEXT, &next) - s1;
+    let outcomes: Vec<String> = st
+        .iter()
+        .filter(|a| a.outcome != Outcome::Cached)
+        .map(|a| format!("{} {}", a.name, a.outcome.as_str()))
+        .collect();
+    eprintln!(
+        "upgrade {V} -> {NEXT}, 3 of 22 changed ({:.1} MB): arcbox-boot fetched {:.1} MB, \
+         bootvault fetched {:.1} MB ({:.2}x the changed bytes); not cached: {}",
+        changed_bytes as f64 / 1e6,
+        up_bytes as f64 / 1e6,
+        bv_bytes as f64 / 1e6,
+        bv_bytes as f64 / changed_bytes as f64,
+        outcomes.join(", ")
+    );
+}
+
+criterion_group!(benches, bench_arcbox);
+criterion_main!(benches);
