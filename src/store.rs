@@ -568,7 +568,7 @@ impl Store {
             elapsed: start.elapsed(),
             assets: reports.into_iter().flatten().collect(),
             ledger: state,
-            kernel_cmdline: None,
+            kernel_cmdline: manifest.kernel_cmdline().map(str::to_string),
         })
     }
 

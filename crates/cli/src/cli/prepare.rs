@@ -112,11 +112,8 @@ pub fn run(a: PrepareArgs) -> CmdResult {
     }
     let code = if report.failed() { EXIT_FAILED } else { 0 };
     let printed = if a.json {
-        let mut v = report_json(&report);
-        if let Some(cmdline) = manifest.kernel_cmdline() {
-            v["kernel_cmdline"] = serde_json::Value::from(cmdline);
-        }
-        out_json(&v)
+        // The report carries the manifest's kernel_cmdline (arcbox-boot manifests) itself.
+        out_json(&report_json(&report))
     } else {
         out(&report_table(&report))
     };
