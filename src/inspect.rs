@@ -308,7 +308,8 @@ impl Store {
         }
         if !dry_run {
             for t in &stale_temps {
-                place::unlink(self.root(), t, t)?;
+                let (dir, name) = t.rsplit_once('/').unwrap_or(("", t.as_str()));
+                place::unlink_temp(self.root(), dir, name)?;
             }
         }
         report.partials = self.gc_partials(manifest, dry_run)?;
@@ -399,7 +400,7 @@ fn pid_alive(pid: &str) -> bool {
 }
 
 /// `.bootvault-<pid>-<random>.tmp` (the temp name of a placement) of a process that is gone.
-fn is_dead_temp(rel: &str) -> bool {
+pub(crate) fn is_dead_temp(rel: &str) -> bool {
     let base = rel.rsplit('/').next().unwrap_or(rel);
     base.strip_prefix(".bootvault-")
         .and_then(|r| r.strip_suffix(".tmp"))

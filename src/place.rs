@@ -61,8 +61,30 @@ fn refuse_unsafe(root: &Path, rel: &str, name: &str) -> Result<()> {
 /// the name is unlinked relative to its directory's descriptor, so a parent swapped for a
 /// symlink cannot redirect the removal outside ROOT. A missing file or parent is not an error.
 pub fn unlink(root: &Path, rel: &str, name: &str) -> Result<()> {
-    use rustix::fs::{AtFlags, Mode, OFlags, openat, unlinkat};
     refuse_unsafe(root, rel, name)?;
+    unlink_checked(root, rel)
+}
+
+/// Removes a placement's temp file (`.bootvault-<pid>-<random>.tmp`, a name no asset may
+/// have) in the directory `dir` under `root` (`""` for ROOT itself), as [`unlink`] does.
+pub fn unlink_temp(root: &Path, dir: &str, temp: &str) -> Result<()> {
+    if !dir.is_empty() {
+        refuse_unsafe(root, dir, temp)?;
+    }
+    let single = !temp.contains('/') && temp.starts_with(".bootvault-") && temp.ends_with(".tmp");
+    if !single {
+        return Err(unsafe_path(temp, &root.join(dir).join(temp), "not a temp name"));
+    }
+    let rel = if dir.is_empty() {
+        temp.to_string()
+    } else {
+        format!("{dir}/{temp}")
+    };
+    unlink_checked(root, &rel)
+}
+
+fn unlink_checked(root: &Path, rel: &str) -> Result<()> {
+    use rustix::fs::{AtFlags, Mode, OFlags, openat, unlinkat};
     let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
     let mut fd: OwnedFd = rustix::fs::open(root, dir_flags, Mode::empty())
         .map_err(|e| Error::io(root, "open ROOT", e.into()))?;

@@ -629,7 +629,32 @@ impl Store {
             }
         });
         committer.finish();
-        results.into_inner().unwrap_or_else(|p| p.into_inner())
+        let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+        self.sweep_dead_temps(call.manifest, &results);
+        results
+    }
+
+    /// A process killed between linking a placement's temp name and renaming it over the
+    /// asset leaves `.bootvault-<pid>-<random>.tmp` beside it. The directories this prepare
+    /// placed into are swept of those of dead processes (`gc` sweeps the whole tree).
+    fn sweep_dead_temps(&self, manifest: &Manifest, results: &[(usize, AssetReport)]) {
+        let dirs: std::collections::BTreeSet<&str> = results
+            .iter()
+            .filter_map(|(_, r)| manifest.assets.iter().find(|a| a.name == r.name))
+            .map(|a| a.path.rsplit_once('/').map(|(d, _)| d).unwrap_or(""))
+            .collect();
+        for dir in dirs {
+            let abs = self.inner.root.join(dir);
+            let Ok(entries) = std::fs::read_dir(&abs) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if crate::inspect::is_dead_temp(&name) {
+                    let _ = place::unlink_temp(&self.inner.root, dir, &name);
+                }
+            }
+        }
     }
 
     fn finish_step(

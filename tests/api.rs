@@ -508,3 +508,43 @@ fn regression_no_asset_may_live_inside_the_state_dir() {
         assert!(!root.path().join(path).exists(), "{path} was written");
     }
 }
+
+/// A process killed between linking a placement's temp name and the rename leaves
+/// `.bootvault-<pid>-<random>.tmp` beside the asset: the next prepare that places into that
+/// directory removes it, and `gc` removes any left in the tree. A live process's temp stays.
+#[test]
+fn temp_names_of_killed_placements_are_swept() {
+    let root = tempfile::tempdir().unwrap();
+    let lib = root.path().join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    let a = blob(13, 2000);
+    std::fs::write(lib.join("a"), &a).unwrap();
+    let dead = lib.join(format!(".bootvault-{}-00000000000000aa.tmp", dead_pid()));
+    let live = lib.join(format!(
+        ".bootvault-{}-00000000000000bb.tmp",
+        std::process::id()
+    ));
+    std::fs::write(&dead, b"x").unwrap();
+    std::fs::write(&live, b"x").unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let m = code_manifest(vec![code_asset("a", "lib/a", &a, vec![])]);
+    assert_eq!(
+        store.prepare(&m).unwrap().assets[0].outcome(),
+        Some(Outcome::Verified)
+    );
+    assert!(!dead.exists(), "the dead placement's temp survived");
+    assert!(live.exists(), "a live process's temp was removed");
+
+    // gc, elsewhere in the tree.
+    let other = root.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let dead2 = other.join(format!(".bootvault-{}-00000000000000cc.tmp", dead_pid()));
+    std::fs::write(&dead2, b"x").unwrap();
+    let report = store.gc(&m, false).unwrap();
+    assert!(!dead2.exists(), "{report:?}");
+    assert!(
+        report.partials.iter().any(|p| p.ends_with("cc.tmp")),
+        "{report:?}"
+    );
+    std::fs::remove_file(&live).unwrap();
+}
