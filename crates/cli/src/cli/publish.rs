@@ -83,7 +83,7 @@ pub fn run(a: PublishArgs) -> CmdResult {
         .iter()
         .map(|b| std::fs::metadata(&b.file).map(|m| m.len()).unwrap_or(0))
         .sum();
-    let bar = super::stderr_is_terminal().then(|| {
+    let bar = super::ui().progress.then(|| {
         let b = indicatif::ProgressBar::new(total);
         b.set_style(
             indicatif::ProgressStyle::with_template(
