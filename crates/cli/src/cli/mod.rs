@@ -116,10 +116,15 @@ impl StoreArgs {
             })
     }
 
+    /// The state dir from the flag or the environment; else the config file's, but only
+    /// when ROOT is the config file's too (its state_dir belongs to its dir) or the config
+    /// names no dir.
     fn state(&self) -> Option<PathBuf> {
+        let config = &ui().config;
+        let root_from_config = self.dir.is_none() || config.dir.is_none();
         self.state_dir
             .clone()
-            .or_else(|| ui().config.state_dir.clone())
+            .or_else(|| config.state_dir.clone().filter(|_| root_from_config))
     }
 
     pub fn builder(&self) -> Result<bootvault::StoreBuilder, Failure> {
