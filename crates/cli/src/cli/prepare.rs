@@ -19,10 +19,12 @@ pub struct PrepareArgs {
     /// artifact oci://HOST/REPO:TAG or oci://HOST/REPO@sha256:DIGEST.
     #[arg(long, value_name = "FILE|URL", env = "BOOTVAULT_MANIFEST")]
     pub manifest: String,
-    /// Never touch the network: a missing or wrong asset whose only sources are remote fails,
-    /// and so does a manifest that would have to be fetched. `file://` sources still work, on
-    /// purpose: they are local copies (a mounted release directory, a USB stick), and their
-    /// bytes are hashed like any download.
+    /// Never touch the network; `file://` sources still work.
+    ///
+    /// A missing or wrong asset whose only sources are remote fails, and so does a manifest
+    /// that would have to be fetched. `file://` sources still work, on purpose: they are local
+    /// copies (a mounted release directory, a USB stick), and their bytes are hashed like any
+    /// download.
     #[arg(long, env = "BOOTVAULT_OFFLINE", value_parser = BoolishValueParser::new())]
     pub offline: bool,
     /// Parallel workers (default: number of cores) [config: jobs].
@@ -33,8 +35,9 @@ pub struct PrepareArgs {
     #[arg(long, env = "BOOTVAULT_JSON", value_parser = BoolishValueParser::new(),
           conflicts_with = "message_format")]
     pub json: bool,
-    /// `json`: one JSON object per line on stdout as things happen, then a summary line
-    /// (see docs/events.md).
+    /// `json`: one JSON object per line on stdout as things happen.
+    ///
+    /// Then a summary line with the `--json` report in it; the shapes are in docs/events.md.
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = MessageFormat::Human,
           env = "BOOTVAULT_MESSAGE_FORMAT")]
     pub message_format: MessageFormat,

@@ -21,14 +21,17 @@ pub enum ColorChoice {
 
 /// Options every subcommand takes.
 #[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Print nothing on stderr but errors: no progress, no warnings.
     #[arg(short, long, global = true, env = "BOOTVAULT_QUIET",
           value_parser = BoolishValueParser::new(), conflicts_with = "verbose")]
     pub quiet: bool,
-    /// More log lines on stderr: -v downloads, retries, resumes, lock waits, ledger repairs
-    /// and outcomes; -vv everything the library logs. BOOTVAULT_LOG or RUST_LOG (a tracing
-    /// filter) override both.
+    /// More log lines on stderr (-v, -vv).
+    ///
+    /// -v: downloads, retries, resumes, lock waits, ledger repairs and outcomes; -vv:
+    /// everything the library logs. BOOTVAULT_LOG or RUST_LOG (a tracing filter such as
+    /// `bootvault=debug`) override -q and -v.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Colour on stderr. `auto` honours NO_COLOR and CLICOLOR_FORCE.
@@ -39,9 +42,12 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "BOOTVAULT_NO_PROGRESS",
           value_parser = BoolishValueParser::new())]
     pub no_progress: bool,
-    /// Config file (TOML). Default: config.toml in the platform's config dir
-    /// ($XDG_CONFIG_HOME/bootvault or ~/.config/bootvault on Linux); a missing default file
-    /// is not an error, a missing --config file is.
+    /// Config file (TOML) [default: config.toml in the platform's config dir].
+    ///
+    /// The platform's config dir is $XDG_CONFIG_HOME/bootvault or ~/.config/bootvault on
+    /// Linux, ~/Library/Application Support/bootvault on macOS. A missing default file is not
+    /// an error, a missing --config file is. Keys: dir, state_dir, jobs, registry_mirrors,
+    /// trusted_keys (see docs/cli.md).
     #[arg(long, global = true, value_name = "FILE", env = "BOOTVAULT_CONFIG")]
     pub config: Option<PathBuf>,
 }
