@@ -64,19 +64,15 @@ impl Events {
         match p {
             Progress::Checking { name } => self.line(json!({"event": "checking", "name": name})),
             Progress::Waiting { name } => self.line(json!({"event": "waiting", "name": name})),
-            Progress::Downloading { name, done, total } => {
-                if self.due(name, "download", Some(*done) == *total) {
-                    self.line(
-                        json!({"event": "download", "name": name, "done": done, "total": total}),
-                    );
-                }
+            Progress::Downloading { name, done, total }
+                if self.due(name, "download", Some(*done) == *total) =>
+            {
+                self.line(json!({"event": "download", "name": name, "done": done, "total": total}))
             }
-            Progress::Verifying { name, done, total } => {
-                if self.due(name, "verify", done == total) {
-                    self.line(
-                        json!({"event": "verify", "name": name, "done": done, "total": total}),
-                    );
-                }
+            Progress::Verifying { name, done, total }
+                if self.due(name, "verify", done == total) =>
+            {
+                self.line(json!({"event": "verify", "name": name, "done": done, "total": total}))
             }
             Progress::Ready { name, outcome } => {
                 self.line(json!({"event": "ready", "name": name, "outcome": outcome.as_str()}))
@@ -85,8 +81,7 @@ impl Events {
                 json!({"event": "failed", "name": name, "error": error.to_string(),
                                 "error_kind": error.kind()}),
             ),
-            // The library's enum is non-exhaustive in spirit: a new phase is not an error here.
-            #[allow(unreachable_patterns)]
+            // Progress lines that are not due yet.
             _ => {}
         }
     }
