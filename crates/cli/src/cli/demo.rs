@@ -2,7 +2,7 @@
 //! put back, and the repair. No network: the origin runs in this process on 127.0.0.1.
 
 use super::progress::Bars;
-use super::ui::{human_bytes, ui};
+use super::ui::{human_bytes, human_duration, ui};
 use super::{CmdResult, EXIT_FAILED, Failure, finish_output, out};
 use bootvault::{Outcome, Store};
 use bootvault_testkit::origin::Origin;
@@ -154,15 +154,22 @@ fn steps_table(steps: &[(String, bootvault::Report, bool)]) -> String {
         let hashed: u64 = report.assets.iter().map(|a| a.bytes_hashed).sum();
         let down: u64 = report.assets.iter().map(|a| a.bytes_downloaded).sum();
         s.push_str(&format!(
-            "\nstep {}: {title}\n  {:.2} ms in all, {} hashed, {} downloaded{}\n",
+            "\nstep {}: {title}\n  {} in all, {} hashed, {} downloaded{}\n",
             i + 1,
-            report.elapsed.as_secs_f64() * 1e3,
+            human_duration(report.elapsed),
             human_bytes(hashed),
             human_bytes(down),
             if *ok { "" } else { "  (UNEXPECTED outcome)" }
         ));
+        let w = report
+            .assets
+            .iter()
+            .map(|a| a.name.len())
+            .max()
+            .unwrap_or(0)
+            .max(5);
         s.push_str(&format!(
-            "  {:<16} {:<11} {:>11} {:>11} {:>11}\n",
+            "  {:<w$} {:<11} {:>11} {:>11} {:>10}\n",
             "ASSET", "OUTCOME", "HASHED", "DOWNLOADED", "TIME"
         ));
         for a in &report.assets {
@@ -174,12 +181,12 @@ fn steps_table(steps: &[(String, bootvault::Report, bool)]) -> String {
                 }
             };
             s.push_str(&format!(
-                "  {:<16} {:<11} {:>11} {:>11} {:>11}\n",
+                "  {:<w$} {:<11} {:>11} {:>11} {:>10}\n",
                 a.name,
                 a.outcome().map(|o| o.as_str()).unwrap_or("FAILED"),
                 bytes(a.bytes_hashed),
                 bytes(a.bytes_downloaded),
-                format!("{:.2} ms", a.elapsed.as_secs_f64() * 1e3),
+                human_duration(a.elapsed),
             ));
         }
     }

@@ -163,18 +163,25 @@ pub fn report_json(report: &Report) -> serde_json::Value {
 
 /// A plain table for humans.
 pub fn report_table(report: &Report) -> String {
+    let w = report
+        .assets
+        .iter()
+        .map(|a| a.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(24);
     let mut s = format!(
-        "{:<24} {:<11} {:>14} {:>14} {:>10}\n",
+        "{:<w$} {:<11} {:>14} {:>14} {:>10}\n",
         "ASSET", "OUTCOME", "HASHED", "DOWNLOADED", "TIME"
     );
     for a in &report.assets {
         s.push_str(&format!(
-            "{:<24} {:<11} {:>14} {:>14} {:>10}\n",
+            "{:<w$} {:<11} {:>14} {:>14} {:>10}\n",
             a.name,
             a.outcome().map(|o| o.as_str()).unwrap_or("FAILED"),
             human_bytes(a.bytes_hashed),
             human_bytes(a.bytes_downloaded),
-            format!("{:.1} ms", a.elapsed.as_secs_f64() * 1e3),
+            super::ui::human_duration(a.elapsed),
         ));
     }
     let hashed: u64 = report.assets.iter().map(|a| a.bytes_hashed).sum();
