@@ -1,6 +1,6 @@
 //! `bootvault debug ls|show|check|verify|why`: read-only views of the store.
 
-use super::ui::{human_bytes, local_time};
+use super::ui::{human_bytes, local_time, local_time_ns};
 use super::{
     Access, CmdResult, EXIT_FAILED, ManifestArgs, StoreArgs, finish_output, out, out_json,
 };
@@ -332,7 +332,7 @@ fn one(a: OneArgs, why: bool) -> CmdResult {
             let field = d["field"].as_str().unwrap_or("");
             // Times read as times; the other fields as they are.
             let show = |v: &Value| match (field, v.as_i64()) {
-                ("mtime_ns" | "ctime_ns", Some(ns)) => local_time(ns),
+                ("mtime_ns" | "ctime_ns", Some(ns)) => local_time_ns(ns),
                 _ => v.to_string(),
             };
             s.push_str(&format!(

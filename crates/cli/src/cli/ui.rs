@@ -224,10 +224,19 @@ fn writable(dir: &Path) -> Result<(), String> {
 
 /// Nanoseconds since the epoch as RFC 3339 in the local time zone (millisecond precision).
 pub fn local_time(ns: i64) -> String {
+    format_time(ns, "%Y-%m-%dT%H:%M:%S%.3f%:z")
+}
+
+/// As [`local_time`] with all nine digits: for stamps, which may differ by less than a ms.
+pub fn local_time_ns(ns: i64) -> String {
+    format_time(ns, "%Y-%m-%dT%H:%M:%S%.9f%:z")
+}
+
+fn format_time(ns: i64, format: &str) -> String {
     match jiff::Timestamp::from_nanosecond(ns as i128) {
         Ok(t) => t
             .to_zoned_datetime(jiff::tz::TimeZone::system())
-            .strftime("%Y-%m-%dT%H:%M:%S%.3f%:z")
+            .strftime(format)
             .to_string(),
         Err(_) => format!("{ns} ns"),
     }
