@@ -143,10 +143,14 @@ fn verbose_logs_downloads_and_outcomes_and_log_env_vars_do_too() {
     let vv = go(s.prepare(&["-vv"]));
     assert!(vv.stderr.contains("kernel: checking"), "{}", vv.stderr);
 
-    for var in ["BOOTVAULT_LOG", "RUST_LOG"] {
+    for (var, value) in [
+        ("BOOTVAULT_LOG", "bootvault=info"),
+        ("RUST_LOG", "bootvault=info"),
+        ("BOOTVAULT_VERBOSE", "1"),
+    ] {
         let s = served(10_000, Fault::default());
         let mut c = s.prepare(&[]);
-        c.env(var, "bootvault=info");
+        c.env(var, value);
         let r = go(c);
         assert_eq!(r.code, 0, "{}", r.describe());
         assert!(r.stderr.contains("kernel: fetching"), "{var}: {}", r.stderr);

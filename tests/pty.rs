@@ -148,3 +148,48 @@ fn a_warning_during_downloads_leaves_no_torn_bar_on_the_terminal() {
         "{screen}"
     );
 }
+
+#[test]
+fn no_progress_draws_no_bar_on_a_terminal() {
+    // The same slow download on a terminal, with --no-progress: no bar at any moment.
+    let env = Env::new();
+    let body = data(23, 512 * KIB);
+    let origin = origin_serving("slow", &body, throttled(512 * KIB));
+    let m = env.write_manifest(
+        "m.json",
+        "v1",
+        vec![asset_with_urls(
+            "slow",
+            "slow",
+            &body,
+            &[origin.url("slow")],
+        )],
+    );
+    let done = env.outside("done");
+    let script = format!(
+        "env -u BOOTVAULT_QUIET -u BOOTVAULT_NO_PROGRESS {bin} prepare --no-progress \
+         --dir {root} --manifest {m}; echo \"EXIT=$?\"; touch {done}; sleep 60",
+        bin = env!("CARGO_BIN_EXE_bootvault"),
+        root = env.root.display(),
+        m = m.display(),
+        done = done.display(),
+    );
+    let tmux = Tmux::start(env.tmp.path(), 160, 40, &script);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut samples = 0;
+    while !done.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "prepare did not finish:\n{}",
+            tmux.capture()
+        );
+        let screen = tmux.capture();
+        assert!(!screen.contains(" eta "), "a bar was drawn:\n{screen}");
+        samples += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let screen = tmux.capture();
+    assert!(screen.contains("EXIT=0"), "{screen}");
+    // The download took about a second: the screen was looked at while it ran.
+    assert!(samples >= 5, "{samples} samples");
+}

@@ -32,7 +32,8 @@ pub struct GlobalArgs {
     /// -v: downloads, retries, resumes, lock waits, ledger repairs and outcomes; -vv:
     /// everything the library logs. BOOTVAULT_LOG or RUST_LOG (a tracing filter such as
     /// `bootvault=debug`) override -q and -v.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count,
+          env = "BOOTVAULT_VERBOSE")]
     pub verbose: u8,
     /// Colour on stderr. `auto` honours NO_COLOR and CLICOLOR_FORCE.
     #[arg(long, global = true, value_enum, value_name = "WHEN",
