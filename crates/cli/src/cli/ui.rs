@@ -178,18 +178,8 @@ pub fn check_root(store: &bootvault::Store, access: Access) -> Result<(), Failur
     let root = store.root();
     let state = store.state_dir();
     let bad = |p: &Path, why: String| Failure::usage(format!("{}: {why}", p.display()));
-    match std::fs::metadata(root) {
-        Ok(m) if !m.is_dir() => return Err(bad(root, "store root is not a directory".into())),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && access == Access::Write => {
-            std::fs::create_dir_all(root)
-                .map_err(|e| bad(root, format!("cannot create store root: {e}")))?;
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(bad(root, "no such store root (no such directory)".into()));
-        }
-        Err(e) => return Err(bad(root, format!("cannot stat store root: {e}"))),
-    }
+    // `StoreBuilder::open` has checked that ROOT (created for a writing command) and an
+    // existing state dir are directories; what is left is whether they can be used.
     std::fs::read_dir(root).map_err(|e| bad(root, format!("cannot read store root: {e}")))?;
     match access {
         Access::Write => {
