@@ -792,3 +792,30 @@ fn a_refused_connection_names_the_url_once_per_attempt() {
     assert_eq!(r.stderr.matches(&url).count(), 1, "{}", r.stderr);
     assert!(r.stderr.contains("Connection refused"), "{}", r.stderr);
 }
+
+#[test]
+fn help_says_offline_still_uses_file_sources_and_names_env_vars() {
+    let env = Env::new();
+    let mut c = cmd(&env.outside("config"));
+    c.args(["prepare", "--help"]);
+    let r = go(c);
+    assert_eq!(r.code, 0, "{}", r.describe());
+    let offline = r
+        .stdout
+        .split("--offline")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{}", r.stdout));
+    let offline = &offline[..offline.find("--jobs").unwrap_or(offline.len())];
+    assert!(offline.contains("file://"), "{offline}");
+    assert!(offline.contains("on purpose"), "{offline}");
+    for var in [
+        "BOOTVAULT_DIR",
+        "BOOTVAULT_STATE_DIR",
+        "BOOTVAULT_OFFLINE",
+        "BOOTVAULT_JOBS",
+        "BOOTVAULT_MESSAGE_FORMAT",
+        "BOOTVAULT_CONFIG",
+    ] {
+        assert!(r.stdout.contains(&format!("[env: {var}=")), "{var}");
+    }
+}
