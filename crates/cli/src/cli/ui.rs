@@ -182,11 +182,16 @@ pub fn check_root(store: &bootvault::Store, access: Access) -> Result<(), Failur
     // existing state dir are directories; what is left is whether they can be used.
     std::fs::read_dir(root).map_err(|e| bad(root, format!("cannot read store root: {e}")))?;
     match access {
+        // Only what can never work is refused here: a store that merely is not ours to write
+        // (another user's) is still verified read-only by the library, recording nothing.
         Access::Write => {
-            writable(root).map_err(|why| bad(root, format!("store root {why}")))?;
-            std::fs::create_dir_all(state)
-                .map_err(|e| bad(state, format!("cannot create state dir: {e}")))?;
-            writable(state).map_err(|why| bad(state, format!("state dir {why}")))?;
+            if read_only_mount(root) {
+                return Err(bad(root, "store root is on a read-only filesystem".into()));
+            }
+            if !state.exists() {
+                std::fs::create_dir_all(state)
+                    .map_err(|e| bad(state, format!("cannot create state dir: {e}")))?;
+            }
         }
         Access::ReadLedger if !store.ledger_path().exists() => {
             return Err(bad(
@@ -202,15 +207,10 @@ pub fn check_root(store: &bootvault::Store, access: Access) -> Result<(), Failur
     Ok(())
 }
 
-/// Whether a directory can be written: not on a read-only mount, and writable by us.
-fn writable(dir: &Path) -> Result<(), String> {
-    use rustix::fs::{Access as A, StatVfsMountFlags, access, statvfs};
-    if let Ok(st) = statvfs(dir)
-        && st.f_flag.contains(StatVfsMountFlags::RDONLY)
-    {
-        return Err("is on a read-only filesystem".into());
-    }
-    access(dir, A::WRITE_OK | A::EXEC_OK).map_err(|e| format!("is not writable: {e}"))
+/// Whether `dir` is on a filesystem mounted read-only.
+fn read_only_mount(dir: &Path) -> bool {
+    use rustix::fs::{StatVfsMountFlags, statvfs};
+    statvfs(dir).is_ok_and(|st| st.f_flag.contains(StatVfsMountFlags::RDONLY))
 }
 
 /// Nanoseconds since the epoch as RFC 3339 in the local time zone (millisecond precision).
