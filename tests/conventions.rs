@@ -819,3 +819,29 @@ fn help_says_offline_still_uses_file_sources_and_names_env_vars() {
         assert!(r.stdout.contains(&format!("[env: {var}=")), "{var}");
     }
 }
+
+#[test]
+fn config_trusted_keys_reach_prepare_and_the_variable_replaces_them() {
+    // A trusted key named only in the config file is loaded by prepare (a missing one is a
+    // usage error naming it); --trusted-key replaces the config's list.
+    let s = served(10_000, Fault::default());
+    let file = s.env.outside("bootvault.toml");
+    std::fs::write(
+        &file,
+        "trusted_keys = [\"keys/missing.pub\"]\n[registry_mirrors]\n\"ghcr.io\" = \"mirror.internal:5000\"\n",
+    )
+    .unwrap();
+    let mut c = s.prepare(&["--config"]);
+    c.arg(&file);
+    let r = go(c);
+    assert_eq!(r.code, 2, "{}", r.describe());
+    assert!(r.stderr.contains("missing.pub"), "{}", r.stderr);
+
+    let key = s.env.outside("other.pub");
+    let mut c = s.prepare(&["--config"]);
+    c.arg(&file).env("BOOTVAULT_TRUSTED_KEY", &key);
+    let r = go(c);
+    assert_eq!(r.code, 2, "{}", r.describe());
+    assert!(r.stderr.contains("other.pub"), "{}", r.stderr);
+    assert!(!r.stderr.contains("missing.pub"), "{}", r.stderr);
+}
