@@ -441,6 +441,11 @@ impl Fetcher {
                 }
                 // A partial from another URL is not resumed against this one; it is dropped
                 // only once this URL answers with a body (see `try_http`, `copy_file`).
+                if partial.offset > 0 && partial.url.as_deref() == Some(url.as_str()) {
+                    tracing::info!("{}: resuming {url} at {} bytes", req.name, partial.offset);
+                } else {
+                    tracing::info!("{}: fetching {url}", req.name);
+                }
                 let result = if url.starts_with("file:") {
                     copy_file(
                         url,
@@ -502,11 +507,23 @@ impl Fetcher {
             let jittered = exp
                 .mul_f64(rand::random::<f64>())
                 .min(self.opts.max_backoff);
-            std::thread::sleep(
-                hint.map(|h| h.min(self.opts.max_backoff))
-                    .unwrap_or(jittered)
-                    .max(jittered),
+            let pause = hint
+                .map(|h| h.min(self.opts.max_backoff))
+                .unwrap_or(jittered)
+                .max(jittered);
+            // As cargo does for spurious network errors: a warning, since it may still succeed.
+            tracing::warn!(
+                "{}: {}; retrying in {:.1} s ({} of {} retries left)",
+                req.name,
+                attempts
+                    .last()
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| "failed".into()),
+                pause.as_secs_f64(),
+                self.opts.retries - round,
+                self.opts.retries
             );
+            std::thread::sleep(pause);
         }
         // Keep a resumable partial (and its checkpoint) for the next prepare.
         if partial.offset > 0 && partial.checkpoint(&req.sha256).is_ok() {

@@ -693,11 +693,13 @@ fn debug_ls_json_lists_records_relative_to_root_with_method() {
 }
 
 #[test]
-fn debug_ls_on_an_empty_store_is_empty_and_creates_nothing() {
+fn debug_ls_on_a_root_without_ledger_says_so_exits_2_and_creates_nothing() {
     let env = Env::new();
     let run = env.debug("ls", &[]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(run.json()["records"], json!([]));
+    assert_eq!(run.code, 2, "{}", run.describe());
+    assert_eq!(run.stdout, "");
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(run.stderr.contains("no ledger"), "{}", run.stderr);
     assert!(
         !env.state().exists(),
         "a read-only command created the state dir"
@@ -721,14 +723,17 @@ fn debug_check_json_reports_fresh_stale_missing_unrecorded() {
     let m_all = env.manifest_v1(all);
     env.prepare_ok(&m1, &[]);
     let before = env.debug("check", &["--manifest", m_all.to_str().unwrap()]);
-    assert_eq!(before.code, 0, "{}", before.stderr);
+    // "new" is unrecorded: not everything is fresh, so exit 1 (a boot script gates on it).
+    assert_eq!(before.code, 1, "{}", before.stderr);
+    let prepared = env.debug("check", &["--manifest", m1.to_str().unwrap()]);
+    assert_eq!(prepared.code, 0, "{}", prepared.describe());
 
     filetime::set_file_mtime(env.path("touched"), filetime::FileTime::now()).unwrap();
     std::fs::set_permissions(env.path("chmodded"), std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::remove_file(env.path("gone")).unwrap();
 
     let run = env.debug("check", &["--manifest", m_all.to_str().unwrap()]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.code, 1, "{}", run.stderr);
     let v = run.json();
     let rows = rows_by_name(&v);
     assert_eq!(rows.len(), 5);
@@ -781,8 +786,16 @@ fn debug_check_reads_no_content() {
     )
     .unwrap();
     let m = env.manifest_v1(vec![asset("fifo", "fifo", &data)]);
+    // A ledger must exist for `debug` to look at: prepare another asset first.
+    let other = blob(41, 100);
+    env.put("other", &other);
+    let first = env.manifest(
+        "other.json",
+        &native("v0", vec![asset("other", "other", &other)]),
+    );
+    env.prepare_ok(&first, &[]);
     let run = env.debug("check", &["--manifest", m.to_str().unwrap()]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.code, 1, "{}", run.stderr);
     let v = run.json();
     assert_ne!(v["assets"][0]["state"], "fresh");
 }
@@ -1002,9 +1015,10 @@ fn state_dir_elsewhere_leaves_root_with_assets_only() {
     let root = env.root.to_str().unwrap();
     let ls = run(&["debug", "ls", "--dir", root, "--state-dir", s, "--json"]);
     assert_eq!(ls.json()["records"].as_array().unwrap().len(), 1);
-    // Without --state-dir, the default location has no ledger (and is not created).
+    // Without --state-dir, the default location has no ledger: said so, exit 2, not created.
     let ls = run(&["debug", "ls", "--dir", root, "--json"]);
-    assert_eq!(ls.json()["records"], json!([]));
+    assert_eq!(ls.code, 2, "{}", ls.describe());
+    assert!(ls.stderr.contains("no ledger"), "{}", ls.stderr);
     assert!(!env.state().exists());
 }
 
@@ -1550,15 +1564,44 @@ fn demo_runs_end_to_end_offline_and_checks_itself() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let runc = stdout
+    // One labelled block per step; runc's outcome in each, in order.
+    let header = stdout
         .lines()
-        .find(|l| l.starts_with("runc "))
-        .expect("a runc row");
-    let cells: Vec<&str> = runc.split_whitespace().collect();
-    assert_eq!(cells[1], "downloaded", "{runc}");
-    assert_eq!(cells[4], "cached", "{runc}");
-    assert!(runc.contains("repaired"), "{runc}");
+        .find(|l| l.trim_start().starts_with("ASSET"))
+        .expect("a labelled header row");
+    let labels: Vec<&str> = header.split_whitespace().collect();
+    assert_eq!(
+        labels,
+        ["ASSET", "OUTCOME", "HASHED", "DOWNLOADED", "TIME"],
+        "{header}"
+    );
+    let runc: Vec<Vec<&str>> = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("runc "))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let outcomes: Vec<&str> = runc.iter().map(|cells| cells[1]).collect();
+    assert_eq!(
+        outcomes,
+        ["downloaded", "cached", "repaired", "cached"],
+        "{stdout}"
+    );
+    // Every row ends with the time spent on that asset.
+    for cells in &runc {
+        assert!(
+            ["µs", "ms", "s"].contains(cells.last().unwrap()),
+            "{cells:?}"
+        );
+        assert!(cells[cells.len() - 2].parse::<f64>().is_ok(), "{cells:?}");
+    }
     assert!(!stdout.contains("UNEXPECTED"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "store kept at {}",
+            dir.path().join("store").display()
+        )),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -23,23 +23,23 @@ pub enum ArcboxCommand {
 #[derive(Args, Debug, Clone)]
 pub struct LayoutArgs {
     /// arcbox-boot's cache_dir (holds VERSION/{kernel, rootfs.erofs, manifest.json}).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "BOOTVAULT_ARCBOX_CACHE_DIR")]
     cache_dir: PathBuf,
     /// The bin dir (prepare_binaries' dest_dir); install_dir entries go to its siblings.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "BOOTVAULT_ARCBOX_BIN_DIR")]
     bin_dir: PathBuf,
     /// Boot asset version.
-    #[arg(long, value_name = "V")]
+    #[arg(long, value_name = "V", env = "BOOTVAULT_ARCBOX_VERSION")]
     version: String,
     /// Architecture (x86_64 or arm64); default: the host's.
-    #[arg(long, value_name = "A")]
+    #[arg(long, value_name = "A", env = "BOOTVAULT_ARCH")]
     arch: Option<String>,
     /// Base of the state dirs (default: $XDG_STATE_HOME/bootvault/arcbox or
     /// ~/.local/state/bootvault/arcbox); never inside the share.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "BOOTVAULT_ARCBOX_STATE_DIR")]
     state_dir: Option<PathBuf>,
     /// Print exactly one JSON object on stdout.
-    #[arg(long)]
+    #[arg(long, env = "BOOTVAULT_JSON", value_parser = clap::builder::BoolishValueParser::new())]
     json: bool,
 }
 
@@ -48,10 +48,10 @@ pub struct PrepareArgs {
     #[command(flatten)]
     layout: LayoutArgs,
     /// CDN base URL (the manifest is at URL/asset/vVERSION/manifest.json).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", env = "BOOTVAULT_ARCBOX_CDN")]
     cdn: String,
     /// Never touch the network.
-    #[arg(long)]
+    #[arg(long, env = "BOOTVAULT_OFFLINE", value_parser = clap::builder::BoolishValueParser::new())]
     offline: bool,
 }
 

@@ -1,7 +1,11 @@
 //! `bootvault debug ls|show|check|verify|why`: read-only views of the store.
 
-use super::{CmdResult, EXIT_FAILED, ManifestArgs, StoreArgs, finish_output, out, out_json};
+use super::ui::{human_bytes, local_time, local_time_ns};
+use super::{
+    Access, CmdResult, EXIT_FAILED, ManifestArgs, StoreArgs, finish_output, out, out_json,
+};
 use bootvault::{Asset, Event, Manifest, Policy, Record, Stamp, Store, VerifyState};
+use clap::builder::BoolishValueParser;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -12,7 +16,7 @@ pub enum DebugCommand {
     Ls(LsArgs),
     /// One asset: its record, live stamp and recent events.
     Show(OneArgs),
-    /// Stat every asset against its record (reads no content).
+    /// Stat every asset against its record (reads no content); exit 1 unless all are fresh.
     Check(ManifestOptArgs),
     /// Re-hash every asset (full read).
     Verify(ManifestOptArgs),
@@ -25,7 +29,7 @@ pub struct LsArgs {
     #[command(flatten)]
     store: StoreArgs,
     /// JSON output.
-    #[arg(long)]
+    #[arg(long, env = "BOOTVAULT_JSON", value_parser = BoolishValueParser::new())]
     json: bool,
 }
 
@@ -43,12 +47,12 @@ pub struct ManifestOptArgs {
     #[command(flatten)]
     store: StoreArgs,
     /// Manifest (names and expected digests); without it, each ledger record is the reference.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "BOOTVAULT_MANIFEST")]
     manifest: Option<PathBuf>,
     #[command(flatten)]
     manifest_args: ManifestArgs,
     /// JSON output.
-    #[arg(long)]
+    #[arg(long, env = "BOOTVAULT_JSON", value_parser = BoolishValueParser::new())]
     json: bool,
 }
 
@@ -73,6 +77,7 @@ pub fn record_json(path: &str, r: &Record) -> Value {
         "dev": r.dev,
         "manifest_version": r.manifest_version,
         "verified_at_ns": r.verified_at_ns,
+        "verified_at": local_time(r.verified_at_ns),
         "method": r.method.as_str(),
         "racy": r.racy,
     })
@@ -87,7 +92,7 @@ fn stamp_json(s: &Stamp) -> Value {
 
 fn event_json(e: &Event) -> Value {
     json!({
-        "at_ns": e.at_ns, "path": e.path, "name": e.name, "outcome": e.outcome,
+        "at_ns": e.at_ns, "at": local_time(e.at_ns), "path": e.path, "name": e.name, "outcome": e.outcome,
         "reason": e.reason, "manifest_version": e.manifest_version, "pid": e.pid,
     })
 }
@@ -121,7 +126,7 @@ fn targets(store: &Store, manifest: Option<Manifest>) -> Manifest {
 }
 
 fn ls(a: LsArgs) -> CmdResult {
-    let store = a.store.open()?;
+    let store = a.store.open(Access::ReadLedger)?;
     let (records, _) = store.records();
     let manifests: Vec<Value> = store
         .manifests()
@@ -138,16 +143,17 @@ fn ls(a: LsArgs) -> CmdResult {
         }))
     } else {
         let mut s = format!(
-            "{:<40} {:<14} {:>12} {:<12} {}\n",
-            "PATH", "METHOD", "SIZE", "SHA256", "MANIFEST"
+            "{:<40} {:<14} {:>10} {:<12} {:<29} {}\n",
+            "PATH", "METHOD", "SIZE", "SHA256", "VERIFIED AT", "MANIFEST"
         );
         for (p, r) in &records {
             s.push_str(&format!(
-                "{:<40} {:<14} {:>12} {:<12} {}{}\n",
+                "{:<40} {:<14} {:>10} {:<12} {:<29} {}{}\n",
                 p,
                 r.method.as_str(),
-                r.size,
+                human_bytes(r.size),
                 &r.sha256.to_hex()[..12],
+                local_time(r.verified_at_ns),
                 r.manifest_version,
                 if r.racy { " (racy)" } else { "" }
             ));
@@ -164,7 +170,7 @@ fn ls(a: LsArgs) -> CmdResult {
 
 fn check(a: ManifestOptArgs) -> CmdResult {
     let manifest = load(&a.manifest, &a.manifest_args)?;
-    let store = a.store.open()?;
+    let store = a.store.open(Access::ReadLedger)?;
     let manifest = targets(&store, manifest);
     // Stat only: judge by stamp under the `cached` policy, whatever the asset's own.
     let (inspections, _) = store.inspect(&manifest, Some(Policy::Cached));
@@ -191,12 +197,15 @@ fn check(a: ManifestOptArgs) -> CmdResult {
         }
         out(s.trim_end())
     };
-    finish_output(printed, 0)
+    // Anything not fresh (stale, missing, unrecorded) would be re-hashed or fetched by the
+    // next prepare: exit 1 so that a boot script can gate on it.
+    let all_fresh = inspections.iter().all(|i| i.verdict.state() == "fresh");
+    finish_output(printed, if all_fresh { 0 } else { EXIT_FAILED })
 }
 
 fn verify(a: ManifestOptArgs) -> CmdResult {
     let manifest = load(&a.manifest, &a.manifest_args)?;
-    let store = a.store.open()?;
+    let store = a.store.open(Access::ReadLedger)?;
     let manifest = targets(&store, manifest);
     let results = store.verify_all(&manifest);
     let mut bad = false;
@@ -243,7 +252,7 @@ fn verify(a: ManifestOptArgs) -> CmdResult {
 
 fn one(a: OneArgs, why: bool) -> CmdResult {
     let manifest = load(&a.opts.manifest, &a.opts.manifest_args)?;
-    let store = a.opts.store.open()?;
+    let store = a.opts.store.open(Access::ReadLedger)?;
     let Some(x) = store
         .explain(manifest.as_ref(), &a.target, if why { 20 } else { 10 })
         .map_err(|e| super::Failure::usage(e.to_string()))?
@@ -309,27 +318,37 @@ fn one(a: OneArgs, why: bool) -> CmdResult {
         }
         match &record {
             Some(r) => s.push_str(&format!(
-                "  record: sha256 {} size {} via {} (manifest {}){}\n",
+                "  record: sha256 {} size {} via {} at {} (manifest {}){}\n",
                 r.sha256,
-                r.size,
+                human_bytes(r.size),
                 r.method.as_str(),
+                local_time(r.verified_at_ns),
                 r.manifest_version,
                 if r.racy { " racy" } else { "" }
             )),
             None => s.push_str("  record: none\n"),
         }
         for d in &diff {
+            let field = d["field"].as_str().unwrap_or("");
+            // Times read as times; the other fields as they are.
+            let show = |v: &Value| match (field, v.as_i64()) {
+                ("mtime_ns" | "ctime_ns", Some(ns)) => local_time_ns(ns),
+                _ => v.to_string(),
+            };
             s.push_str(&format!(
                 "  diff:   {} recorded {} live {}\n",
-                d["field"].as_str().unwrap_or(""),
-                d["recorded"],
-                d["live"]
+                field.trim_end_matches("_ns"),
+                show(&d["recorded"]),
+                show(&d["live"])
             ));
         }
         for e in &events {
             s.push_str(&format!(
                 "  event:  {} {} pid {}: {}\n",
-                e.at_ns, e.outcome, e.pid, e.reason
+                local_time(e.at_ns),
+                e.outcome,
+                e.pid,
+                e.reason
             ));
         }
         out(s.trim_end())

@@ -1,7 +1,8 @@
 //! `bootvault demo`: cold download from a loopback origin, warm `cached`, a tamper with mtime
 //! put back, and the repair. No network: the origin runs in this process on 127.0.0.1.
 
-use super::prepare::human_bytes;
+use super::progress::Bars;
+use super::ui::{human_bytes, human_duration, ui};
 use super::{CmdResult, EXIT_FAILED, Failure, finish_output, out};
 use bootvault::{Outcome, Store};
 use bootvault_testkit::origin::Origin;
@@ -10,25 +11,28 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// Store root to use (default: a temporary directory, removed afterwards).
-    #[arg(long, value_name = "ROOT")]
+    /// Store root to use (default: a new directory under the system's temp dir, kept and
+    /// named at the end so it can be inspected with `bootvault debug`). Not BOOTVAULT_DIR:
+    /// the demo tampers with a file, so it never picks up the real store by accident.
+    #[arg(long, value_name = "ROOT", env = "BOOTVAULT_DEMO_DIR")]
     dir: Option<PathBuf>,
     /// State directory.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "BOOTVAULT_DEMO_STATE_DIR")]
     state_dir: Option<PathBuf>,
     /// Megabytes of runtime binaries to generate.
-    #[arg(long, default_value_t = 230)]
+    #[arg(long, default_value_t = 230, env = "BOOTVAULT_DEMO_BINARIES_MB")]
     binaries_mb: u64,
 }
 
 pub fn run(a: DemoArgs) -> CmdResult {
-    let temp;
     let root = match &a.dir {
         Some(d) => d.clone(),
-        None => {
-            temp = tempfile::tempdir()?;
-            temp.path().join("store")
-        }
+        // Kept on purpose: the closing lines name it and how to look inside.
+        None => tempfile::Builder::new()
+            .prefix("bootvault-demo-")
+            .tempdir()?
+            .keep()
+            .join("store"),
     };
     std::fs::create_dir_all(&root)?;
     let set = bootvault_testkit::demo::asset_set(a.binaries_mb * 1_000_000, 14 << 20, 48 << 20);
@@ -48,16 +52,23 @@ pub fn run(a: DemoArgs) -> CmdResult {
         origin.base_url(),
         root.display()
     );
+    let bars = ui().progress.then(|| Bars::new(set.len() as u64, "demo"));
     let open = || {
         let mut b = Store::builder(&root);
         if let Some(s) = &a.state_dir {
             b = b.state_dir(s);
+        }
+        if let Some(bars) = &bars {
+            b = b.progress(bars.callback());
         }
         b.open()
     };
     let mut steps: Vec<(String, bootvault::Report, bool)> = Vec::new();
     let mut step =
         |title: &str, expect: &dyn Fn(&bootvault::AssetReport) -> bool| -> Result<(), Failure> {
+            if let Some(bars) = &bars {
+                bars.restart(&format!("step {}", steps.len() + 1));
+            }
             // A fresh Store per step, as a fresh process would open it.
             let report = open()?.prepare(&manifest)?;
             let ok = report.assets.iter().all(expect);
@@ -108,10 +119,25 @@ pub fn run(a: DemoArgs) -> CmdResult {
     step("warm again", &|r| {
         r.outcome().is_some() && r.outcome() != Some(Outcome::Repaired)
     })?;
+    if let Some(bars) = bars {
+        bars.finish();
+    }
     text.push_str(&steps_table(&steps));
     text.push_str(&format!(
         "\nthe tampered runc was detected by its ctime and re-fetched {refetched} time(s); origin served {} requests in all\n",
         origin.total_requests()
+    ));
+    text.push_str(&format!(
+        "store kept at {}: try `bootvault debug ls --dir {}`{}\n",
+        root.display(),
+        root.display(),
+        match &a.dir {
+            Some(_) => String::new(),
+            None => format!(
+                ", remove it with `rm -r {}`",
+                root.parent().unwrap_or(&root).display()
+            ),
+        }
     ));
     let failed = steps.iter().any(|(_, _, ok)| !ok);
     if failed {
@@ -120,48 +146,49 @@ pub fn run(a: DemoArgs) -> CmdResult {
     finish_output(out(&text), if failed { EXIT_FAILED } else { 0 })
 }
 
-/// One row per asset, one column per step: the outcome and the bytes hashed; then one line per
-/// step with its totals and time.
+/// One block per step: its title and totals, then one labelled row per asset (outcome, bytes
+/// hashed, bytes downloaded, time spent on it).
 fn steps_table(steps: &[(String, bootvault::Report, bool)]) -> String {
-    let Some((_, first, _)) = steps.first() else {
-        return String::new();
-    };
-    let mut s = format!("\n{:<24}", "ASSET");
-    for i in 0..steps.len() {
-        s.push_str(&format!(" {:<22}", format!("step {}", i + 1)));
-    }
-    s.truncate(s.trim_end().len());
-    s.push('\n');
-    for (row, asset) in first.assets.iter().enumerate() {
-        s.push_str(&format!("{:<24}", asset.name));
-        for (_, report, _) in steps {
-            let a = &report.assets[row];
-            let cell = format!(
-                "{} {}",
-                a.outcome().map(|o| o.as_str()).unwrap_or("FAILED"),
-                if a.bytes_hashed == 0 {
-                    "-".to_string()
-                } else {
-                    human_bytes(a.bytes_hashed)
-                }
-            );
-            s.push_str(&format!(" {cell:<22}"));
-        }
-        s.truncate(s.trim_end().len());
-        s.push('\n');
-    }
-    s.push('\n');
+    let mut s = String::new();
     for (i, (title, report, ok)) in steps.iter().enumerate() {
         let hashed: u64 = report.assets.iter().map(|a| a.bytes_hashed).sum();
         let down: u64 = report.assets.iter().map(|a| a.bytes_downloaded).sum();
         s.push_str(&format!(
-            "step {}: {title}\n        {:.2} ms, {} hashed, {} downloaded{}\n",
+            "\nstep {}: {title}\n  {} in all, {} hashed, {} downloaded{}\n",
             i + 1,
-            report.elapsed.as_secs_f64() * 1e3,
+            human_duration(report.elapsed),
             human_bytes(hashed),
             human_bytes(down),
             if *ok { "" } else { "  (UNEXPECTED outcome)" }
         ));
+        let w = report
+            .assets
+            .iter()
+            .map(|a| a.name.len())
+            .max()
+            .unwrap_or(0)
+            .max(5);
+        s.push_str(&format!(
+            "  {:<w$} {:<11} {:>11} {:>11} {:>10}\n",
+            "ASSET", "OUTCOME", "HASHED", "DOWNLOADED", "TIME"
+        ));
+        for a in &report.assets {
+            let bytes = |n: u64| {
+                if n == 0 {
+                    "-".to_string()
+                } else {
+                    human_bytes(n)
+                }
+            };
+            s.push_str(&format!(
+                "  {:<w$} {:<11} {:>11} {:>11} {:>10}\n",
+                a.name,
+                a.outcome().map(|o| o.as_str()).unwrap_or("FAILED"),
+                bytes(a.bytes_hashed),
+                bytes(a.bytes_downloaded),
+                human_duration(a.elapsed),
+            ));
+        }
     }
     s
 }

@@ -1,7 +1,8 @@
 //! `bootvault gc`: drop files and records that the manifest does not name.
 
-use super::{CmdResult, ManifestArgs, StoreArgs, finish_output, out, out_json};
+use super::{Access, CmdResult, ManifestArgs, StoreArgs, finish_output, out, out_json};
 use clap::Args;
+use clap::builder::BoolishValueParser;
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -10,21 +11,26 @@ pub struct GcArgs {
     #[command(flatten)]
     store: StoreArgs,
     /// The manifest whose assets are kept.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "BOOTVAULT_MANIFEST")]
     manifest: PathBuf,
     #[command(flatten)]
     manifest_args: ManifestArgs,
     /// Only say what would be removed.
-    #[arg(long)]
+    #[arg(long, env = "BOOTVAULT_DRY_RUN", value_parser = BoolishValueParser::new())]
     dry_run: bool,
     /// JSON output.
-    #[arg(long)]
+    #[arg(long, env = "BOOTVAULT_JSON", value_parser = BoolishValueParser::new())]
     json: bool,
 }
 
 pub fn run(a: GcArgs) -> CmdResult {
     let manifest = a.manifest_args.load(&a.manifest)?;
-    let store = a.store.open()?;
+    let access = if a.dry_run {
+        Access::Read
+    } else {
+        Access::Write
+    };
+    let store = a.store.open(access)?;
     let report = store.gc(&manifest, a.dry_run)?;
     let printed = if a.json {
         out_json(&json!({

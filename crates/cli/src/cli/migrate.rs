@@ -1,8 +1,9 @@
 //! `bootvault migrate`: import an arcbox-boot `.verified.json`.
 
-use super::{CmdResult, StoreArgs, finish_output, out, out_json};
+use super::{Access, CmdResult, StoreArgs, finish_output, out, out_json};
 use bootvault::migrations::legacy;
 use clap::Args;
+use clap::builder::BoolishValueParser;
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -11,15 +12,15 @@ pub struct MigrateArgs {
     #[command(flatten)]
     store: StoreArgs,
     /// The legacy cache (default ROOT/.verified.json). It is left in place.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "BOOTVAULT_LEGACY")]
     legacy: Option<PathBuf>,
     /// JSON output.
-    #[arg(long)]
+    #[arg(long, env = "BOOTVAULT_JSON", value_parser = BoolishValueParser::new())]
     json: bool,
 }
 
 pub fn run(a: MigrateArgs) -> CmdResult {
-    let store = a.store.open()?;
+    let store = a.store.open(Access::Write)?;
     let file = a
         .legacy
         .clone()

@@ -1,9 +1,13 @@
 //! Argument parsing, exit codes and output helpers shared by the subcommands.
 
 mod arcbox;
+mod completions;
+mod config;
 mod debug;
 mod demo;
+mod events;
 mod gc;
+mod man;
 mod migrate;
 mod plan;
 mod prepare;
@@ -12,13 +16,16 @@ mod publish;
 mod remote;
 mod sign;
 mod signals;
+mod status;
+mod ui;
 
-use anyhow::Context as _;
 use bootvault::{Manifest, ParseOptions, Store};
 use clap::{Args, Parser, Subcommand};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+pub use ui::ui;
 
 /// Exit code: an asset failed.
 pub const EXIT_FAILED: u8 = 1;
@@ -28,13 +35,14 @@ pub const EXIT_USAGE: u8 = 2;
 #[derive(Parser)]
 #[command(
     name = "bootvault",
-    version,
-    about = "A store of verified VM boot assets"
+    version = env!("BOOTVAULT_VERSION"),
+    about = "A store of verified VM boot assets",
+    after_help = "Every flag can also be set from the environment variable shown with it; \
+                  BOOTVAULT_LOG (or RUST_LOG) takes a tracing filter such as `bootvault=debug`."
 )]
 struct Cli {
-    /// More log output (repeat for more).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    global: ui::GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,6 +54,8 @@ enum Command {
     /// Inspect the store.
     #[command(subcommand)]
     Debug(debug::DebugCommand),
+    /// Store size, records, partial downloads and ledger size.
+    Status(status::StatusArgs),
     /// Import an arcbox-boot .verified.json into the ledger.
     Migrate(migrate::MigrateArgs),
     /// Drop files and records that the manifest does not name.
@@ -59,31 +69,90 @@ enum Command {
     Publish(publish::PublishArgs),
     /// Sign a manifest with a minisign secret key (writes MANIFEST.minisig).
     Sign(sign::SignArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+    /// Write man pages (roff): to stdout, or one page per subcommand into --out-dir.
+    Man(man::ManArgs),
+}
+
+/// The clap command tree (for completions and man pages).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 /// Where the store is: shared by every subcommand.
 #[derive(Args, Clone, Debug)]
 pub struct StoreArgs {
-    /// Store root: assets live at their manifest paths under it.
-    #[arg(long, value_name = "ROOT")]
-    pub dir: PathBuf,
-    /// State directory (ledger, locks, partial downloads); default ROOT/.bootvault.
-    #[arg(long, value_name = "DIR")]
+    /// Store root: assets live at their manifest paths under it [config: dir].
+    #[arg(long, value_name = "ROOT", env = "BOOTVAULT_DIR")]
+    pub dir: Option<PathBuf>,
+    /// State directory (ledger, locks, partial downloads); default ROOT/.bootvault
+    /// [config: state_dir].
+    #[arg(long, value_name = "DIR", env = "BOOTVAULT_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
 }
 
+/// What a command will do with the store, for the checks made before it is opened.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Access {
+    /// Reads only: ROOT must be an existing directory and the ledger must exist.
+    ReadLedger,
+    /// Reads only; a missing ledger is reported, not an error.
+    Read,
+    /// Writes: ROOT and the state dir must be (or become) writable directories.
+    Write,
+}
+
 impl StoreArgs {
-    pub fn builder(&self) -> bootvault::StoreBuilder {
-        let mut b = Store::builder(&self.dir);
-        if let Some(s) = &self.state_dir {
+    /// ROOT from the flag, the environment or the config file.
+    pub fn root(&self) -> Result<PathBuf, Failure> {
+        self.dir
+            .clone()
+            .or_else(|| ui().config.dir.clone())
+            .ok_or_else(|| {
+                Failure::usage(
+                    "no store root: pass --dir ROOT, set BOOTVAULT_DIR, or set `dir` in the config file",
+                )
+            })
+    }
+
+    /// The state dir from the flag or the environment; else the config file's, but only
+    /// when ROOT is the config file's too (its state_dir belongs to its dir) or the config
+    /// names no dir.
+    fn state(&self) -> Option<PathBuf> {
+        let config = &ui().config;
+        let root_from_config = self.dir.is_none() || config.dir.is_none();
+        self.state_dir
+            .clone()
+            .or_else(|| config.state_dir.clone().filter(|_| root_from_config))
+    }
+
+    pub fn builder(&self) -> Result<bootvault::StoreBuilder, Failure> {
+        let mut b = Store::builder(self.root()?);
+        if let Some(s) = self.state() {
             b = b.state_dir(s);
         }
-        b
+        Ok(b)
     }
-    pub fn open(&self) -> anyhow::Result<Store> {
-        self.builder()
-            .open()
-            .with_context(|| format!("cannot open store at {}", self.dir.display()))
+
+    /// Checks ROOT and the state dir (one line, exit 2, before any per-asset work), then
+    /// opens the store.
+    pub fn open(&self, access: Access) -> Result<Store, Failure> {
+        let store = self.open_builder(self.builder()?, access)?;
+        Ok(store)
+    }
+
+    /// As [`StoreArgs::open`], with a builder the caller has configured further.
+    pub fn open_builder(
+        &self,
+        builder: bootvault::StoreBuilder,
+        access: Access,
+    ) -> Result<Store, Failure> {
+        // Only a command that writes creates a missing ROOT; the library checks that ROOT and
+        // the state dir are directories, `check_root` the rest (readable, writable, ledger).
+        let store = builder.create(access == Access::Write).open()?;
+        ui::check_root(&store, access)?;
+        Ok(store)
     }
 }
 
@@ -91,10 +160,10 @@ impl StoreArgs {
 #[derive(Args, Clone, Debug, Default)]
 pub struct ManifestArgs {
     /// Architecture for arcbox-boot manifests (x86_64 or arm64); default: the host's.
-    #[arg(long)]
+    #[arg(long, env = "BOOTVAULT_ARCH")]
     pub arch: Option<String>,
     /// Base URL for arcbox-boot manifest paths (overrides a native manifest's base_url).
-    #[arg(long)]
+    #[arg(long, env = "BOOTVAULT_BASE_URL")]
     pub base_url: Option<String>,
 }
 
@@ -181,29 +250,6 @@ pub fn out_json(value: &serde_json::Value) -> std::io::Result<()> {
     out(&serde_json::to_string_pretty(value).unwrap_or_default())
 }
 
-/// Whether stderr is a terminal (progress and colour only then).
-pub fn stderr_is_terminal() -> bool {
-    use std::io::IsTerminal;
-    std::io::stderr().is_terminal()
-}
-
-fn init_tracing(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BOOTVAULT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("bootvault={default}")));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(stderr_is_terminal())
-        .with_target(false)
-        .without_time()
-        .try_init();
-}
-
 /// Entry point of the binary.
 pub fn run() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -214,22 +260,28 @@ pub fn run() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_tracing(cli.verbose);
+    if let Err(f) = ui::init(&cli.global) {
+        ui::print_error(&f.message);
+        return ExitCode::from(f.code);
+    }
     let result = match cli.command {
         Command::Prepare(a) => prepare::run(a),
         Command::Debug(d) => debug::run(d),
+        Command::Status(a) => status::run(a),
         Command::Migrate(a) => migrate::run(a),
         Command::Gc(a) => gc::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Publish(a) => publish::run(a),
         Command::Sign(a) => sign::run(a),
         Command::Arcbox(c) => arcbox::run(c),
+        Command::Completions(a) => completions::run(a),
+        Command::Man(a) => man::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(f) if f.code == EXIT_FAILED && f.message.contains("Broken pipe") => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("bootvault: error: {}", f.message);
+            ui::print_error(&f.message);
             ExitCode::from(f.code)
         }
     }

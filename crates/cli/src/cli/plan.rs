@@ -12,11 +12,7 @@ pub fn dry_run(
     json: bool,
 ) -> CmdResult {
     // Look only: a missing ROOT is not created.
-    let store = store
-        .builder()
-        .create(false)
-        .open()
-        .map_err(super::Failure::from)?;
+    let store = store.open(super::Access::Read)?;
     let mut opts = PrepareOptions::new();
     if let Some(p) = verify.and_then(Policy::parse) {
         opts = opts.verify(p);

@@ -1,8 +1,14 @@
 //! `bootvault prepare`.
 
-use super::{CmdResult, EXIT_FAILED, ManifestArgs, StoreArgs, finish_output, out, out_json};
+use super::events::MessageFormat;
+use super::progress::Reporter;
+pub use super::ui::human_bytes;
+use super::{
+    Access, CmdResult, EXIT_FAILED, ManifestArgs, StoreArgs, finish_output, out, out_json, ui,
+};
 use bootvault::{Policy, Report};
 use clap::Args;
+use clap::builder::BoolishValueParser;
 use std::time::Duration;
 
 #[derive(Args, Debug)]
@@ -11,33 +17,49 @@ pub struct PrepareArgs {
     pub store: StoreArgs,
     /// The manifest (native JSON, or arcbox-boot's): a file, an http(s):// URL, or a registry
     /// artifact oci://HOST/REPO:TAG or oci://HOST/REPO@sha256:DIGEST.
-    #[arg(long, value_name = "FILE|URL")]
+    #[arg(long, value_name = "FILE|URL", env = "BOOTVAULT_MANIFEST")]
     pub manifest: String,
-    /// Never touch the network; a missing or wrong asset fails.
-    #[arg(long)]
+    /// Never touch the network; `file://` sources still work.
+    ///
+    /// A missing or wrong asset whose only sources are remote fails, and so does a manifest
+    /// that would have to be fetched. `file://` sources still work, on purpose: they are local
+    /// copies (a mounted release directory, a USB stick), and their bytes are hashed like any
+    /// download.
+    #[arg(long, env = "BOOTVAULT_OFFLINE", value_parser = BoolishValueParser::new())]
     pub offline: bool,
-    /// Parallel workers (default: number of cores).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    /// Parallel workers (default: number of cores) [config: jobs].
+    #[arg(long, value_name = "N", env = "BOOTVAULT_JOBS",
+          value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: Option<u16>,
-    /// Print exactly one JSON object on stdout.
-    #[arg(long)]
+    /// Print exactly one JSON object on stdout, at the end.
+    #[arg(long, env = "BOOTVAULT_JSON", value_parser = BoolishValueParser::new(),
+          conflicts_with = "message_format")]
     pub json: bool,
+    /// `json`: one JSON object per line on stdout as things happen.
+    ///
+    /// Then a summary line with the `--json` report in it; the shapes are in docs/events.md.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = MessageFormat::Human,
+          env = "BOOTVAULT_MESSAGE_FORMAT")]
+    pub message_format: MessageFormat,
     /// Override every asset's verify policy.
-    #[arg(long, value_name = "POLICY", value_parser = ["always", "cached"])]
+    #[arg(long, value_name = "POLICY", value_parser = ["always", "cached"],
+          env = "BOOTVAULT_VERIFY")]
     pub verify: Option<String>,
     /// Download retries (rounds over the URL list after the first).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "BOOTVAULT_RETRIES")]
     pub retries: Option<u32>,
     /// Seconds without a byte before a download is retried (at least 1).
-    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..),
+          env = "BOOTVAULT_IDLE_TIMEOUT")]
     pub idle_timeout: Option<u64>,
     /// Connect timeout in seconds (at least 1).
-    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..),
+          env = "BOOTVAULT_CONNECT_TIMEOUT")]
     pub connect_timeout: Option<u64>,
     /// Print what would be cached, hashed, linked, downloaded or repaired, with byte counts,
     /// and do nothing: no write, no lock, and no network beyond fetching a manifest given as
     /// a URL or registry reference.
-    #[arg(long)]
+    #[arg(long, env = "BOOTVAULT_DRY_RUN", value_parser = BoolishValueParser::new())]
     pub dry_run: bool,
     #[command(flatten)]
     pub manifest_args: ManifestArgs,
@@ -75,43 +97,57 @@ pub fn run(a: PrepareArgs) -> CmdResult {
     }
     let mut b = a
         .store
-        .builder()
+        .builder()?
         .offline(a.offline)
         .verify(a.verify.as_deref().and_then(Policy::parse))
         .fetch_options(fetch);
-    if let Some(j) = a.jobs {
+    if let Some(j) = a.jobs.or(ui().config.jobs) {
         b = b.jobs(j as usize);
     }
-    let bars = super::stderr_is_terminal().then(|| super::progress::Bars::new(&manifest));
-    if let Some(bars) = &bars {
-        b = b.progress(bars.callback());
-    }
-    let store = b.open()?;
+    let events = a.message_format == MessageFormat::Json;
+    let reporter = Reporter::new(&manifest, events);
+    b = b.progress(reporter.callback());
+    let store = match a.store.open_builder(b, Access::Write) {
+        Ok(s) => s,
+        Err(e) => {
+            reporter.finish(None);
+            return Err(e);
+        }
+    };
     let token = bootvault::CancelToken::new();
     let interrupts = super::signals::Interrupts::watch(token.clone());
     let opts = bootvault::PrepareOptions::new()
         .cancel(token)
         .provenance(provenance);
-    let report = store.prepare_with(&manifest, &opts)?;
-    if let Some(bars) = bars {
-        bars.finish();
-    }
+    let report = match store.prepare_with(&manifest, &opts) {
+        Ok(r) => r,
+        Err(e) => {
+            reporter.finish(None);
+            return Err(e.into());
+        }
+    };
+    reporter.finish(Some(&report));
     if let Some(code) = interrupts.exit_code() {
         let done = report.assets.iter().filter(|a| a.result.is_ok()).count();
-        eprintln!(
-            "bootvault: interrupted: {done} of {} assets ready; partial downloads resume on the \
-             next prepare",
-            report.assets.len()
+        super::ui::write_stderr(
+            format!(
+                "bootvault: interrupted: {done} of {} assets ready; partial downloads resume on \
+                 the next prepare\n",
+                report.assets.len()
+            )
+            .as_bytes(),
         );
         return Ok(code);
     }
     for asset in &report.assets {
         if let Err(err) = &asset.result {
-            eprintln!("bootvault: error: {err}");
+            super::ui::print_error(&err.to_string());
         }
     }
     let code = if report.failed() { EXIT_FAILED } else { 0 };
-    let printed = if a.json {
+    let printed = if events {
+        Ok(())
+    } else if a.json {
         // The report carries the manifest's kernel_cmdline (arcbox-boot manifests) itself.
         out_json(&report_json(&report))
     } else {
@@ -127,18 +163,25 @@ pub fn report_json(report: &Report) -> serde_json::Value {
 
 /// A plain table for humans.
 pub fn report_table(report: &Report) -> String {
+    let w = report
+        .assets
+        .iter()
+        .map(|a| a.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(24);
     let mut s = format!(
-        "{:<24} {:<11} {:>14} {:>14} {:>10}\n",
+        "{:<w$} {:<11} {:>14} {:>14} {:>10}\n",
         "ASSET", "OUTCOME", "HASHED", "DOWNLOADED", "TIME"
     );
     for a in &report.assets {
         s.push_str(&format!(
-            "{:<24} {:<11} {:>14} {:>14} {:>10}\n",
+            "{:<w$} {:<11} {:>14} {:>14} {:>10}\n",
             a.name,
             a.outcome().map(|o| o.as_str()).unwrap_or("FAILED"),
             human_bytes(a.bytes_hashed),
             human_bytes(a.bytes_downloaded),
-            format!("{:.1} ms", a.elapsed.as_secs_f64() * 1e3),
+            super::ui::human_duration(a.elapsed),
         ));
     }
     let hashed: u64 = report.assets.iter().map(|a| a.bytes_hashed).sum();
@@ -152,19 +195,4 @@ pub fn report_table(report: &Report) -> String {
         report.elapsed.as_secs_f64() * 1e3
     ));
     s
-}
-
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }

@@ -1,9 +1,65 @@
-//! Progress bars on a terminal: one aggregate bar plus one per active asset.
+//! What a prepare reports as it goes: progress bars on a terminal (one aggregate bar plus one
+//! per active asset), log lines for -v, and `--message-format json` events.
 
-use bootvault::{Manifest, Progress};
+use super::events::Events;
+use super::ui::{self, ui};
+use bootvault::{Manifest, Progress, Report};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+/// Everything a prepare's progress callback feeds.
+pub struct Reporter {
+    bars: Option<Bars>,
+    events: Option<Arc<Events>>,
+}
+
+impl Reporter {
+    /// Bars when the run draws progress (`ui().progress`), JSON events when `events`.
+    pub fn new(manifest: &Manifest, events: bool) -> Reporter {
+        Reporter {
+            bars: ui()
+                .progress
+                .then(|| Bars::new(manifest.assets.len() as u64, "prepare")),
+            events: events.then(|| Arc::new(Events::new())),
+        }
+    }
+
+    pub fn callback(&self) -> bootvault::ProgressFn {
+        let bars = self.bars.as_ref().map(Bars::callback);
+        let events = self.events.clone();
+        Arc::new(move |p: &Progress<'_>| {
+            log(p);
+            if let Some(b) = &bars {
+                b(p);
+            }
+            if let Some(e) = &events {
+                e.emit(p);
+            }
+        })
+    }
+
+    /// Clears the bars; writes the events' summary line.
+    pub fn finish(self, report: Option<&Report>) {
+        if let Some(b) = self.bars {
+            b.finish();
+        }
+        if let (Some(e), Some(r)) = (self.events, report) {
+            e.summary(r);
+        }
+    }
+}
+
+/// Log lines for -v (info) and -vv (debug); the library logs downloads, retries, resumes and
+/// lock waits.
+fn log(p: &Progress<'_>) {
+    match p {
+        Progress::Checking { name } => tracing::debug!("{name}: checking"),
+        Progress::Ready { name, outcome } => tracing::info!("{name}: {}", outcome.as_str()),
+        Progress::Failed { name, error } => tracing::debug!("{name}: failed: {error}"),
+        _ => {}
+    }
+}
 
 pub struct Bars {
     multi: MultiProgress,
@@ -12,20 +68,28 @@ pub struct Bars {
 }
 
 impl Bars {
-    pub fn new(manifest: &Manifest) -> Bars {
+    /// An aggregate bar over `count` assets, labelled `prefix`; log lines go through it.
+    pub fn new(count: u64, prefix: &str) -> Bars {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
-        let total = multi.add(ProgressBar::new(manifest.assets.len() as u64));
+        let total = multi.add(ProgressBar::new(count));
         total.set_style(
             ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} assets {elapsed}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
         );
-        total.set_prefix("prepare");
+        total.set_prefix(prefix.to_string());
+        ui::set_bars(Some(multi.clone()));
         Bars {
             multi,
             total,
             per: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// Relabels the aggregate bar and restarts it (the demo's steps).
+    pub fn restart(&self, prefix: &str) {
+        self.total.set_prefix(prefix.to_string());
+        self.total.reset();
     }
 
     pub fn callback(&self) -> bootvault::ProgressFn {
@@ -90,5 +154,6 @@ impl Bars {
     pub fn finish(self) {
         self.total.finish_and_clear();
         let _ = self.multi.clear();
+        ui::set_bars(None);
     }
 }

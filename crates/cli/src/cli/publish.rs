@@ -9,17 +9,17 @@ use std::path::PathBuf;
 #[derive(Args, Debug)]
 pub struct PublishArgs {
     /// The manifest to publish (stored as the artifact's config blob, byte for byte).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "BOOTVAULT_MANIFEST")]
     pub manifest: PathBuf,
     /// Directory holding the assets at their manifest paths (a prepared store root).
-    #[arg(long, value_name = "ROOT")]
+    #[arg(long, value_name = "ROOT", env = "BOOTVAULT_DIR")]
     pub dir: PathBuf,
     /// The manifest's minisign signature, stored with the artifact; default MANIFEST.minisig
     /// when that file exists.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "BOOTVAULT_SIGNATURE")]
     pub signature: Option<PathBuf>,
     /// Print one JSON object on stdout.
-    #[arg(long)]
+    #[arg(long, env = "BOOTVAULT_JSON", value_parser = clap::builder::BoolishValueParser::new())]
     pub json: bool,
     /// Where to publish: oci://HOST[:PORT]/REPO:TAG.
     #[arg(value_name = "TARGET")]
@@ -83,7 +83,7 @@ pub fn run(a: PublishArgs) -> CmdResult {
         .iter()
         .map(|b| std::fs::metadata(&b.file).map(|m| m.len()).unwrap_or(0))
         .sum();
-    let bar = super::stderr_is_terminal().then(|| {
+    let bar = super::ui().progress.then(|| {
         let b = indicatif::ProgressBar::new(total);
         b.set_style(
             indicatif::ProgressStyle::with_template(

@@ -12,10 +12,21 @@ use std::path::{Path, PathBuf};
 pub struct RegistryArgs {
     /// Try MIRROR (host[:port], or http://host[:port]) before registry HOST (repeatable; in
     /// order). A pull-through cache or a P2P layer (Dragonfly, Spegel) works unchanged.
-    #[arg(long = "registry-mirror", value_name = "HOST=MIRROR")]
+    /// Default: the config file's [registry_mirrors].
+    #[arg(
+        long = "registry-mirror",
+        value_name = "HOST=MIRROR",
+        env = "BOOTVAULT_REGISTRY_MIRROR",
+        value_delimiter = ','
+    )]
     pub mirrors: Vec<String>,
     /// Speak plain HTTP to this registry host (loopback registries always are).
-    #[arg(long = "insecure-registry", value_name = "HOST")]
+    #[arg(
+        long = "insecure-registry",
+        value_name = "HOST",
+        env = "BOOTVAULT_INSECURE_REGISTRY",
+        value_delimiter = ','
+    )]
     pub insecure: Vec<String>,
 }
 
@@ -25,6 +36,12 @@ impl RegistryArgs {
             insecure: self.insecure.clone(),
             ..Default::default()
         };
+        // Flags (or their variable) replace the config file's mirrors, as for every setting.
+        if self.mirrors.is_empty() {
+            let config = &super::ui().config.registry_mirrors;
+            opts.mirrors
+                .extend(config.iter().map(|(h, m)| (h.clone(), m.clone())));
+        }
         for m in &self.mirrors {
             let (host, mirror) = m
                 .split_once('=')
@@ -42,15 +59,25 @@ impl RegistryArgs {
 #[derive(Args, Clone, Debug, Default)]
 pub struct TrustArgs {
     /// A minisign public key (minisign.pub). With one, a manifest fetched from a URL or a
-    /// registry tag must carry a valid signature by a trusted key (repeatable).
-    #[arg(long = "trusted-key", value_name = "FILE")]
+    /// registry tag must carry a valid signature by a trusted key (repeatable). Default: the
+    /// config file's trusted_keys.
+    #[arg(
+        long = "trusted-key",
+        value_name = "FILE",
+        env = "BOOTVAULT_TRUSTED_KEY",
+        value_delimiter = ','
+    )]
     pub trusted_keys: Vec<PathBuf>,
 }
 
 impl TrustArgs {
     fn keys(&self) -> Result<Vec<TrustedKey>, Failure> {
-        self.trusted_keys
-            .iter()
+        let keys = if self.trusted_keys.is_empty() {
+            &super::ui().config.trusted_keys
+        } else {
+            &self.trusted_keys
+        };
+        keys.iter()
             .map(|p| TrustedKey::from_file(p).map_err(|e| Failure::usage(e.to_string())))
             .collect()
     }

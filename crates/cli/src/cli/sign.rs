@@ -11,7 +11,7 @@ pub struct SignArgs {
     pub manifest: PathBuf,
     /// The minisign secret key (minisign.key). An encrypted key's password is read from the
     /// environment variable BOOTVAULT_KEY_PASSWORD.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "BOOTVAULT_SIGNING_KEY")]
     pub key: PathBuf,
     /// Where to write the signature; default MANIFEST.minisig.
     #[arg(long, short, value_name = "FILE")]
