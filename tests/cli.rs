@@ -1674,4 +1674,16 @@ fn prepare_dry_run_prints_the_plan_and_changes_nothing() {
         "{}",
         human.stdout
     );
+
+    // With --message-format json the plan is one JSON line.
+    let mut cmd = common::bootvault_cmd();
+    cmd.args(["prepare", "--dry-run", "--message-format", "json", "--dir"])
+        .arg(&env.root)
+        .arg("--manifest")
+        .arg(&m);
+    let lines = common::run_cmd(cmd);
+    assert_eq!(lines.code, 0, "{}", lines.describe());
+    assert_eq!(lines.stdout.lines().count(), 1, "{}", lines.stdout);
+    let v: Value = serde_json::from_str(lines.stdout.trim()).unwrap();
+    assert_eq!(v["dry_run"], true);
 }

@@ -10,6 +10,7 @@ pub fn dry_run(
     manifest: &Manifest,
     verify: Option<&str>,
     json: bool,
+    one_line: bool,
 ) -> CmdResult {
     // Look only: a missing ROOT is not created.
     let store = store.open(super::Access::Read)?;
@@ -39,13 +40,18 @@ pub fn dry_run(
         })
         .collect();
     let printed = if json {
-        out_json(&json!({
+        let v = json!({
             "dry_run": true,
             "manifest_version": manifest.version,
             "bytes_to_hash": plan.bytes_to_hash(),
             "bytes_to_fetch": plan.bytes_to_fetch(),
             "assets": rows,
-        }))
+        });
+        if one_line {
+            out(&v.to_string())
+        } else {
+            out_json(&v)
+        }
     } else {
         let mut s = format!(
             "{:<24} {:<7} {:>12} {:>12}  {}\n",

@@ -93,7 +93,15 @@ pub fn run(a: PrepareArgs) -> CmdResult {
     let (manifest, provenance) =
         super::remote::load(&a.manifest, &a.manifest_args, &fetch, &a.trust)?;
     if a.dry_run {
-        return super::plan::dry_run(&a.store, &manifest, a.verify.as_deref(), a.json);
+        // A plan is one document: `--message-format json` prints it as one JSON line.
+        let line = a.message_format == MessageFormat::Json;
+        return super::plan::dry_run(
+            &a.store,
+            &manifest,
+            a.verify.as_deref(),
+            a.json || line,
+            line,
+        );
     }
     let mut b = a
         .store
