@@ -95,6 +95,16 @@ fn is_read_only(e: &Error) -> bool {
 }
 
 impl Store {
+    /// The ledger record of `asset`, read in its own read transaction.
+    pub(crate) fn record_of(&self, asset: &Asset) -> Option<Record> {
+        self.inner
+            .ledger
+            .read_many(&[asset.path.as_str()])
+            .0
+            .pop()
+            .flatten()
+    }
+
     /// The asset's lock: single flight across processes. `None` when the state dir cannot be
     /// written (a read-only mount, another user's store): the step then runs read-only.
     fn lock(&self, call: &Call<'_>, asset: &Asset) -> Result<Option<FileLock>> {
@@ -124,21 +134,8 @@ impl Store {
         let policy = step.policy;
         // Look again under the lock: another process may have verified or placed it.
         let live = Stamp::of_path(&path).at(&path, "stat")?;
-        let record = self
-            .inner
-            .ledger
-            .read_many(&[asset.path.as_str()])
-            .0
-            .pop()
-            .flatten();
-        let verity = match (&record, &live) {
-            (Some(r), Some(l)) if r.verity.is_some() && l.kind == FileKind::Regular => {
-                place::open_nofollow(&path)
-                    .ok()
-                    .and_then(|f| crate::verity::measure(&f))
-            }
-            _ => None,
-        };
+        let record = self.record_of(asset);
+        let verity = live_verity(&path, record.as_ref(), live.as_ref());
         let verdict = judge(
             record.as_ref(),
             live.as_ref(),
@@ -333,14 +330,7 @@ impl Store {
         path: &Path,
     ) -> Result<std::result::Result<(Stamp, u64), (Sha256Digest, u64)>> {
         let src = place::open_nofollow(path).at(path, "open")?;
-        let total = asset.size.unwrap_or(0);
-        let mut progress = |done: u64| {
-            call.emit(Progress::Verifying {
-                name: &asset.name,
-                done,
-                total: total.max(done),
-            })
-        };
+        let mut progress = verifying(call, asset);
         let mode = Expected::of(asset).mode;
         place::copy_into_place(
             &src,
@@ -362,14 +352,7 @@ impl Store {
         asset: &Asset,
         path: &Path,
     ) -> Result<(place::Hashed, i64, bool, u64)> {
-        let total = asset.size.unwrap_or(0);
-        let mut progress = |done: u64| {
-            call.emit(Progress::Verifying {
-                name: &asset.name,
-                done,
-                total: total.max(done),
-            })
-        };
+        let mut progress = verifying(call, asset);
         let first = place::hash_in_place(path, &asset.name, &mut progress)?;
         let mut bytes = first.bytes;
         if !first.stamp.is_racy(call.probe) || first.digest != asset.sha256 {
@@ -394,14 +377,7 @@ impl Store {
     /// Copies a verified donor with the same digest into place, hashing on the way.
     fn link(&self, call: &Call<'_>, asset: &Asset, from: &Path) -> Result<Done> {
         let src = place::open_nofollow(from).at(from, "open donor")?;
-        let total = asset.size.unwrap_or(0);
-        let mut progress = |done: u64| {
-            call.emit(Progress::Verifying {
-                name: &asset.name,
-                done,
-                total: total.max(done),
-            })
-        };
+        let mut progress = verifying(call, asset);
         let mode = Expected::of(asset).mode;
         let path = self.inner.root.join(&asset.path);
         match place::copy_into_place(
@@ -652,6 +628,35 @@ impl Store {
             _ => None,
         };
         rec.map(|r| Record { verity, ..r })
+    }
+}
+
+/// The `Verifying` progress of `asset`, for a hash or a copy.
+fn verifying<'a>(call: &'a Call<'_>, asset: &'a Asset) -> impl FnMut(u64) + 'a {
+    let total = asset.size.unwrap_or(0);
+    move |done: u64| {
+        call.emit(Progress::Verifying {
+            name: &asset.name,
+            done,
+            total: total.max(done),
+        })
+    }
+}
+
+/// The live fs-verity measurement of the file at `path`, taken only when its record holds a
+/// verity digest to compare with (an ioctl otherwise wasted on the warm path).
+pub(crate) fn live_verity(
+    path: &Path,
+    record: Option<&Record>,
+    live: Option<&Stamp>,
+) -> Option<Sha256Digest> {
+    match (record, live) {
+        (Some(r), Some(l)) if r.verity.is_some() && l.kind == FileKind::Regular => {
+            place::open_nofollow(path)
+                .ok()
+                .and_then(|f| crate::verity::measure(&f))
+        }
+        _ => None,
     }
 }
 

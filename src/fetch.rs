@@ -244,17 +244,7 @@ pub(crate) fn drop_dead_partials(tmp_dir: &Path, key: &str) {
             continue;
         };
         let pid = rest.split('.').next().unwrap_or("");
-        let dead = pid
-            .parse::<i32>()
-            .ok()
-            .and_then(rustix::process::Pid::from_raw)
-            .is_some_and(|p| {
-                matches!(
-                    rustix::process::test_kill_process(p),
-                    Err(rustix::io::Errno::SRCH)
-                )
-            });
-        if dead {
+        if !crate::inspect::pid_alive(pid) {
             let _ = std::fs::remove_file(entry.path());
         }
     }

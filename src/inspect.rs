@@ -387,7 +387,7 @@ impl Store {
 }
 
 /// Whether the process `pid` (a decimal string) exists; an unparsable pid counts as alive.
-fn pid_alive(pid: &str) -> bool {
+pub(crate) fn pid_alive(pid: &str) -> bool {
     pid.parse::<i32>()
         .ok()
         .and_then(rustix::process::Pid::from_raw)

@@ -388,14 +388,11 @@ impl Store {
             .zip(lives)
             .zip(records)
             .map(|((asset, live), record)| {
-                let verity = match (&record, &live) {
-                    (Some(r), Some(l)) if r.verity.is_some() && l.kind == FileKind::Regular => {
-                        place::open_nofollow(&self.inner.root.join(&asset.path))
-                            .ok()
-                            .and_then(|f| crate::verity::measure(&f))
-                    }
-                    _ => None,
-                };
+                let verity = crate::execute::live_verity(
+                    &self.inner.root.join(&asset.path),
+                    record.as_ref(),
+                    live.as_ref(),
+                );
                 Observed {
                     record,
                     live,
@@ -817,13 +814,7 @@ impl Store {
         let stamp = Stamp::of_file(&file)
             .at(&path, "fstat")
             .map_err(|e| e.for_asset(&asset.name))?;
-        let record = self
-            .inner
-            .ledger
-            .read_many(&[asset.path.as_str()])
-            .0
-            .pop()
-            .flatten();
+        let record = self.record_of(asset);
         let verity = record
             .as_ref()
             .filter(|r| r.verity.is_some())
