@@ -419,18 +419,15 @@ pub fn revalidate(manifest: &Manifest) -> Result<()> {
         }
     }
     for a in &manifest.assets {
-        let mut prefix = String::new();
-        for comp in a.path.split('/') {
-            if !prefix.is_empty() && paths.contains(prefix.as_str()) {
+        // Every proper prefix ending before a '/' is a parent directory of the asset.
+        for (i, _) in a.path.match_indices('/') {
+            let prefix = &a.path[..i];
+            if paths.contains(prefix) {
                 return Err(fail(format!(
                     "asset {}: path: {:?} lies inside another asset's path {prefix:?}",
                     a.name, a.path
                 )));
             }
-            if !prefix.is_empty() {
-                prefix.push('/');
-            }
-            prefix.push_str(comp);
         }
     }
     Ok(())

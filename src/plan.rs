@@ -144,7 +144,8 @@ pub fn plan(
         .into_iter()
         .filter_map(|i| {
             let asset = manifest.assets.get(i)?;
-            let seen = observed.get(i).cloned().unwrap_or_default();
+            let none = Observed::default();
+            let seen = observed.get(i).unwrap_or(&none);
             Some(step(i, asset, seen, policy, donors))
         })
         .collect();
@@ -154,7 +155,7 @@ pub fn plan(
 fn step(
     index: usize,
     asset: &Asset,
-    seen: Observed,
+    seen: &Observed,
     policy: Option<Policy>,
     donors: &HashMap<Sha256Digest, PathBuf>,
 ) -> Step {
