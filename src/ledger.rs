@@ -424,6 +424,28 @@ fn schema_version(txn: &ReadTransaction) -> std::result::Result<u64, redb::Error
     }
 }
 
+/// Every entry of a `&str → tagged value` table that decodes, in key order (a missing table is
+/// empty; a value that does not decode is skipped, never trusted).
+fn decode_all<T>(
+    txn: &ReadTransaction,
+    table: TableDefinition<&str, &[u8]>,
+    decode: fn(&[u8]) -> Option<T>,
+) -> std::result::Result<Vec<(String, T)>, redb::Error> {
+    let table = match txn.open_table(table) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    for item in table.iter()? {
+        let (k, v) = item?;
+        if let Some(value) = decode(v.value()) {
+            out.push((k.value().to_string(), value));
+        }
+    }
+    Ok(out)
+}
+
 impl Ledger {
     /// A ledger at `path` for the store rooted at `root`; nothing is opened yet.
     pub fn new(path: PathBuf, root: PathBuf, locks: PathBuf) -> Ledger {
@@ -869,41 +891,13 @@ impl Ledger {
 
     /// Every record (for `debug ls` and `gc`), sorted by path.
     pub fn all(&self) -> (Vec<(String, Record)>, LedgerState) {
-        self.scan(|txn| {
-            let table = match txn.open_table(RECORDS) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                Err(e) => return Err(e.into()),
-            };
-            let mut out = Vec::new();
-            for item in table.iter()? {
-                let (k, v) = item?;
-                if let Some(r) = Record::decode(v.value()) {
-                    out.push((k.value().to_string(), r));
-                }
-            }
-            Ok(out)
-        })
+        self.scan(|txn| decode_all(txn, RECORDS, Record::decode))
     }
 
     /// Every manifest version's provenance, sorted by version.
     pub fn manifests(&self) -> Vec<(String, Provenance)> {
-        let (out, _) = self.scan(|txn| {
-            let table = match txn.open_table(MANIFESTS) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                Err(e) => return Err(e.into()),
-            };
-            let mut out = Vec::new();
-            for item in table.iter()? {
-                let (k, v) = item?;
-                if let Some(p) = Provenance::decode(v.value()) {
-                    out.push((k.value().to_string(), p));
-                }
-            }
-            Ok(out)
-        });
-        out
+        self.scan(|txn| decode_all(txn, MANIFESTS, Provenance::decode))
+            .0
     }
 
     /// Recent events, newest first, optionally for one path.

@@ -187,24 +187,36 @@ fn a_missing_root_is_created_and_a_file_root_is_refused_at_open() {
     assert!(!base.path().join("absent").exists());
 }
 
-#[test]
-fn cancelling_a_prepare_mid_download_keeps_a_partial_that_the_next_prepare_resumes() {
-    let bytes = blob(4, 4 << 20);
+/// A tokio host about to download one asset `name` of `bytes`, served at `rate` bytes/s:
+/// the origin, ROOT, the manifest, the store and the host's runtime.
+fn slow_download(
+    name: &str,
+    bytes: &[u8],
+    rate: usize,
+) -> (
+    Origin,
+    tempfile::TempDir,
+    Manifest,
+    Store,
+    tokio::runtime::Runtime,
+) {
     let origin = Origin::start().unwrap();
-    serve_faulty(&origin, "rootfs", &bytes, throttled(2 << 20));
+    serve_faulty(&origin, name, bytes, throttled(rate));
     let root = tempfile::tempdir().unwrap();
-    let m = code_manifest(vec![code_asset(
-        "rootfs",
-        "rootfs",
-        &bytes,
-        vec![origin.url("rootfs")],
-    )]);
+    let m = code_manifest(vec![code_asset(name, name, bytes, vec![origin.url(name)])]);
     let store = Store::open(root.path()).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
+    (origin, root, m, store, rt)
+}
+
+#[test]
+fn cancelling_a_prepare_mid_download_keeps_a_partial_that_the_next_prepare_resumes() {
+    let bytes = blob(4, 4 << 20);
+    let (origin, root, m, store, rt) = slow_download("rootfs", &bytes, 2 << 20);
     let token = CancelToken::new();
     let seen = Arc::new(AtomicU64::new(0));
     let (seen2, token2) = (seen.clone(), token.clone());
@@ -247,21 +259,7 @@ fn cancelling_a_prepare_mid_download_keeps_a_partial_that_the_next_prepare_resum
 #[test]
 fn dropping_the_prepare_future_cancels_the_download() {
     let bytes = blob(5, 8 << 20);
-    let origin = Origin::start().unwrap();
-    serve_faulty(&origin, "big", &bytes, throttled(1 << 20));
-    let root = tempfile::tempdir().unwrap();
-    let m = code_manifest(vec![code_asset(
-        "big",
-        "big",
-        &bytes,
-        vec![origin.url("big")],
-    )]);
-    let store = Store::open(root.path()).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (origin, root, m, store, rt) = slow_download("big", &bytes, 1 << 20);
     rt.block_on(async {
         let r = tokio::time::timeout(
             std::time::Duration::from_millis(700),
