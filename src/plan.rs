@@ -136,19 +136,16 @@ pub fn plan(
     only: Option<&[usize]>,
     ledger: crate::ledger::LedgerState,
 ) -> Plan {
-    let indexes: Vec<usize> = match only {
-        Some(list) => list.to_vec(),
-        None => (0..manifest.assets.len()).collect(),
+    let none = Observed::default();
+    let one = |i: usize| {
+        let asset = manifest.assets.get(i)?;
+        let seen = observed.get(i).unwrap_or(&none);
+        Some(step(i, asset, seen, policy, donors))
     };
-    let steps = indexes
-        .into_iter()
-        .filter_map(|i| {
-            let asset = manifest.assets.get(i)?;
-            let none = Observed::default();
-            let seen = observed.get(i).unwrap_or(&none);
-            Some(step(i, asset, seen, policy, donors))
-        })
-        .collect();
+    let steps = match only {
+        Some(list) => list.iter().filter_map(|&i| one(i)).collect(),
+        None => (0..manifest.assets.len()).filter_map(one).collect(),
+    };
     Plan { steps, ledger }
 }
 

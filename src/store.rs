@@ -388,11 +388,16 @@ impl Store {
             .zip(lives)
             .zip(records)
             .map(|((asset, live), record)| {
-                let verity = crate::execute::live_verity(
-                    &self.inner.root.join(&asset.path),
-                    record.as_ref(),
-                    live.as_ref(),
-                );
+                // Only a record with a verity digest needs a measurement (and the path).
+                let verity = if record.as_ref().is_some_and(|r| r.verity.is_some()) {
+                    crate::execute::live_verity(
+                        &self.inner.root.join(&asset.path),
+                        record.as_ref(),
+                        live.as_ref(),
+                    )
+                } else {
+                    None
+                };
                 Observed {
                     record,
                     live,
@@ -483,15 +488,15 @@ impl Store {
     ) -> Plan {
         let policy = opts.verify.or(self.inner.opts.verify);
         let first = plan(manifest, observed, policy, &HashMap::new(), only, state);
+        if !first.steps.iter().any(|s| s.action == Action::Fetch) {
+            return first;
+        }
         let absent: Vec<Sha256Digest> = first
             .steps
             .iter()
             .filter(|s| s.action == Action::Fetch)
             .map(|s| manifest.assets[s.index].sha256)
             .collect();
-        if absent.is_empty() {
-            return first;
-        }
         let donors = self.donors(&absent);
         if donors.is_empty() {
             return first;
@@ -509,8 +514,6 @@ impl Store {
     /// [`Store::prepare`] with per-call options.
     pub fn prepare_with(&self, manifest: &Manifest, opts: &PrepareOptions) -> Result<Report> {
         let start = Instant::now();
-        crate::manifest::revalidate(manifest)?;
-        self.refuse_state_paths(manifest)?;
         let only = self.indexes(manifest, opts)?;
         let (mut observed, mut state) = self.observe(manifest);
         // First use of a store that holds an arcbox-boot cache: import it, then look again.
@@ -548,6 +551,11 @@ impl Store {
             }
         }
         if !queue.is_empty() {
+            // Before anything is written under ROOT: the manifest may have been built or changed
+            // in code. (The warm path needs no check: it only reads, and a record can only exist
+            // for a path that passed this check when it was written.)
+            crate::manifest::revalidate(manifest)?;
+            self.refuse_state_paths(manifest)?;
             let call = Call {
                 probe: self.fs_clock(),
                 ..call
