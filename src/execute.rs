@@ -272,20 +272,8 @@ impl Store {
                     let mut done = Done::new(Outcome::Verified, stamp_placed.size, lock);
                     done.bytes_hashed = hashed;
                     // The fresh inode is bootvault's: seal it as a download is sealed.
-                    let (stamp_placed, verity) = self.seal(path, stamp_placed)?;
-                    let method = if verity.is_some() {
-                        Method::Verity
-                    } else {
-                        Method::Hashed
-                    };
-                    done.record = self.settled_record(
-                        asset,
-                        path,
-                        &stamp_placed,
-                        version,
-                        method,
-                        verity,
-                    );
+                    done.record =
+                        self.sealed_record(asset, path, stamp_placed, version, Method::Hashed)?;
                     return Ok(Ok(done));
                 }
                 Ok(Err((actual, hashed))) => return Ok(Err((actual, hashed, lock))),
@@ -330,14 +318,25 @@ impl Store {
         path: &Path,
     ) -> Result<std::result::Result<(Stamp, u64), (Sha256Digest, u64)>> {
         let src = place::open_nofollow(path).at(path, "open")?;
+        self.copy_onto_fresh_inode(call, asset, &src)
+    }
+
+    /// Copies `src` onto a fresh inode at the asset's path, hashing on the way, with the
+    /// manifest mode (see [`place::copy_into_place`]).
+    #[allow(clippy::type_complexity)]
+    fn copy_onto_fresh_inode(
+        &self,
+        call: &Call<'_>,
+        asset: &Asset,
+        src: &std::fs::File,
+    ) -> Result<std::result::Result<(Stamp, u64), (Sha256Digest, u64)>> {
         let mut progress = verifying(call, asset);
-        let mode = Expected::of(asset).mode;
         place::copy_into_place(
-            &src,
+            src,
             &self.inner.root,
             &asset.path,
             &self.inner.state.join("tmp"),
-            mode,
+            Expected::of(asset).mode,
             &asset.sha256,
             &asset.name,
             &mut progress,
@@ -377,38 +376,20 @@ impl Store {
     /// Copies a verified donor with the same digest into place, hashing on the way.
     fn link(&self, call: &Call<'_>, asset: &Asset, from: &Path) -> Result<Done> {
         let src = place::open_nofollow(from).at(from, "open donor")?;
-        let mut progress = verifying(call, asset);
-        let mode = Expected::of(asset).mode;
         let path = self.inner.root.join(&asset.path);
-        match place::copy_into_place(
-            &src,
-            &self.inner.root,
-            &asset.path,
-            &self.inner.state.join("tmp"),
-            mode,
-            &asset.sha256,
-            &asset.name,
-            &mut progress,
-        )? {
+        match self.copy_onto_fresh_inode(call, asset, &src)? {
             Ok((placed, copied)) => {
                 let mut done = Done::new(Outcome::Linked, placed.size, None);
                 done.bytes_hashed = copied;
                 done.bytes_copied = copied;
                 done.note = Some(format!("copied from {}", from.display()));
-                let (placed, verity) = self.seal(&path, placed)?;
-                let method = if verity.is_some() {
-                    Method::Verity
-                } else {
-                    Method::Copied
-                };
-                done.record = self.settled_record(
+                done.record = self.sealed_record(
                     asset,
                     &path,
-                    &placed,
+                    placed,
                     &call.manifest.version,
-                    method,
-                    verity,
-                );
+                    Method::Copied,
+                )?;
                 Ok(done)
             }
             Err((actual, _)) => Err(Error::Mismatch {
@@ -557,23 +538,16 @@ impl Store {
         hashed += rehashed;
         // The verity tier (this needs no writer open, so the download's handle is closed first).
         drop(fetched.file);
-        let (stamp_placed, verity) = self.seal(path, stamp_placed)?;
-        let method = if verity.is_some() {
-            Method::Verity
-        } else {
-            Method::Downloaded
-        };
         let mut done = Done::new(Outcome::Downloaded, fetched.size, None);
         done.bytes_hashed = hashed;
         done.bytes_downloaded = fetched.bytes_downloaded;
-        done.record = self.settled_record(
+        done.record = self.sealed_record(
             asset,
             path,
-            &stamp_placed,
+            stamp_placed,
             &call.manifest.version,
-            method,
-            verity,
-        );
+            Method::Downloaded,
+        )?;
         Ok(done)
     }
 
@@ -590,6 +564,25 @@ impl Store {
             None => placed,
         };
         Ok((stamp, verity))
+    }
+
+    /// Seals a file bootvault just placed (see [`Store::seal`]) and returns its record: the
+    /// method is `verity` when the seal took, else `method`.
+    fn sealed_record(
+        &self,
+        asset: &Asset,
+        path: &Path,
+        placed: Stamp,
+        version: &str,
+        method: Method,
+    ) -> Result<Option<Record>> {
+        let (placed, verity) = self.seal(path, placed)?;
+        let method = if verity.is_some() {
+            Method::Verity
+        } else {
+            method
+        };
+        Ok(self.settled_record(asset, path, &placed, version, method, verity))
     }
 
     /// The record of a file bootvault just placed: wait for the filesystem clock to pass the

@@ -343,28 +343,13 @@ pub fn copy_into_place(
         &tmp,
     )
     .at(&tmp, "create copy")?;
-    let copied = (|| -> Result<std::result::Result<(), (Sha256Digest, u64)>> {
-        let mut reader = src.try_clone().at(&dest, "dup")?;
-        std::io::Seek::rewind(&mut reader).at(&dest, "rewind")?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; HASH_BUF];
-        let mut n_total = 0u64;
-        loop {
-            let n = reader.read(&mut buf).at(&dest, "read")?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n]).at(&tmp, "write copy")?;
-            n_total += n as u64;
-            progress(n_total);
-        }
-        let digest = Sha256Digest::from_hasher(hasher);
+    let copied = copy_hashing(src, &dest, &mut out, &tmp, progress).map(|(digest, n)| {
         if &digest != expected {
-            return Ok(Err((digest, n_total)));
+            Err((digest, n))
+        } else {
+            Ok(())
         }
-        Ok(Ok(()))
-    })();
+    });
     match copied {
         Ok(Ok(())) => {
             let bytes = out.metadata().at(&tmp, "fstat")?.len();
@@ -386,6 +371,32 @@ pub fn copy_into_place(
     }
 }
 
+/// Copies all of `file` (from its start) to `out`, hashing on the way; returns the digest
+/// and the bytes copied.
+fn copy_hashing(
+    file: &File,
+    src: &Path,
+    out: &mut File,
+    dest: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(Sha256Digest, u64)> {
+    let mut reader = file.try_clone().at(src, "dup")?;
+    std::io::Seek::rewind(&mut reader).at(src, "rewind")?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; HASH_BUF];
+    let mut copied = 0u64;
+    loop {
+        let n = reader.read(&mut buf).at(src, "read")?;
+        if n == 0 {
+            return Ok((Sha256Digest::from_hasher(hasher), copied));
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).at(dest, "write copy")?;
+        copied += n as u64;
+        progress(copied);
+    }
+}
+
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
 fn copy_verified(
     file: &File,
@@ -397,37 +408,19 @@ fn copy_verified(
     name: &str,
     progress: &mut dyn FnMut(u64),
 ) -> Result<std::result::Result<(Stamp, u64), (Sha256Digest, u64)>> {
-    let mut reader = file.try_clone().at(src, "dup")?;
-    std::io::Seek::rewind(&mut reader).at(src, "rewind")?;
     let (mut out, tmp_name) = anonymous_or_named(parent, dest)?;
     let discard = |tmp: &Option<String>| {
         if let Some(t) = tmp {
             let _ = rustix::fs::unlinkat(&parent.fd, t.as_str(), rustix::fs::AtFlags::empty());
         }
     };
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; HASH_BUF];
-    let mut copied = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(n) => n,
-            Err(e) => {
-                discard(&tmp_name);
-                return Err(Error::io(src, "read", e));
-            }
-        };
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        if let Err(e) = out.write_all(&buf[..n]) {
+    let (digest, copied) = match copy_hashing(file, src, &mut out, dest, progress) {
+        Ok(done) => done,
+        Err(e) => {
             discard(&tmp_name);
-            return Err(Error::io(dest, "write copy", e));
+            return Err(e);
         }
-        copied += n as u64;
-        progress(copied);
-    }
-    let digest = Sha256Digest::from_hasher(hasher);
+    };
     if &digest != expected {
         discard(&tmp_name);
         return Ok(Err((digest, copied)));
