@@ -412,6 +412,7 @@ impl AssetManager {
     /// `custom_kernel`) and the rootfs ready in `cache_dir/VERSION`. Does not touch binaries.
     pub async fn prepare(&self, progress: Option<ProgressCallback>) -> Result<PreparedAssets> {
         let inner = self.inner.clone();
+        inner.ensure_manifest_async().await?;
         match inner.prepare_warm(progress)? {
             Warm::Done(p) => Ok(p.0),
             Warm::Work(work) => spawn(move || inner.finish_boot(*work).map(|p| p.0)).await,
@@ -437,6 +438,7 @@ impl AssetManager {
         progress: Option<ProgressCallback>,
     ) -> Result<()> {
         let inner = self.inner.clone();
+        inner.ensure_manifest_async().await?;
         match inner.binaries_warm(dest_dir, progress)? {
             Warm::Done(_) => Ok(()),
             Warm::Work(work) => spawn(move || inner.finish(*work).map(|_| ())).await,
@@ -459,6 +461,7 @@ impl AssetManager {
     /// nothing: a record vouches, or the file is hashed.
     pub async fn validate_binaries(&self, dest_dir: &Path) -> Result<()> {
         let inner = self.inner.clone();
+        inner.ensure_manifest_async().await?;
         let dest = dest_dir.to_path_buf();
         spawn(move || inner.validate_binaries(&dest)).await
     }
@@ -732,58 +735,63 @@ impl Inner {
         }
     }
 
-    /// Downloads the manifest (no digest is known for it) and renames it into place only once
-    /// it parses, so a truncated download never sticks.
+    /// Downloads the manifest (no digest is known for it) with the boot store's fetcher and
+    /// renames it into place only once it parses, so a truncated download never sticks.
     fn fetch_manifest(&self, dest: &Path) -> Result<()> {
         let url = self.manifest_url();
+        let body = self
+            .boot_root()?
+            .store
+            .fetch_document(&url, crate::manifest::MAX_MANIFEST_BYTES)
+            .map_err(|e| self.manifest_error(&url, e))?;
+        self.store_manifest(&url, dest, body)
+    }
+
+    /// [`Inner::fetch_manifest`] for an async caller: awaits the fetch on its runtime.
+    async fn fetch_manifest_async(&self, dest: &Path) -> Result<()> {
+        let url = self.manifest_url();
+        let store = self.boot_root()?.store.clone();
+        let body = store
+            .fetch_document_async(&url, crate::manifest::MAX_MANIFEST_BYTES)
+            .await
+            .map_err(|e| self.manifest_error(&url, e))?;
+        self.store_manifest(&url, dest, body)
+    }
+
+    fn manifest_error(&self, url: &str, e: crate::Error) -> Error {
+        let message = match e {
+            crate::Error::Document { attempts, .. } if self.offline => {
+                let _ = attempts;
+                "not cached, and offline".to_string()
+            }
+            crate::Error::Document { attempts, .. } => attempts
+                .iter()
+                .map(|a| a.reason.clone())
+                .collect::<Vec<_>>()
+                .join("; "),
+            other => other.to_string(),
+        };
+        Error::Manifest {
+            source_url: url.to_string(),
+            message,
+        }
+    }
+
+    /// Checks that `body` is a manifest for this version, then writes it `0644` (as
+    /// arcbox-boot leaves it) at `dest` by rename.
+    fn store_manifest(&self, url: &str, dest: &Path, body: Vec<u8>) -> Result<()> {
         let fail = |message: String| Error::Manifest {
-            source_url: url.clone(),
+            source_url: url.to_string(),
             message,
         };
-        if self.offline {
-            return Err(fail("not cached, and offline".into()));
-        }
-        let parsed = url::Url::parse(&url).map_err(|e| fail(e.to_string()))?;
-        let body: Vec<u8> = match parsed.scheme() {
-            "file" => {
-                let p = parsed
-                    .to_file_path()
-                    .map_err(|_| fail("not a local path".into()))?;
-                std::fs::read(&p).map_err(|e| fail(e.to_string()))?
-            }
-            "http" | "https" => {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| fail(format!("cannot start a runtime: {e}")))?;
-                rt.block_on(async {
-                    let client = reqwest::Client::builder()
-                        .connect_timeout(std::time::Duration::from_secs(10))
-                        .timeout(std::time::Duration::from_secs(30))
-                        .user_agent(concat!("bootvault/", env!("CARGO_PKG_VERSION")))
-                        .build()
-                        .map_err(|e| fail(e.to_string()))?;
-                    let resp = client
-                        .get(parsed.clone())
-                        .send()
-                        .await
-                        .map_err(|e| fail(with_sources(&e)))?;
-                    if !resp.status().is_success() {
-                        return Err(fail(format!("HTTP {}", resp.status())));
-                    }
-                    resp.bytes()
-                        .await
-                        .map(|b| b.to_vec())
-                        .map_err(|e| fail(with_sources(&e)))
-                })?
-            }
-            other => return Err(fail(format!("unsupported scheme {other:?}"))),
-        };
         let text = String::from_utf8(body).map_err(|_| fail("not UTF-8".into()))?;
-        self.parse(&text, &url)?;
+        self.parse(&text, url)?;
         let dir = dest.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".bootvault-manifest-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .tempfile_in(dir)
             .map_err(|e| fail(format!("{}: {e}", dir.display())))?;
         use std::io::Write;
         tmp.write_all(text.as_bytes())
@@ -791,6 +799,15 @@ impl Inner {
             .map_err(|e| fail(format!("{}: {e}", dest.display())))?;
         tmp.persist(dest)
             .map_err(|e| fail(format!("{}: {e}", dest.display())))?;
+        Ok(())
+    }
+
+    /// Makes sure the manifest is cached, fetching it on the caller's runtime if it is not.
+    async fn ensure_manifest_async(&self) -> Result<()> {
+        let path = self.version_dir().join("manifest.json");
+        if Stamp::of_path(&path).ok().flatten().is_none() {
+            self.fetch_manifest_async(&path).await?;
+        }
         Ok(())
     }
 
@@ -954,18 +971,6 @@ impl Inner {
             Err(Error::Assets(failed))
         }
     }
-}
-
-/// An error and its causes on one line (reqwest's own message omits the cause).
-fn with_sources(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// The warm path: every asset vouched for by its record. `Err` hands the callback back when

@@ -150,6 +150,16 @@ pub enum Error {
         message: String,
     },
 
+    /// A document without a known digest (a manifest) could not be fetched; each try is
+    /// listed with its reason.
+    #[error("fetch {url}: {}", join_attempts(.attempts))]
+    Document {
+        /// The document's URL.
+        url: String,
+        /// One entry per try, in order.
+        attempts: Vec<FetchAttempt>,
+    },
+
     /// The legacy `.verified.json` could not be read.
     #[error("legacy cache {path}: {message}")]
     Legacy {
@@ -252,7 +262,7 @@ impl Error {
             Error::SizeMismatch { .. } => "size",
             Error::Missing { .. } => "missing",
             Error::UnsafePath { .. } => "unsafe-path",
-            Error::Fetch { .. } => "fetch",
+            Error::Fetch { .. } | Error::Document { .. } => "fetch",
             Error::Unstable { .. } => "unstable",
             Error::Cancelled { .. } => "cancelled",
             Error::Store { .. } => "store",

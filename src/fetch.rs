@@ -829,3 +829,139 @@ fn copy_file(
         (req.progress)(p.offset, req.size);
     }
 }
+
+// ---- small documents (manifests) ---------------------------------------------------------------
+
+impl Fetcher {
+    /// Fetches a small document (a manifest, at most `max` bytes) whose digest is not known in
+    /// advance, with the same client (timeouts, CA certificates, a host's injected client) and
+    /// retry policy as the assets. Awaits on the caller's runtime: an async host reaches it
+    /// without any `block_on`.
+    pub async fn document(&self, url: &str, max: u64, cancel: &CancelToken) -> Result<Vec<u8>> {
+        let mut attempts = Vec::new();
+        let fail = |attempts: Vec<FetchAttempt>| Error::Document {
+            url: url.to_string(),
+            attempts,
+        };
+        if url.starts_with("file:") {
+            let path = url::Url::parse(url)
+                .ok()
+                .and_then(|u| u.to_file_path().ok())
+                .ok_or_else(|| {
+                    fail(vec![FetchAttempt {
+                        url: url.into(),
+                        reason: "not a local path".into(),
+                    }])
+                })?;
+            return crate::manifest::read_text(&path, max)
+                .map(String::into_bytes)
+                .map_err(|e| {
+                    fail(vec![FetchAttempt {
+                        url: url.into(),
+                        reason: e.to_string(),
+                    }])
+                });
+        }
+        for round in 0..=self.opts.retries {
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled { name: url.into() });
+            }
+            let hint = match self.try_document(url, max).await {
+                Ok(body) => return Ok(body),
+                Err(TryError::Transient(why, hint)) => {
+                    attempts.push(FetchAttempt {
+                        url: url.into(),
+                        reason: format!("{why} (try {})", round + 1),
+                    });
+                    hint
+                }
+                Err(TryError::Permanent(why)) => {
+                    attempts.push(FetchAttempt {
+                        url: url.into(),
+                        reason: why,
+                    });
+                    break;
+                }
+                Err(TryError::Local(e)) => return Err(e),
+                Err(TryError::Cancelled) => return Err(Error::Cancelled { name: url.into() }),
+            };
+            if round == self.opts.retries {
+                break;
+            }
+            let exp = self.opts.backoff.saturating_mul(1 << round.min(16));
+            let jittered = exp
+                .mul_f64(rand::random::<f64>())
+                .min(self.opts.max_backoff);
+            let pause = hint
+                .map(|h| h.min(self.opts.max_backoff))
+                .unwrap_or(jittered)
+                .max(jittered);
+            tracing::warn!(
+                "{url}: {}; retrying in {:.1} s",
+                attempts
+                    .last()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                pause.as_secs_f64()
+            );
+            tokio::time::sleep(pause).await;
+        }
+        Err(fail(attempts))
+    }
+
+    /// [`Fetcher::document`] for a blocking caller, on the fetcher's own runtime. Never call it
+    /// from inside an async context; await [`Fetcher::document`] there.
+    pub fn document_blocking(&self, url: &str, max: u64, cancel: &CancelToken) -> Result<Vec<u8>> {
+        match &self.rt {
+            Some(rt) => rt.block_on(self.document(url, max, cancel)),
+            None => Err(Error::Document {
+                url: url.into(),
+                attempts: vec![FetchAttempt {
+                    url: url.into(),
+                    reason: "fetch runtime is shut down".into(),
+                }],
+            }),
+        }
+    }
+
+    async fn try_document(&self, url: &str, max: u64) -> std::result::Result<Vec<u8>, TryError> {
+        let resp = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| TryError::Transient(describe(e), None))?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        match status.as_u16() {
+            200 => {}
+            408 | 429 => return Err(TryError::Transient(format!("HTTP {status}"), retry_after)),
+            s if s >= 500 => return Err(TryError::Transient(format!("HTTP {status}"), retry_after)),
+            _ => return Err(TryError::Permanent(format!("HTTP {status}"))),
+        }
+        if let Some(len) = resp.content_length()
+            && len > max
+        {
+            return Err(TryError::Permanent(format!(
+                "{len} bytes, more than the {max} allowed"
+            )));
+        }
+        let mut body = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| TryError::Transient(describe(e), None))?;
+            if body.len() as u64 + chunk.len() as u64 > max {
+                return Err(TryError::Permanent(format!(
+                    "more than the {max} bytes allowed"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+}

@@ -784,6 +784,37 @@ impl Store {
         }
     }
 
+    /// Fetches a small document whose digest is not known in advance (a manifest), at most
+    /// `max_bytes`, with this store's client and retry policy (`http(s)://` and `file://`).
+    /// Blocking; a tokio host awaits [`Store::fetch_document_async`] instead.
+    pub fn fetch_document(&self, url: &str, max_bytes: u64) -> Result<Vec<u8>> {
+        self.document_allowed(url)?;
+        self.fetcher()?
+            .document_blocking(url, max_bytes, &CancelToken::new())
+    }
+
+    /// [`Store::fetch_document`] for a tokio host: awaits on the caller's runtime (no
+    /// `block_on`, no blocking hand-off). Dropping the future stops the fetch.
+    pub async fn fetch_document_async(&self, url: &str, max_bytes: u64) -> Result<Vec<u8>> {
+        self.document_allowed(url)?;
+        self.fetcher()?
+            .document(url, max_bytes, &CancelToken::new())
+            .await
+    }
+
+    fn document_allowed(&self, url: &str) -> Result<()> {
+        if self.inner.opts.offline && !url.starts_with("file:") {
+            return Err(Error::Document {
+                url: url.into(),
+                attempts: vec![crate::error::FetchAttempt {
+                    url: url.into(),
+                    reason: "offline".into(),
+                }],
+            });
+        }
+        Ok(())
+    }
+
     pub(crate) fn fetcher(&self) -> Result<&Fetcher> {
         let f = self.inner.fetcher.get_or_init(|| {
             Fetcher::new(self.inner.opts.fetch.clone(), self.inner.client.clone())

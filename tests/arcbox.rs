@@ -893,3 +893,22 @@ fn what_arcbox_boot_accepts_is_accepted_and_what_it_rejects_is_rejected() {
         assert_eq!(ours.is_ok(), upstream_ok, "{what}: {:?}", ours.err());
     }
 }
+
+// ---- the host's own async flow ------------------------------------------------------------------
+
+/// arcbox's daemon awaits `prepare` and `prepare_binaries` on its multi-thread runtime on a
+/// fresh install: the manifest is not cached, so it is fetched on that path. It used to build
+/// a runtime and `block_on` inside the caller's ("Cannot start a runtime from within a
+/// runtime").
+#[test]
+fn regression_async_prepare_on_a_fresh_install_does_not_panic() {
+    let origin = Origin::start().unwrap();
+    publish(&origin, V, &[]);
+    let host = Host::new();
+    let m = host.bootvault(&origin, V);
+    runtime().block_on(async {
+        let p = m.prepare(None).await.unwrap();
+        assert!(p.kernel.is_file());
+        m.prepare_binaries(&host.bin, None).await.unwrap();
+    });
+}
