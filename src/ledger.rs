@@ -729,7 +729,8 @@ impl Ledger {
         if version > crate::migrations::CURRENT {
             return Ok(false);
         }
-        let root = self.root.clone();
+        // A fresh ledger starts empty: nothing inside ROOT (a `.verified.json` the guest could
+        // have written) is imported on its own; importing is an explicit operator act.
         self.write_with(db, move |txn| {
             // Another process may have migrated since the read above.
             let now = {
@@ -739,17 +740,7 @@ impl Ledger {
             if now > crate::migrations::CURRENT {
                 return Ok(false);
             }
-            let fresh = now == 0;
             crate::migrations::apply(txn, now)?;
-            if fresh {
-                let legacy = root.join(crate::migrations::legacy::FILE_NAME);
-                if legacy.exists() {
-                    match crate::migrations::legacy::import(txn, &root, &legacy) {
-                        Ok(n) => tracing::info!("imported {n} entries from {}", legacy.display()),
-                        Err(e) => tracing::warn!("{e}"),
-                    }
-                }
-            }
             Ok(true)
         })
     }

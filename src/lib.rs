@@ -27,8 +27,8 @@
 //! in [`PrepareOptions`]; [`Store::open_verified`] hands out a descriptor of exactly the
 //! verified inode.
 //!
-//! The modules, one per concept (most are private): `manifest` parses and validates both
-//! manifest formats; `digest` hashes with SHA-256; `stamp` is the stat signature and the
+//! The modules, one per concept (most are private): `manifest` parses and validates the
+//! native manifest format; `digest` hashes with SHA-256; `stamp` is the stat signature and the
 //! racy-clean rule; `judge` is the one pure trust decision behind prepare, `open_verified`
 //! and `debug`; `plan` turns it into a step per asset; `execute` runs the steps on workers;
 //! `commit` writes results in batched transactions; `ledger` holds the redb tables, upgraded
@@ -55,7 +55,6 @@ internal!(
     commit, digest, execute, fetch, judge, ledger, lock, manifest, place, plan, report, stamp,
     verity,
 );
-pub mod arcbox;
 mod cancel;
 mod error;
 mod inspect;
@@ -74,8 +73,7 @@ pub use inspect::{Explanation, GcReport, Inspection, Usage, VerifyState};
 pub use judge::{Field, Verdict};
 pub use ledger::{Event, LedgerState, Method, Provenance, Record};
 pub use manifest::{
-    ArcboxBinary, ArcboxMeta, Asset, Manifest, ParseOptions, Policy, host_arch, validate_name,
-    validate_path,
+    Asset, Manifest, ParseOptions, Policy, read_manifest_text, validate_name, validate_path,
 };
 pub use plan::{Action, Plan, Step};
 pub use report::{AssetReport, Outcome, Progress, ProgressFn, Report};

@@ -997,14 +997,15 @@ pub struct Loaded {
     pub digest: Option<Sha256Digest>,
 }
 
-/// Loads a manifest from `oci://HOST/REPO:TAG|@sha256:…` or an `http(s)://` URL. With trusted
-/// keys, a manifest that is not pinned by digest must carry a valid signature by one of them.
+/// Loads a manifest from `oci://HOST/REPO:TAG|@sha256:…` or an `http(s)://` URL, read by
+/// `parse(text, origin)` (e.g. [`crate::Manifest::parse`], or a front end that also knows
+/// other formats) once its signature is checked. With trusted keys, a manifest that is not pinned by digest must carry a valid signature by one of them.
 /// The assets of a registry artifact get that repository as their first source.
 pub fn load_manifest(
     spec: &str,
     opts: &crate::FetchOptions,
     trusted: &[crate::sign::TrustedKey],
-    parse: &crate::ParseOptions,
+    parse: &dyn Fn(&str, &str) -> crate::Result<crate::Manifest>,
 ) -> Result<Loaded, LoadError> {
     let remote = if spec.starts_with("oci://") {
         fetch_manifest(opts, &Reference::parse(spec)?)?
@@ -1025,7 +1026,7 @@ pub fn load_manifest(
     let text = std::str::from_utf8(&remote.bytes).map_err(|_| LoadError::NotText {
         origin: spec.into(),
     })?;
-    let mut manifest = crate::Manifest::parse(text, spec, parse)?;
+    let mut manifest = parse(text, spec)?;
     // The assets of a registry artifact were published beside it: pull them from there first.
     if let Some(source) = &remote.source {
         for asset in &mut manifest.assets {

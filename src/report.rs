@@ -46,7 +46,7 @@ impl std::fmt::Display for Outcome {
     }
 }
 
-/// Progress of a prepare, per asset (phases as in arcbox-boot).
+/// Progress of a prepare, per asset.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Progress<'a> {
@@ -172,7 +172,7 @@ pub struct Report {
     pub assets: Vec<AssetReport>,
     /// What the ledger read found.
     pub ledger: crate::LedgerState,
-    /// The kernel command line, for arcbox-boot manifests that carry one.
+    /// The kernel command line, for manifests that carry one.
     pub kernel_cmdline: Option<String>,
 }
 

@@ -515,18 +515,7 @@ impl Store {
     pub fn prepare_with(&self, manifest: &Manifest, opts: &PrepareOptions) -> Result<Report> {
         let start = Instant::now();
         let only = self.indexes(manifest, opts)?;
-        let (mut observed, mut state) = self.observe(manifest);
-        // First use of a store that holds an arcbox-boot cache: import it, then look again.
-        if state == LedgerState::Absent
-            && self
-                .inner
-                .root
-                .join(crate::migrations::legacy::FILE_NAME)
-                .exists()
-        {
-            let _ = self.inner.ledger.write(|_| Ok(()));
-            (observed, state) = self.observe(manifest);
-        }
+        let (observed, state) = self.observe(manifest);
         let plan = self.plan_from(manifest, &observed, state, opts, only.as_deref());
         let call = Call {
             manifest,
@@ -573,7 +562,7 @@ impl Store {
             elapsed: start.elapsed(),
             assets: reports.into_iter().flatten().collect(),
             ledger: state,
-            kernel_cmdline: manifest.kernel_cmdline().map(str::to_string),
+            kernel_cmdline: manifest.kernel_cmdline.clone(),
         })
     }
 

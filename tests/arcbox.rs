@@ -8,8 +8,8 @@ use arcbox_boot::asset_manager::{
     AssetManager as UpstreamManager, AssetManagerConfig as UpstreamConfig,
 };
 use arcbox_boot::manifest as upstream;
-use bootvault::arcbox::{AssetManager, AssetManagerConfig, AssetStatus};
-use bootvault::{Manifest, Outcome, ParseOptions};
+use bootvault::{Manifest, Outcome};
+use bootvault_arcbox::asset_manager::{AssetManager, AssetManagerConfig, AssetStatus};
 use bootvault_testkit::arcbox_set::{self, Kind, SetFile};
 use bootvault_testkit::origin::Origin;
 use common::*;
@@ -141,7 +141,7 @@ impl Host {
         origin: &Origin,
         version: &str,
     ) -> (
-        bootvault::arcbox::PreparedAssets,
+        bootvault_arcbox::asset_manager::PreparedAssets,
         BTreeMap<String, AssetStatus>,
     ) {
         let m = self.bootvault(origin, version);
@@ -197,7 +197,7 @@ fn file_state(p: &Path) -> (Vec<u8>, std::time::SystemTime) {
 // ---- the switch ---------------------------------------------------------------------------------
 
 #[test]
-fn a_real_arcbox_boot_install_switches_with_nothing_read_or_downloaded() {
+fn a_migrated_arcbox_boot_install_switches_with_nothing_read_or_downloaded() {
     let origin = Origin::start().unwrap();
     let (files, _) = publish(&origin, V, &[]);
     let host = Host::new();
@@ -208,6 +208,8 @@ fn a_real_arcbox_boot_install_switches_with_nothing_read_or_downloaded() {
     ];
     let legacy_before: Vec<_> = legacy.iter().map(|p| file_state(p)).collect();
     let requests_before = origin.total_requests();
+    // The operator's explicit act: trust what arcbox-boot left (caches and manifest.json).
+    host.bootvault(&origin, V).migrate(&host.bin).unwrap();
 
     let (prepared, status) = host.bootvault_prepare(&origin, V);
     let x86 = x86_files(&files);
@@ -239,10 +241,7 @@ fn a_real_arcbox_boot_install_switches_with_nothing_read_or_downloaded() {
         prepared.kernel_cmdline,
         "console=ttyS0 root=/dev/vda ro rootfstype=erofs earlycon"
     );
-    assert_eq!(
-        prepared.manifest.arcbox().unwrap().built_at,
-        "2026-11-25T04:09:17Z"
-    );
+    assert_eq!(prepared.manifest.built_at, "2026-11-25T04:09:17Z");
     // The legacy caches are left exactly as they were.
     for (p, before) in legacy.iter().zip(&legacy_before) {
         assert_eq!(&file_state(p), before, "{}", p.display());
@@ -329,6 +328,100 @@ fn a_fresh_install_has_arcbox_boots_layout_and_modes() {
 
 // ---- import trust -------------------------------------------------------------------------------
 
+/// The trust boundary: an install switched without `migrate` trusts nothing arcbox-boot (or a
+/// guest) left in the share. It is hashed once (nothing downloaded), and the manifest is
+/// fetched again rather than read from the share.
+#[test]
+fn regression_a_switched_install_is_hashed_once_not_trusted_from_its_legacy_caches() {
+    let origin = Origin::start().unwrap();
+    let (files, _) = publish(&origin, V, &[]);
+    let host = Host::new();
+    arcbox_boot(&origin, V, &host.cache, &host.bin);
+    let before = origin.total_requests();
+    let (_, status) = host.bootvault_prepare(&origin, V);
+    for f in x86_files(&files) {
+        let s = &status[&f.name];
+        assert_eq!(s.outcome, Outcome::Verified, "{}: {s:?}", f.name);
+        assert_eq!(s.bytes_hashed, f.bytes.len() as u64, "{}", f.name);
+        assert_eq!(s.bytes_downloaded, 0, "{}", f.name);
+    }
+    // Only the manifest, once.
+    assert_eq!(origin.total_requests(), before + 1);
+    assert_eq!(origin.requests(&format!("asset/v{V}/manifest.json")), 2);
+    // And now it is warm.
+    let (_, status) = host.bootvault_prepare(&origin, V);
+    assert_eq!(totals(&status), (0, 0));
+    assert_eq!(origin.total_requests(), before + 1);
+}
+
+/// The attack of the trust-boundary review: before the host upgrades, a guest plants the new
+/// version's wrong kernel (the right size) and an arcbox-boot cache vouching for it with its
+/// mtime. The adapter used to import that cache on the upgrade and report the kernel
+/// `cached` with 0 bytes hashed.
+#[test]
+fn regression_a_verified_json_planted_by_the_guest_vouches_for_nothing() {
+    let origin = Origin::start().unwrap();
+    publish(&origin, V, &[]);
+    let host = Host::new();
+    host.bootvault_prepare(&origin, V);
+    let (files, _) = publish(&origin, "0.6.1", &["kernel"]);
+    let kernel = files.iter().find(|f| f.kind == Kind::Kernel).unwrap();
+    let vdir = host.cache.join("0.6.1");
+    std::fs::create_dir_all(&vdir).unwrap();
+    let evil = vec![0x90u8; kernel.bytes.len()];
+    std::fs::write(vdir.join("kernel"), &evil).unwrap();
+    let meta = std::fs::metadata(vdir.join("kernel")).unwrap();
+    let mtime = filetime::FileTime::from_last_modification_time(&meta);
+    let key = vdir.join("kernel").display().to_string();
+    std::fs::write(
+        vdir.join(".verified.json"),
+        json!({"entries": {key: {
+            "sha256": sha(&kernel.bytes),
+            "size": kernel.bytes.len(),
+            "mtime_secs": mtime.unix_seconds(),
+            "mtime_nanos": mtime.nanoseconds(),
+        }}})
+        .to_string(),
+    )
+    .unwrap();
+    let (prepared, status) = host.bootvault_prepare(&origin, "0.6.1");
+    let s = &status["kernel"];
+    assert_eq!(s.outcome, Outcome::Repaired, "{s:?}");
+    assert_eq!(std::fs::read(&prepared.kernel).unwrap(), kernel.bytes);
+}
+
+/// The guest rewrites the cached `manifest.json` in the share (other digests, an evil
+/// command line). The adapter used to re-read and enforce it.
+#[test]
+fn regression_a_rewritten_manifest_json_is_fetched_again_or_refused_offline() {
+    let origin = Origin::start().unwrap();
+    let (_, text) = publish(&origin, V, &[]);
+    let host = Host::new();
+    host.bootvault_prepare(&origin, V);
+    let path = host.cache.join(V).join("manifest.json");
+    let evil = text.replace("earlycon", "earlycon init=/bin/evil");
+    assert_ne!(evil, text);
+    std::fs::write(&path, &evil).unwrap();
+    // Offline: refused, naming the manifest and why.
+    let err = host
+        .bootvault(&origin, V)
+        .offline(true)
+        .prepare_blocking(None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("manifest.json") && err.contains("changed"), "{err}");
+    // Online: fetched again from the CDN, and the share's copy put back.
+    let (prepared, _) = host.bootvault_prepare(&origin, V);
+    assert!(!prepared.kernel_cmdline.contains("evil"), "{}", prepared.kernel_cmdline);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    // Even a manager that parsed the good one before sees the rewrite.
+    let m = host.bootvault(&origin, V).offline(true);
+    m.prepare_blocking(None).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&path, &evil).unwrap();
+    assert!(m.prepare_blocking(None).is_err());
+}
+
 #[test]
 fn a_same_size_rewrite_with_mtime_restored_after_the_cache_is_rehashed() {
     let origin = Origin::start().unwrap();
@@ -349,6 +442,8 @@ fn a_same_size_rewrite_with_mtime_restored_after_the_cache_is_rehashed() {
         filetime::set_file_mtime(&p, filetime::FileTime::from_last_modification_time(&meta))
             .unwrap();
     }
+    // The operator trusts arcbox-boot's caches explicitly; the ctime rule still catches both.
+    host.bootvault(&origin, V).migrate(&host.bin).unwrap();
     let (_, status) = host.bootvault_prepare(&origin, V);
     for f in x86_files(&files) {
         let s = &status[&f.name];
@@ -472,6 +567,19 @@ fn relative_keys_of_a_relative_cache_dir_resolve() {
     let keys = std::fs::read_to_string(host.bin.join(".verified.json")).unwrap();
     assert!(keys.contains("\"share/kernel/vmlinux\""), "{keys}");
 
+    let migrate = run_cmd({
+        let mut c = bootvault_cmd();
+        c.args(["arcbox", "migrate", "--version", V, "--arch", "x86_64"])
+            .arg("--cache-dir")
+            .arg(&host.cache)
+            .arg("--bin-dir")
+            .arg(&host.bin)
+            .arg("--state-dir")
+            .arg(&host.state)
+            .current_dir("/");
+        c
+    });
+    assert_eq!(migrate.code, 0, "{}", migrate.describe());
     let before = origin.total_requests();
     let r = run_cmd({
         let mut c = bootvault_cmd();
@@ -583,15 +691,16 @@ fn an_upgrade_keeps_unchanged_binaries_and_fetches_changed_ones() {
 // ---- manifests ----------------------------------------------------------------------------------
 
 fn parse(text: &str, arch: &str) -> Manifest {
-    Manifest::parse(
-        text,
-        "test",
-        &ParseOptions {
-            arch: Some(arch.into()),
-            base_url: Some("https://boot.arcboxcdn.com".into()),
-        },
-    )
-    .unwrap()
+    to_native(text, Some(arch), Some("https://boot.arcboxcdn.com")).unwrap()
+}
+
+/// `bootvault prepare`'s reading of an arcbox-format manifest (the arcbox crate's).
+fn to_native(
+    text: &str,
+    arch: Option<&str>,
+    base: Option<&str>,
+) -> Result<Manifest, bootvault::Error> {
+    bootvault_arcbox::native::to_native(text, "m.json", arch, base)
 }
 
 #[test]
@@ -602,14 +711,18 @@ fn the_real_sample_parses_field_for_field() {
     let m = parse(&text, "x86_64");
     assert_eq!(m.version, "0.6.0");
     assert_eq!(m.assets.len(), 22);
-    let meta = m.arcbox().unwrap();
-    assert_eq!(meta.built_at, theirs.built_at);
-    assert_eq!(meta.source_sha, theirs.source_sha);
-    assert_eq!(meta.source_ref.as_deref(), Some("refs/tags/v0.6.0"));
-    assert_eq!(meta.kernel_version.as_deref(), Some("6.12.40"));
-    assert_eq!(meta.rootfs_version, None);
+    // The host reads the release's fields from the arcbox crate's own serde type.
+    let ours: bootvault_arcbox::manifest::Manifest = serde_json::from_str(&text).unwrap();
+    assert_eq!(ours.built_at, theirs.built_at);
+    assert_eq!(ours.source_sha, theirs.source_sha);
+    assert_eq!(ours.source_ref.as_deref(), Some("refs/tags/v0.6.0"));
     assert_eq!(
-        m.kernel_cmdline(),
+        ours.targets["x86_64"].kernel.version.as_deref(),
+        Some("6.12.40")
+    );
+    assert_eq!(ours.targets["x86_64"].rootfs.version, None);
+    assert_eq!(
+        m.kernel_cmdline.as_deref(),
         Some(theirs.targets["x86_64"].kernel_cmdline.as_str())
     );
     let path = |name: &str| m.find(name).unwrap().path.clone();
@@ -619,7 +732,7 @@ fn the_real_sample_parses_field_for_field() {
     assert_eq!(path("mkfs.ext4"), "runtime/bin/mkfs.ext4");
     assert_eq!(path("dockerd"), "bin/dockerd");
     assert!(m.find("FEX").is_none(), "arm64 only");
-    let k3s = meta.binaries.iter().find(|b| b.name == "k3s").unwrap();
+    let k3s = ours.binaries.iter().find(|b| b.name == "k3s").unwrap();
     assert_eq!(k3s.version, "v1.36.2+k3s1");
     for a in &m.assets {
         assert_eq!(a.verify, bootvault::Policy::Cached, "{}", a.name);
@@ -637,7 +750,7 @@ fn the_real_sample_parses_field_for_field() {
     assert_eq!(arm.assets.len(), 23);
     assert_eq!(arm.find("FEX").unwrap().path, "runtime/bin/FEX");
     assert_eq!(
-        arm.kernel_cmdline(),
+        arm.kernel_cmdline.as_deref(),
         Some("console=hvc0 root=/dev/vda ro rootfstype=erofs earlycon")
     );
 }
@@ -728,16 +841,9 @@ fn required_arcbox_fields_are_required() {
             serde_json::from_value::<upstream::Manifest>(v.clone()).is_err(),
             "{pointer}/{field}"
         );
-        let err = Manifest::parse(
-            &v.to_string(),
-            "m.json",
-            &ParseOptions {
-                arch: Some("x86_64".into()),
-                base_url: None,
-            },
-        )
-        .unwrap_err()
-        .to_string();
+        let err = to_native(&v.to_string(), Some("x86_64"), None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(field), "{pointer}/{field}: {err}");
     }
 }
@@ -776,7 +882,7 @@ fn a_state_dir_inside_the_share_is_refused() {
     .with_state_dir(host.share().join(".state"));
     let err = m.prepare_binaries_blocking(&host.bin, None).unwrap_err();
     assert!(
-        matches!(err, bootvault::arcbox::Error::StateInShare { .. }),
+        matches!(err, bootvault_arcbox::Error::StateInShare { .. }),
         "{err}"
     );
     assert!(!host.share().join(".state").exists());
@@ -814,7 +920,7 @@ fn a_custom_kernel_is_used_as_is_and_the_manifest_kernel_is_not_fetched() {
         .with_state_dir(&host.state);
     let err = m.prepare_blocking(None).unwrap_err();
     assert!(
-        matches!(err, bootvault::arcbox::Error::CustomKernel(_)),
+        matches!(&err, bootvault_arcbox::Error::Other(m) if m.contains("custom kernel")),
         "{err}"
     );
 }
@@ -829,7 +935,7 @@ fn an_unsafe_version_is_refused_before_touching_the_disk() {
         .err()
         .unwrap();
         assert!(
-            matches!(err, bootvault::arcbox::Error::InvalidConfig(_)),
+            matches!(err, bootvault_arcbox::Error::InvalidConfig(_)),
             "{bad:?}: {err}"
         );
     }
@@ -882,14 +988,7 @@ fn what_arcbox_boot_accepts_is_accepted_and_what_it_rejects_is_rejected() {
         let mut v = base.clone();
         edit(&mut v);
         let upstream_ok = serde_json::from_value::<upstream::Manifest>(v.clone()).is_ok();
-        let ours = Manifest::parse(
-            &v.to_string(),
-            "m.json",
-            &ParseOptions {
-                arch: Some("x86_64".into()),
-                base_url: None,
-            },
-        );
+        let ours = to_native(&v.to_string(), Some("x86_64"), None);
         assert_eq!(ours.is_ok(), upstream_ok, "{what}: {:?}", ours.err());
     }
 }

@@ -108,7 +108,7 @@ pub fn manifest(
     Manifest {
         version: version.into(),
         base_url: None,
-        arcbox: None,
+        kernel_cmdline: None,
         assets: set
             .iter()
             .map(|a| Asset {

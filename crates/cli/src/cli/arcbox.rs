@@ -1,9 +1,10 @@
 //! `bootvault arcbox prepare|migrate`: arcbox-boot's layout (boot cache + bin dir), switched in
-//! place through `bootvault::arcbox`.
+//! place through the arcbox crate (`bootvault-arcbox`, arcbox-boot's API).
 
 use super::{CmdResult, EXIT_FAILED, EXIT_USAGE, Failure, finish_output, out, out_json};
 use bootvault::Verdict;
-use bootvault::arcbox::{AssetManager, AssetManagerConfig, AssetStatus, Error};
+use bootvault_arcbox::asset_manager::{AssetManager, AssetManagerConfig, AssetStatus};
+use bootvault_arcbox::Error;
 use clap::{Args, Subcommand};
 use serde_json::json;
 use std::path::PathBuf;
@@ -12,10 +13,12 @@ use std::time::Instant;
 #[derive(Subcommand, Debug)]
 pub enum ArcboxCommand {
     /// Fetch the manifest if needed, then make kernel, rootfs and binaries ready where
-    /// arcbox-boot puts them (importing its .verified.json files on first use).
+    /// arcbox-boot puts them (a switched install is hashed once: nothing in the share vouches).
     Prepare(PrepareArgs),
-    /// Import arcbox-boot's .verified.json files (version dir and bin dir) without fetching or
-    /// hashing; reports what a prepare would trust.
+    /// Trust what arcbox-boot left: import its .verified.json files (version dir and bin dir)
+    /// and adopt the cached manifest.json, without fetching or hashing. This trusts whoever
+    /// could write those files (the guest can write the share): run it only on an install you
+    /// trust. Reports what a prepare will trust.
     Migrate(LayoutArgs),
 }
 
@@ -58,7 +61,10 @@ pub struct PrepareArgs {
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
         let code = match &e {
-            Error::InvalidConfig(_) | Error::StateInShare { .. } => EXIT_USAGE,
+            Error::InvalidConfig(_)
+            | Error::StateInShare { .. }
+            | Error::ArchNotFound(_)
+            | Error::UnsupportedSchema { .. } => EXIT_USAGE,
             Error::Store(inner) if inner.is_usage() => EXIT_USAGE,
             _ => EXIT_FAILED,
         };
@@ -113,13 +119,12 @@ fn prepare(a: PrepareArgs) -> CmdResult {
     assets.extend(m.prepare_binaries_blocking(&a.layout.bin_dir, None)?);
     let elapsed = start.elapsed();
     let printed = if a.layout.json {
-        let meta = prepared.manifest.arcbox();
         out_json(&json!({
             "version": prepared.version,
             "kernel": prepared.kernel,
             "rootfs": prepared.rootfs,
             "kernel_cmdline": prepared.kernel_cmdline,
-            "built_at": meta.map(|m| m.built_at.as_str()),
+            "built_at": prepared.manifest.built_at,
             "elapsed_ms": (elapsed.as_secs_f64() * 1e6).round() / 1e3,
             "assets": assets.iter().map(asset_json).collect::<Vec<_>>(),
         }))
@@ -149,14 +154,14 @@ fn prepare(a: PrepareArgs) -> CmdResult {
 
 fn migrate(a: LayoutArgs) -> CmdResult {
     let m = manager(&a, None, true)?;
-    // The manifest first: without it nothing can be judged, and nothing is written.
-    let manifest = m.cached_manifest()?;
     let imports = m.migrate(&a.bin_dir)?;
+    // Offline: the manifest just adopted (a missing one fails here, naming it).
+    let manifest = m.manifest()?;
     let checks = m.check(&a.bin_dir)?;
     let printed = if a.json {
         out_json(&json!({
             "version": a.version,
-            "kernel_cmdline": manifest.kernel_cmdline(),
+            "kernel_cmdline": manifest.targets.get(&m.config().arch).map(|t| t.kernel_cmdline.as_str()),
             "imports": imports.iter().map(|i| json!({
                 "legacy": i.legacy,
                 "imported": i.imported,

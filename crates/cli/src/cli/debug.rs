@@ -108,7 +108,7 @@ fn targets(store: &Store, manifest: Option<Manifest>) -> Manifest {
         Manifest {
             version: "ledger".into(),
             base_url: None,
-            arcbox: None,
+            kernel_cmdline: None,
             assets: records
                 .into_iter()
                 .map(|(path, r)| Asset {

@@ -168,13 +168,38 @@ pub struct ManifestArgs {
 }
 
 impl ManifestArgs {
+    /// Reads a manifest file (a regular file of at most 16 MiB) in either format.
     pub fn load(&self, path: &Path) -> Result<Manifest, bootvault::Error> {
-        Manifest::from_file(
-            path,
-            &ParseOptions {
-                arch: self.arch.clone(),
-                base_url: self.base_url.clone(),
-            },
+        let origin = path.display().to_string();
+        let text = bootvault::read_manifest_text(path).map_err(|e| bootvault::Error::Manifest {
+            origin: origin.clone(),
+            message: format!("cannot read: {e}"),
+        })?;
+        self.parse(&text, &origin)
+    }
+
+    /// Parses either format: arcbox-boot's (detected by its fields, mapped onto the one-root
+    /// layout by the arcbox crate) or the native one.
+    pub fn parse(&self, text: &str, origin: &str) -> Result<Manifest, bootvault::Error> {
+        // Only a text that names one of arcbox-boot's fields is parsed twice.
+        let maybe_arcbox = ["\"schema_version\"", "\"asset_version\"", "\"targets\"", "\"binaries\""]
+            .iter()
+            .any(|k| text.contains(k));
+        if maybe_arcbox
+            && let Ok(doc) = serde_json::from_str::<serde_json::Value>(text)
+            && bootvault_arcbox::native::is_arcbox_format(&doc)
+        {
+            return bootvault_arcbox::native::to_native(
+                text,
+                origin,
+                self.arch.as_deref(),
+                self.base_url.as_deref(),
+            );
+        }
+        Manifest::parse(
+            text,
+            origin,
+            &ParseOptions::default().base_url(self.base_url.clone()),
         )
     }
 }

@@ -3,7 +3,7 @@
 use super::{EXIT_FAILED, EXIT_USAGE, Failure, ManifestArgs};
 use bootvault::oci::OciOptions;
 use bootvault::sign::TrustedKey;
-use bootvault::{Manifest, ParseOptions};
+use bootvault::Manifest;
 use clap::Args;
 use std::path::{Path, PathBuf};
 
@@ -114,10 +114,7 @@ pub fn load(
     if !is_remote(spec) {
         return Ok((margs.load(Path::new(spec))?, provenance(None, None)));
     }
-    let parse = ParseOptions {
-        arch: margs.arch.clone(),
-        base_url: margs.base_url.clone(),
-    };
+    let parse = |text: &str, origin: &str| margs.parse(text, origin);
     let loaded =
         bootvault::oci::load_manifest(spec, fetch, &keys, &parse).map_err(|e| Failure {
             code: if e.is_usage() {

@@ -1,0 +1,364 @@
+//! The machinery behind the public API: one bootvault [`Store`] per root (the boot cache and
+//! each share), their state dirs outside both, the manifest and what vouches for it, the warm
+//! path and the hand-off of real work to tokio's blocking pool.
+
+use crate::download::{PreparePhase, PrepareProgress, ProgressCallback};
+use crate::error::{Error, Result};
+use crate::layout::{self, Base};
+use crate::manifest::Manifest;
+use bootvault::{Outcome, PrepareOptions, Progress, ProgressFn, Sha256Digest, Store};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// How one asset of a root ended up in a call.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct AssetStatus {
+    /// Asset name.
+    pub name: String,
+    /// Absolute path.
+    pub path: PathBuf,
+    /// The outcome.
+    pub outcome: Outcome,
+    /// Content bytes read by hashing.
+    pub bytes_hashed: u64,
+    /// Bytes fetched.
+    pub bytes_downloaded: u64,
+    /// Bytes copied from another verified file with the same digest (`linked`).
+    pub bytes_copied: u64,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The default base of the state dirs: `$XDG_STATE_HOME/bootvault/arcbox`, else
+/// `~/.local/state/bootvault/arcbox`.
+pub(crate) fn default_state_base() -> Option<PathBuf> {
+    let var = |v: &str| {
+        std::env::var_os(v)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+    };
+    var("XDG_STATE_HOME")
+        .or_else(|| var("HOME").map(|h| h.join(".local").join("state")))
+        .map(|s| s.join("bootvault").join("arcbox"))
+}
+
+/// `base/KIND-HASH`: the 64-bit FNV-1a hash of the root's absolute path in hex (a moved root
+/// starts afresh and re-hashes once). A name, not a security boundary.
+pub(crate) fn state_for(base: &Path, kind: &str, root: &Path) -> PathBuf {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in root.as_os_str().as_encoded_bytes() {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    base.join(format!("{kind}-{h:016x}"))
+}
+
+/// The absolute share root of `dest_dir` (its parent, or itself at `/`) and the bin dir's name
+/// under it.
+pub(crate) fn share_root(dest_dir: &Path) -> Result<(PathBuf, Option<String>)> {
+    let dest = std::path::absolute(dest_dir)
+        .map_err(|e| Error::InvalidConfig(format!("dest_dir {}: {e}", dest_dir.display())))?;
+    match (dest.parent(), dest.file_name()) {
+        (Some(parent), Some(name)) => {
+            let name = name.to_str().ok_or_else(|| {
+                Error::InvalidConfig(format!("dest_dir {}: not UTF-8", dest.display()))
+            })?;
+            Ok((parent.to_path_buf(), Some(name.to_string())))
+        }
+        _ => Ok((dest, None)),
+    }
+}
+
+/// A parsed manifest and the digest of the exact bytes it was parsed from.
+pub(crate) struct Parsed {
+    pub manifest: Manifest,
+    pub digest: Sha256Digest,
+}
+
+/// One root: its store, and the bootvault manifest derived for it from the last parsed one.
+pub(crate) struct Root {
+    pub store: Store,
+    derived: Mutex<Option<(Arc<Parsed>, Arc<bootvault::Manifest>)>>,
+}
+
+impl Root {
+    pub fn open(root: &Path, state: &Path, offline: bool) -> Result<Root> {
+        let store = Store::builder(root)
+            .state_dir(state)
+            .offline(offline)
+            .open()?;
+        Ok(Root {
+            store,
+            derived: Mutex::new(None),
+        })
+    }
+
+    /// The root's manifest for `source`, derived once per parsed manifest.
+    pub fn derive(
+        &self,
+        source: &Arc<Parsed>,
+        make: impl FnOnce() -> Result<bootvault::Manifest>,
+    ) -> Result<Arc<bootvault::Manifest>> {
+        let mut d = lock(&self.derived);
+        if let Some((src, m)) = d.as_ref()
+            && Arc::ptr_eq(src, source)
+        {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(make()?);
+        *d = Some((source.clone(), m.clone()));
+        Ok(m)
+    }
+
+    /// The warm path: every asset vouched for by its record (one `lstat` each and one read
+    /// transaction; nothing written). `None` when something must be hashed or fetched.
+    pub fn warm(
+        &self,
+        m: &bootvault::Manifest,
+        progress: Option<&ProgressCallback>,
+    ) -> Option<Vec<AssetStatus>> {
+        let (insp, _) = self.store.inspect(m, None);
+        if !insp.iter().all(|i| i.verdict.is_trusted()) {
+            return None;
+        }
+        let total = insp.len();
+        let mut out = Vec::with_capacity(total);
+        for (idx, i) in insp.into_iter().enumerate() {
+            if let Some(f) = progress {
+                for phase in [PreparePhase::Checking, PreparePhase::Cached] {
+                    f(PrepareProgress {
+                        name: i.asset.name.clone(),
+                        current: idx + 1,
+                        total,
+                        phase,
+                    });
+                }
+            }
+            out.push(AssetStatus {
+                name: i.asset.name,
+                path: i.path,
+                outcome: Outcome::Cached,
+                bytes_hashed: 0,
+                bytes_downloaded: 0,
+                bytes_copied: 0,
+            });
+        }
+        Some(out)
+    }
+
+    /// The store's prepare (hash, link, fetch, repair) of `m`. Blocking.
+    pub fn finish(
+        &self,
+        m: &bootvault::Manifest,
+        progress: Option<ProgressCallback>,
+    ) -> Result<Vec<AssetStatus>> {
+        let mut opts = PrepareOptions::new();
+        if let Some(f) = progress {
+            opts = opts.progress(bridge(f, m));
+        }
+        let report = self.store.prepare_with(m, &opts)?;
+        let mut failed = Vec::new();
+        let mut out = Vec::with_capacity(report.assets.len());
+        for a in report.assets {
+            match a.result {
+                Ok(outcome) => out.push(AssetStatus {
+                    name: a.name,
+                    path: a.path,
+                    outcome,
+                    bytes_hashed: a.bytes_hashed,
+                    bytes_downloaded: a.bytes_downloaded,
+                    bytes_copied: a.bytes_copied,
+                }),
+                Err(e) => failed.push((a.name, e)),
+            }
+        }
+        if !failed.is_empty() {
+            return Err(Error::from_assets(failed));
+        }
+        Ok(out)
+    }
+
+    /// Checks every asset of `m` is present with its digest, writing nothing: a record
+    /// vouches, or the file is hashed (as arcbox-boot's `validate_binaries`).
+    pub fn validate(&self, m: &bootvault::Manifest) -> Result<()> {
+        for a in &m.assets {
+            let path = self.store.root().join(&a.path);
+            if std::fs::symlink_metadata(&path).is_err() {
+                return Err(Error::Other(format!(
+                    "binary '{}' not found at {}",
+                    a.name,
+                    path.display()
+                )));
+            }
+            match self.store.open_verified(a) {
+                Ok(_) => {}
+                Err(bootvault::Error::Mismatch {
+                    expected, actual, ..
+                }) => {
+                    return Err(Error::ChecksumMismatch {
+                        name: a.name.clone(),
+                        expected: expected.to_hex(),
+                        actual: actual.to_hex(),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The store's progress events in arcbox-boot's phases, for one call.
+fn bridge(f: ProgressCallback, m: &bootvault::Manifest) -> ProgressFn {
+    let index: HashMap<String, usize> = m
+        .assets
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.name.clone(), i))
+        .collect();
+    Arc::new(move |p: &Progress<'_>| {
+        let (name, phase) = match p {
+            Progress::Checking { name } | Progress::Waiting { name } => {
+                (*name, PreparePhase::Checking)
+            }
+            Progress::Downloading { name, done, total } => (
+                *name,
+                PreparePhase::Downloading {
+                    downloaded: *done,
+                    total: *total,
+                },
+            ),
+            Progress::Verifying { name, .. } => (*name, PreparePhase::Verifying),
+            Progress::Ready { name, outcome } => (
+                *name,
+                match outcome {
+                    Outcome::Cached | Outcome::Verified => PreparePhase::Cached,
+                    _ => PreparePhase::Ready,
+                },
+            ),
+            // Failures are returned as the call's error.
+            _ => return,
+        };
+        f(PrepareProgress {
+            name: name.to_string(),
+            current: index.get(name).map_or(0, |i| i + 1),
+            total: index.len(),
+            phase,
+        });
+    })
+}
+
+/// Runs blocking work (hashing, downloading) on tokio's blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+}
+
+/// The share of one bin dir, with its store.
+pub(crate) struct Share {
+    pub root: Arc<Root>,
+    pub bin: Option<String>,
+}
+
+impl Share {
+    /// Opens the share of `dest_dir` with its state under `state_base`; a state dir inside
+    /// the share is refused (the guest could write what vouches for the share).
+    pub fn open(state_base: &Path, dest_dir: &Path, offline: bool) -> Result<Share> {
+        let (root_path, bin) = share_root(dest_dir)?;
+        let state = state_for(state_base, "share", &root_path);
+        if state.starts_with(&root_path) || state_base.starts_with(&root_path) {
+            return Err(Error::StateInShare {
+                state,
+                share: root_path,
+            });
+        }
+        Ok(Share {
+            root: Arc::new(Root::open(&root_path, &state, offline)?),
+            bin,
+        })
+    }
+
+    /// [`Share::open`] with the per-user default state base.
+    pub fn open_default(dest_dir: &Path) -> Result<Share> {
+        let base = default_state_base().ok_or_else(|| {
+            Error::InvalidConfig(
+                "no per-user state dir (neither XDG_STATE_HOME nor HOME is set)".into(),
+            )
+        })?;
+        Share::open(&base, dest_dir, false)
+    }
+
+    pub fn manifest(&self, m: &Manifest, arch: &str, cdn: &str) -> Result<bootvault::Manifest> {
+        let base = layout::parse_base(cdn).map_err(Error::InvalidConfig)?;
+        let assets = layout::binary_assets(m, arch, self.bin.as_deref(), &Base::Cdn(&base))
+            .map_err(|message| Error::Manifest {
+                source_url: "manifest.json".into(),
+                message,
+            })?;
+        Ok(bootvault::Manifest {
+            version: m.asset_version.clone(),
+            base_url: Some(cdn.to_string()),
+            assets,
+            kernel_cmdline: None,
+        })
+    }
+
+    pub async fn prepare_async(
+        &self,
+        m: &Manifest,
+        arch: &str,
+        cdn: &str,
+        dest_dir: &Path,
+        progress: Option<ProgressCallback>,
+    ) -> Result<Vec<AssetStatus>> {
+        let sm = Arc::new(self.manifest(m, arch, cdn)?);
+        run_async(&self.root, sm, Some(dest_dir), progress).await
+    }
+
+    pub async fn validate_async(&self, m: &Manifest, arch: &str, _dest_dir: &Path) -> Result<()> {
+        // Sources do not matter to a check that downloads nothing.
+        let sm = self.manifest(m, arch, "http://localhost/")?;
+        let root = self.root.clone();
+        blocking(move || root.validate(&sm)).await
+    }
+}
+
+/// Warm inline; otherwise the store's prepare on the blocking pool. `mkdir` is the bin dir,
+/// made on first use as arcbox-boot makes it (off the warm path: there every file was found).
+pub(crate) async fn run_async(
+    root: &Arc<Root>,
+    m: Arc<bootvault::Manifest>,
+    mkdir: Option<&Path>,
+    progress: Option<ProgressCallback>,
+) -> Result<Vec<AssetStatus>> {
+    if let Some(done) = root.warm(&m, progress.as_ref()) {
+        return Ok(done);
+    }
+    if let Some(d) = mkdir {
+        tokio::fs::create_dir_all(d).await?;
+    }
+    let root = root.clone();
+    blocking(move || root.finish(&m, progress)).await
+}
+
+/// [`run_async`] for a blocking caller.
+pub(crate) fn run_blocking(
+    root: &Root,
+    m: &bootvault::Manifest,
+    mkdir: Option<&Path>,
+    progress: Option<ProgressCallback>,
+) -> Result<Vec<AssetStatus>> {
+    if let Some(done) = root.warm(m, progress.as_ref()) {
+        return Ok(done);
+    }
+    if let Some(d) = mkdir {
+        std::fs::create_dir_all(d)?;
+    }
+    root.finish(m, progress)
+}
