@@ -32,7 +32,7 @@ fn code_manifest(assets: Vec<Asset>) -> Manifest {
         version: "v1".into(),
         base_url: None,
         assets,
-        arcbox: None,
+        kernel_cmdline: None,
     }
 }
 
@@ -338,6 +338,10 @@ fn a_drifted_mode_is_put_back_without_reading_the_content() {
     std::fs::write(root.path().join(".verified.json"), legacy.to_string()).unwrap();
     let m = code_manifest(vec![code_asset("kernel", "kernel", &bytes, vec![])]);
     let store = Store::open(root.path()).unwrap();
+    // The operator trusts that cache explicitly (nothing in ROOT is imported on its own).
+    store
+        .import_legacy(&root.path().join(".verified.json"))
+        .unwrap();
     let report = store.prepare(&m).unwrap();
     let a = &report.assets[0];
     assert_eq!(a.outcome(), Some(Outcome::Cached), "{:?}", a.error());

@@ -409,10 +409,17 @@ fn regression_a_rewritten_manifest_json_is_fetched_again_or_refused_offline() {
         .prepare_blocking(None)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("manifest.json") && err.contains("changed"), "{err}");
+    assert!(
+        err.contains("manifest.json") && err.contains("changed"),
+        "{err}"
+    );
     // Online: fetched again from the CDN, and the share's copy put back.
     let (prepared, _) = host.bootvault_prepare(&origin, V);
-    assert!(!prepared.kernel_cmdline.contains("evil"), "{}", prepared.kernel_cmdline);
+    assert!(
+        !prepared.kernel_cmdline.contains("evil"),
+        "{}",
+        prepared.kernel_cmdline
+    );
     assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
     // Even a manager that parsed the good one before sees the rewrite.
     let m = host.bootvault(&origin, V).offline(true);

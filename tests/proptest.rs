@@ -53,7 +53,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
         Manifest {
             version,
             base_url: None,
-            arcbox: None,
+            kernel_cmdline: None,
             assets,
         }
     })

@@ -594,9 +594,11 @@ fn publish_prepare_round_trip_twenty_assets_basic_auth_signed() {
         },
         ..Default::default()
     };
+    let parse = |text: &str, origin: &str| {
+        bootvault::Manifest::parse(text, origin, &bootvault::ParseOptions::default())
+    };
     let loaded =
-        bootvault::oci::load_manifest(&tag, &opts, std::slice::from_ref(&key), &Default::default())
-            .unwrap();
+        bootvault::oci::load_manifest(&tag, &opts, std::slice::from_ref(&key), &parse).unwrap();
     assert_eq!(loaded.signed_by.as_deref(), Some(key.id.as_str()));
     assert_eq!(loaded.manifest.assets.len(), 20);
     assert_eq!(

@@ -283,7 +283,11 @@ impl AssetManager {
         let share = inner.share(dest_dir)?;
         let parsed = inner.manifest_async().await?;
         let sm = share.root.derive(&parsed, || {
-            share.manifest(&parsed.manifest, &inner.config.arch, &inner.config.cdn_base_url)
+            share.manifest(
+                &parsed.manifest,
+                &inner.config.arch,
+                &inner.config.cdn_base_url,
+            )
         })?;
         engine::run_async(&share.root, sm, Some(dest_dir), progress).await?;
         Ok(())
@@ -299,7 +303,11 @@ impl AssetManager {
         let share = inner.share(dest_dir)?;
         let parsed = inner.manifest_blocking()?;
         let sm = share.root.derive(&parsed, || {
-            share.manifest(&parsed.manifest, &inner.config.arch, &inner.config.cdn_base_url)
+            share.manifest(
+                &parsed.manifest,
+                &inner.config.arch,
+                &inner.config.cdn_base_url,
+            )
         })?;
         engine::run_blocking(&share.root, &sm, Some(dest_dir), progress)
     }
@@ -372,7 +380,11 @@ impl AssetManager {
         let bm = boot.derive(&parsed, || inner.boot_manifest(&parsed.manifest))?;
         let share = inner.share(dest_dir)?;
         let sm = share.root.derive(&parsed, || {
-            share.manifest(&parsed.manifest, &inner.config.arch, &inner.config.cdn_base_url)
+            share.manifest(
+                &parsed.manifest,
+                &inner.config.arch,
+                &inner.config.cdn_base_url,
+            )
         })?;
         let mut out = Vec::new();
         for (root, m) in [(&*boot, &bm), (&*share.root, &sm)] {
@@ -619,8 +631,7 @@ impl Inner {
     }
 
     fn boot_manifest(&self, m: &Manifest) -> Result<bootvault::Manifest> {
-        let base =
-            layout::parse_base(&self.config.cdn_base_url).map_err(Error::InvalidConfig)?;
+        let base = layout::parse_base(&self.config.cdn_base_url).map_err(Error::InvalidConfig)?;
         let assets = layout::boot_assets(
             m,
             &self.config.arch,

@@ -6,7 +6,7 @@ use crate::download::{PreparePhase, PrepareProgress, ProgressCallback};
 use crate::error::{Error, Result};
 use crate::layout::{self, Base};
 use crate::manifest::Manifest;
-use bootvault::{Outcome, PrepareOptions, Progress, ProgressFn, Sha256Digest, Store};
+use bootvault::{CancelToken, Outcome, PrepareOptions, Progress, ProgressFn, Sha256Digest, Store};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -154,8 +154,9 @@ impl Root {
         &self,
         m: &bootvault::Manifest,
         progress: Option<ProgressCallback>,
+        cancel: CancelToken,
     ) -> Result<Vec<AssetStatus>> {
-        let mut opts = PrepareOptions::new();
+        let mut opts = PrepareOptions::new().cancel(cancel);
         if let Some(f) = progress {
             opts = opts.progress(bridge(f, m));
         }
@@ -343,8 +344,22 @@ pub(crate) async fn run_async(
     if let Some(d) = mkdir {
         tokio::fs::create_dir_all(d).await?;
     }
+    // Dropping this future cancels the prepare: a download in flight stops and keeps a
+    // resumable partial, as `Store::prepare_async` does.
+    struct CancelOnDrop(Option<CancelToken>);
+    impl Drop for CancelOnDrop {
+        fn drop(&mut self) {
+            if let Some(t) = self.0.take() {
+                t.cancel();
+            }
+        }
+    }
+    let token = CancelToken::new();
+    let mut guard = CancelOnDrop(Some(token.clone()));
     let root = root.clone();
-    blocking(move || root.finish(&m, progress)).await
+    let result = blocking(move || root.finish(&m, progress, token)).await;
+    guard.0 = None;
+    result
 }
 
 /// [`run_async`] for a blocking caller.
@@ -360,5 +375,5 @@ pub(crate) fn run_blocking(
     if let Some(d) = mkdir {
         std::fs::create_dir_all(d)?;
     }
-    root.finish(m, progress)
+    root.finish(m, progress, CancelToken::new())
 }

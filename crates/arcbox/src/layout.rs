@@ -38,7 +38,9 @@ pub(crate) fn parse_base(base: &str) -> Result<url::Url, MapError> {
     let url = url::Url::parse(&b).map_err(|e| format!("invalid CDN base URL '{base}': {e}"))?;
     match url.scheme() {
         "http" | "https" | "file" => Ok(url),
-        s => Err(format!("invalid CDN base URL '{base}': unsupported scheme {s:?}")),
+        s => Err(format!(
+            "invalid CDN base URL '{base}': unsupported scheme {s:?}"
+        )),
     }
 }
 
@@ -67,7 +69,8 @@ pub(crate) fn asset(
     mode: u32,
 ) -> Result<Asset, MapError> {
     bootvault::validate_name(name).map_err(|why| format!("{label}: name {name:?}: {why}"))?;
-    bootvault::validate_path(&path).map_err(|why| format!("{label}: install path {path:?}: {why}"))?;
+    bootvault::validate_path(&path)
+        .map_err(|why| format!("{label}: install path {path:?}: {why}"))?;
     let sha256 = Sha256Digest::from_hex(sha256).map_err(|why| format!("{label}.sha256: {why}"))?;
     Ok(Asset {
         name: name.to_string(),

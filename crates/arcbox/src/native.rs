@@ -42,7 +42,10 @@ pub fn from_manifest(
     if version.is_empty() {
         return Err("field \"asset_version\": must not be empty".into());
     }
-    if let Some(major) = version.split('.').next().and_then(|v| v.parse::<u64>().ok())
+    if let Some(major) = version
+        .split('.')
+        .next()
+        .and_then(|v| v.parse::<u64>().ok())
         && major != u64::from(m.schema_version)
     {
         return Err(format!(
@@ -50,8 +53,7 @@ pub fn from_manifest(
             m.schema_version
         ));
     }
-    bootvault::validate_path(version)
-        .map_err(|why| format!("field \"asset_version\": {why}"))?;
+    bootvault::validate_path(version).map_err(|why| format!("field \"asset_version\": {why}"))?;
     let arch = arch.unwrap_or(crate::util::current_arch());
     let parsed_base = base_url
         .map(|b| layout::parse_base(b).map_err(|why| format!("--base-url: {why}")))

@@ -3,8 +3,8 @@
 
 use super::{CmdResult, EXIT_FAILED, EXIT_USAGE, Failure, finish_output, out, out_json};
 use bootvault::Verdict;
-use bootvault_arcbox::asset_manager::{AssetManager, AssetManagerConfig, AssetStatus};
 use bootvault_arcbox::Error;
+use bootvault_arcbox::asset_manager::{AssetManager, AssetManagerConfig, AssetStatus};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use std::path::PathBuf;

@@ -182,9 +182,14 @@ impl ManifestArgs {
     /// layout by the arcbox crate) or the native one.
     pub fn parse(&self, text: &str, origin: &str) -> Result<Manifest, bootvault::Error> {
         // Only a text that names one of arcbox-boot's fields is parsed twice.
-        let maybe_arcbox = ["\"schema_version\"", "\"asset_version\"", "\"targets\"", "\"binaries\""]
-            .iter()
-            .any(|k| text.contains(k));
+        let maybe_arcbox = [
+            "\"schema_version\"",
+            "\"asset_version\"",
+            "\"targets\"",
+            "\"binaries\"",
+        ]
+        .iter()
+        .any(|k| text.contains(k));
         if maybe_arcbox
             && let Ok(doc) = serde_json::from_str::<serde_json::Value>(text)
             && bootvault_arcbox::native::is_arcbox_format(&doc)

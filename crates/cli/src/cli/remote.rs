@@ -1,9 +1,9 @@
 //! Manifests from URLs and registries, registry options, and the signature check.
 
 use super::{EXIT_FAILED, EXIT_USAGE, Failure, ManifestArgs};
+use bootvault::Manifest;
 use bootvault::oci::OciOptions;
 use bootvault::sign::TrustedKey;
-use bootvault::Manifest;
 use clap::Args;
 use std::path::{Path, PathBuf};
 
