@@ -472,40 +472,50 @@ fn migrate_with_a_missing_or_malformed_legacy_file_exits_2() {
     assert!(!env.ledger().exists() || env.records().is_empty());
 }
 
+/// The trust boundary: a `.verified.json` in ROOT (which a guest can write) is never imported
+/// by a prepare. The attack of the review: the wrong kernel first (the manifest's size), then
+/// a cache vouching for it with its mtime. The first prepare used to report it `cached` with
+/// 0 bytes hashed.
 #[test]
-fn first_prepare_auto_imports_verified_json() {
+fn regression_a_verified_json_in_root_is_never_imported_by_a_prepare() {
     let env = Env::new();
     let legacy = env.install_legacy(None);
-    assert!(!env.state().exists());
-    let assets: Vec<Value> = ["kernel", "rootfs.erofs", "bin/runc", "bin/gvproxy"]
-        .iter()
-        .map(|rel| asset(rel, &content(name_of(rel))))
-        .collect();
-    let m = env.manifest("m.json", assets);
-
-    let o = env.prepare_outcomes(&m, 0);
-    assert_eq!(o["kernel"], "cached", "{o:?}");
-    assert_eq!(o["rootfs.erofs"], "cached", "{o:?}");
-    assert_eq!(o["runc"], "cached", "{o:?}");
-    assert_eq!(o["gvproxy"], "verified", "{o:?}");
+    let good = content("kernel");
+    let evil = vec![b'!'; good.len()];
+    std::fs::write(env.path("kernel"), &evil).unwrap();
+    let meta = std::fs::metadata(env.path("kernel")).unwrap();
+    let text = std::fs::read_to_string(&legacy).unwrap();
+    let mut v: Value = serde_json::from_str(&text).unwrap();
+    for (key, e) in v["entries"].as_object_mut().unwrap() {
+        if key.ends_with("/kernel") {
+            e["mtime_secs"] = std::os::unix::fs::MetadataExt::mtime(&meta).into();
+            e["mtime_nanos"] = std::os::unix::fs::MetadataExt::mtime_nsec(&meta).into();
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&legacy, v.to_string()).unwrap();
+    let m = env.manifest(
+        "m.json",
+        vec![asset("kernel", &good), asset("bin/runc", &content("runc"))],
+    );
+    let o = env.prepare_outcomes(&m, 1);
+    assert_eq!(o["kernel"], "failed", "{o:?}");
+    // The correct file is hashed, not trusted from the cache.
+    assert_eq!(o["runc"], "verified", "{o:?}");
     assert!(legacy.exists(), "the legacy cache was removed");
-
     let recs = env.records();
-    assert_eq!(recs["kernel"]["method"], "legacy-import");
-    assert_eq!(recs["bin/gvproxy"]["method"], "hashed");
-    assert!(!recs.contains_key("bin/crun"));
-
-    // Only on first use: later changes to the legacy file are ignored.
-    let o = env.prepare_outcomes(&m, 0);
-    assert!(o.values().all(|x| x == "cached"), "{o:?}");
+    assert_eq!(recs["bin/runc"]["method"], "hashed");
+    assert!(!recs.contains_key("kernel"));
 }
 
 #[test]
-fn auto_import_never_trusts_a_file_rewritten_after_the_cache() {
-    // arcbox-boot trusted size + mtime; bootvault imports on the same terms but records ctime,
-    // so a rewrite after the import (mtime restored) is caught.
+fn an_explicit_import_never_trusts_a_file_rewritten_after_the_cache() {
+    // arcbox-boot trusted size + mtime; bootvault imports on the same terms (only when the
+    // operator asks) but records ctime, so a rewrite after the import (mtime restored) is
+    // caught.
     let env = Env::new();
     env.install_legacy(None);
+    assert_eq!(env.migrate(&[]).code, 0);
     let m = env.manifest("m.json", vec![asset("kernel", &content("kernel"))]);
     assert_eq!(env.prepare_outcomes(&m, 0)["kernel"], "cached");
     let p = env.path("kernel");
