@@ -1,4 +1,5 @@
-//! `bootvault migrate`: import an arcbox-boot `.verified.json`.
+//! `bootvault migrate`: the operator's explicit trust of an arcbox-boot `.verified.json` (a
+//! prepare never imports it: whoever can write ROOT can write it).
 
 use super::{Access, CmdResult, StoreArgs, finish_output, out, out_json};
 use bootvault::migrations::legacy;
@@ -34,7 +35,7 @@ pub fn run(a: MigrateArgs) -> CmdResult {
         }))
     } else {
         let mut s = format!(
-            "imported {} entries from {}",
+            "imported {} entries from {} (trusted as whoever wrote that file)",
             report.imported.len(),
             file.display()
         );

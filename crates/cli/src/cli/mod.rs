@@ -56,7 +56,10 @@ enum Command {
     Debug(debug::DebugCommand),
     /// Store size, records, partial downloads and ledger size.
     Status(status::StatusArgs),
-    /// Import an arcbox-boot .verified.json into the ledger.
+    /// Trust an arcbox-boot .verified.json: import its entries into the ledger.
+    ///
+    /// An explicit act: a prepare never reads that file, since whoever can write ROOT can
+    /// write it. Run it only on a store you trust; it trusts whoever could write the file.
     Migrate(migrate::MigrateArgs),
     /// Drop files and records that the manifest does not name.
     Gc(gc::GcArgs),
