@@ -86,6 +86,15 @@ pub fn plan(root: &Path, legacy: &Path) -> Result<(Vec<(String, Record)>, Import
                 continue;
             }
         };
+        // A path through a symlinked parent that leaves ROOT is one a prepare refuses as
+        // unsafe: it is never imported (it would vouch for a file outside the store).
+        if crate::place::resolve(root, &rel, &rel).is_err() {
+            report.skipped.push((
+                key,
+                "unsafe path: a parent is a symlink leading outside ROOT".into(),
+            ));
+            continue;
+        }
         let digest = match Sha256Digest::from_hex(&entry.sha256) {
             Ok(d) => d,
             Err(why) => {

@@ -527,3 +527,52 @@ fn an_explicit_import_never_trusts_a_file_rewritten_after_the_cache() {
     let o = env.prepare_outcomes(&m, 1);
     assert_eq!(o["kernel"], "failed", "{o:?}");
 }
+
+/// The trust-boundary review: a legacy entry whose path runs through a symlinked parent that
+/// leaves ROOT was imported, and `debug verify` then said `ok` for a path that prepare calls
+/// unsafe. Now the import skips it, naming why.
+#[test]
+fn regression_legacy_import_never_follows_a_symlinked_parent_out_of_root() {
+    let env = Env::new();
+    env.install_legacy(None);
+    // ROOT/bin becomes a symlink to a directory outside ROOT holding the same files.
+    let outside = env.outside("elsewhere-bin");
+    std::fs::create_dir_all(&outside).unwrap();
+    for entry in std::fs::read_dir(env.path("bin")).unwrap() {
+        let e = entry.unwrap();
+        let meta = e.metadata().unwrap();
+        let dst = outside.join(e.file_name());
+        std::fs::copy(e.path(), &dst).unwrap();
+        filetime::set_file_mtime(&dst, filetime::FileTime::from_last_modification_time(&meta))
+            .unwrap();
+    }
+    std::fs::remove_dir_all(env.path("bin")).unwrap();
+    std::os::unix::fs::symlink(&outside, env.path("bin")).unwrap();
+    // The cache is written after the copies, so the ctime rule alone would accept them.
+    let legacy = env.path(".verified.json");
+    let text = std::fs::read(&legacy).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&legacy, text).unwrap();
+
+    let r = env.migrate(&["--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    let imported: Vec<&str> = v["imported"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert!(!imported.iter().any(|p| p.starts_with("bin/")), "{v}");
+    let runc = v["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["key"].as_str().unwrap().ends_with("bin/runc"))
+        .unwrap_or_else(|| panic!("bin/runc not skipped: {v}"));
+    assert!(
+        runc["reason"].as_str().unwrap().contains("symlink"),
+        "{runc}"
+    );
+    assert!(!env.records().contains_key("bin/runc"));
+}
