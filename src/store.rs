@@ -470,6 +470,37 @@ impl Store {
         out
     }
 
+    /// Whether every asset of `manifest` is vouched for by its record now (what a prepare
+    /// would report all `cached`): one `lstat` per asset and one read transaction, nothing
+    /// written, nothing copied. The cheapest warm check a host can make before a prepare.
+    pub fn is_fresh(&self, manifest: &Manifest) -> bool {
+        self.fresh_stamps(manifest).is_some()
+    }
+
+    /// [`Store::is_fresh`], with the live stamp of every asset (in manifest order) when all are
+    /// vouched for. A file whose `lstat` still equals its stamp here is the file that was
+    /// judged: its inode, size, mtime and ctime (which user space cannot set back) are
+    /// unchanged, so a host may keep trusting it on that one `lstat` alone.
+    pub fn fresh_stamps(&self, manifest: &Manifest) -> Option<Vec<Stamp>> {
+        let (observed, _) = self.observe(manifest);
+        let mut out = Vec::with_capacity(observed.len());
+        for (asset, o) in manifest.assets.iter().zip(observed) {
+            let fresh = judge(
+                o.record.as_ref(),
+                o.live.as_ref(),
+                &Expected::of(asset),
+                self.inner.opts.verify.unwrap_or(asset.verify),
+                o.verity.as_ref(),
+            )
+            .is_trusted();
+            match (fresh, o.live) {
+                (true, Some(live)) => out.push(live),
+                _ => return None,
+            }
+        }
+        Some(out)
+    }
+
     /// The plan a prepare with `opts` would follow now: reads only (no lock, no write, no
     /// network). `prepare --dry-run` and `debug why` print it.
     pub fn plan(&self, manifest: &Manifest, opts: &PrepareOptions) -> Result<Plan> {

@@ -421,12 +421,20 @@ fn regression_a_rewritten_manifest_json_is_fetched_again_or_refused_offline() {
         prepared.kernel_cmdline
     );
     assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
-    // Even a manager that parsed the good one before sees the rewrite.
+    // A manager that already trusts the good one keeps enforcing it, whatever the share says
+    // now; a new one re-checks the file and refuses it offline.
     let m = host.bootvault(&origin, V).offline(true);
     m.prepare_blocking(None).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(20));
     std::fs::write(&path, &evil).unwrap();
-    assert!(m.prepare_blocking(None).is_err());
+    let (p, _) = m.prepare_blocking(None).unwrap();
+    assert!(!p.kernel_cmdline.contains("evil"), "{}", p.kernel_cmdline);
+    assert!(!p.manifest.targets["x86_64"].kernel_cmdline.contains("evil"));
+    assert!(
+        host.bootvault(&origin, V)
+            .offline(true)
+            .prepare_blocking(None)
+            .is_err()
+    );
 }
 
 #[test]

@@ -529,18 +529,18 @@ impl Inner {
         }))
     }
 
-    /// The cached manifest if its bytes are the ones this state dir recorded. Re-reads
-    /// `manifest.json` only when its stamp changed since the last parse.
+    /// The manifest this manager already trusts (parsed from bytes that hashed to the recorded
+    /// digest), else the cached one if its bytes are the ones this state dir recorded. Once
+    /// trusted, the parsed copy in memory is used as is: a later rewrite of `manifest.json` in
+    /// the share changes nothing this manager enforces (and the next manager re-checks it).
     fn cached(&self) -> Result<Cached> {
+        if let Some((_, p)) = engine::lock(&self.manifest).as_ref() {
+            return Ok(Cached::Trusted(p.clone()));
+        }
         let path = self.manifest_path();
         let Some(id) = file_id(&path) else {
             return Ok(Cached::Fetch("not cached"));
         };
-        if let Some((seen, p)) = engine::lock(&self.manifest).as_ref()
-            && *seen == id
-        {
-            return Ok(Cached::Trusted(p.clone()));
-        }
         let Some(recorded) = self.recorded_digest() else {
             return Ok(Cached::Fetch(
                 "cached by another program, not by this state dir (run `arcbox migrate` to trust it)",

@@ -82,6 +82,15 @@ pub(crate) struct Parsed {
 pub(crate) struct Root {
     pub store: Store,
     derived: Mutex<Option<(Arc<Parsed>, Arc<bootvault::Manifest>)>>,
+    /// What the last warm check found fresh: the manifest, each asset's absolute path and its
+    /// live stamp then.
+    memo: Mutex<Option<Arc<Memo>>>,
+}
+
+struct Memo {
+    manifest: Arc<bootvault::Manifest>,
+    paths: Vec<PathBuf>,
+    stamps: Vec<bootvault::Stamp>,
 }
 
 impl Root {
@@ -93,7 +102,40 @@ impl Root {
         Ok(Root {
             store,
             derived: Mutex::new(None),
+            memo: Mutex::new(None),
         })
+    }
+
+    /// The warm check: every asset vouched for by its record. A file whose `lstat` still
+    /// equals the stamp it had when this handle last found it fresh is that same judged file
+    /// (same inode, size, mtime and ctime, which user space cannot set back), so a repeat
+    /// check is one `lstat` per asset and no ledger read; anything else asks the store.
+    pub fn is_fresh(&self, m: &Arc<bootvault::Manifest>) -> bool {
+        let memo = lock(&self.memo).clone();
+        if let Some(memo) = memo
+            && Arc::ptr_eq(&memo.manifest, m)
+            && memo
+                .paths
+                .iter()
+                .zip(&memo.stamps)
+                .all(|(p, s)| bootvault::Stamp::of_path(p).ok().flatten().as_ref() == Some(s))
+        {
+            return true;
+        }
+        let fresh = self.store.fresh_stamps(m);
+        let fresh_now = fresh.is_some();
+        *lock(&self.memo) = fresh.map(|stamps| {
+            Arc::new(Memo {
+                manifest: m.clone(),
+                paths: m
+                    .assets
+                    .iter()
+                    .map(|a| self.store.root().join(&a.path))
+                    .collect(),
+                stamps,
+            })
+        });
+        fresh_now
     }
 
     /// The root's manifest for `source`, derived once per parsed manifest.
@@ -338,8 +380,22 @@ pub(crate) async fn run_async(
     mkdir: Option<&Path>,
     progress: Option<ProgressCallback>,
 ) -> Result<Vec<AssetStatus>> {
-    if let Some(done) = root.warm(&m, progress.as_ref()) {
-        return Ok(done);
+    // The async callers keep no per-asset status: the lean check (no copies) is enough.
+    if root.is_fresh(&m) {
+        if let Some(f) = &progress {
+            let total = m.assets.len();
+            for (i, a) in m.assets.iter().enumerate() {
+                for phase in [PreparePhase::Checking, PreparePhase::Cached] {
+                    f(PrepareProgress {
+                        name: a.name.clone(),
+                        current: i + 1,
+                        total,
+                        phase,
+                    });
+                }
+            }
+        }
+        return Ok(Vec::new());
     }
     if let Some(d) = mkdir {
         tokio::fs::create_dir_all(d).await?;

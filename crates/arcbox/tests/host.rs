@@ -449,6 +449,32 @@ fn the_hosts_async_flow_on_a_fresh_store_an_upgrade_a_failing_cdn_and_a_drop() {
         m2.prepare_binaries(&host.bin, None).await.unwrap();
         assert_eq!(origin.total_requests(), before);
 
+        // The same manager, warm, then a guest rewrites a binary through the share (same
+        // size, mtime put back): the next call sees it (ctime moved) and repairs it.
+        let runc_path = host.bin.join("runc");
+        let meta = std::fs::metadata(&runc_path).unwrap();
+        let mut evil = runc.bytes.to_vec();
+        evil[3] ^= 0xff;
+        std::fs::set_permissions(
+            &runc_path,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        std::fs::write(&runc_path, &evil).unwrap();
+        let mtime = std::time::SystemTime::UNIX_EPOCH
+            + Duration::from_nanos(
+                std::os::unix::fs::MetadataExt::mtime(&meta) as u64 * 1_000_000_000
+                    + std::os::unix::fs::MetadataExt::mtime_nsec(&meta) as u64,
+            );
+        std::fs::File::options()
+            .write(true)
+            .open(&runc_path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        m2.prepare_binaries(&host.bin, None).await.unwrap();
+        assert_eq!(std::fs::read(&runc_path).unwrap(), runc.bytes);
+
         // A prepare dropped mid-download stops downloading; the next one finishes it.
         let slow = publish(&origin, "0.6.2", &["rootfs"]);
         let rootfs = slow.iter().find(|f| f.kind == Kind::Rootfs).unwrap();
