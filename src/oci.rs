@@ -13,7 +13,9 @@
 //! `WWW-Authenticate: Bearer realm=…,service=…`. Credentials come from explicit options, then
 //! `REGISTRY_AUTH_FILE`, then `$DOCKER_CONFIG/config.json` (or `~/.docker/config.json`):
 //! `credHelpers`, `auths`, `credsStore`. Redirects (to blob storage) are followed by reqwest,
-//! which drops `Authorization` when the redirect leaves the host.
+//! which drops `Authorization` when the redirect leaves the host; an upload `Location` on
+//! another host gets no `Authorization` either, and Basic credentials reach a token realm only
+//! over HTTPS (or the plain-HTTP registry's own host): see SECURITY.md.
 //!
 //! Loopback registries are spoken to over plain HTTP, like docker and containerd do, and so are
 //! the hosts listed as insecure; everything else is HTTPS. Mirrors of a host are tried before
@@ -443,6 +445,25 @@ impl Registry {
                 let mut url = reqwest::Url::parse(realm).map_err(|e| {
                     RequestError::fatal(format!("{host}: bad token realm {realm:?}: {e}"))
                 })?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    // Not a network location (`file://`, ...): asking again cannot help.
+                    return Err(RequestError::fatal(format!(
+                        "{host}: token realm {realm:?} is not an http(s) URL"
+                    )));
+                }
+                // Credentials go to a realm only over HTTPS, or to the registry's own host
+                // over plain HTTP when the registry itself is spoken to over plain HTTP.
+                let withheld =
+                    cred.is_some() && !realm_may_get_credentials(self.scheme(host), host, &url);
+                let cred = if withheld {
+                    tracing::warn!(
+                        "{host}: credentials withheld from token realm {realm} (neither HTTPS \
+                         nor the registry's own plain-HTTP host); asking for an anonymous token"
+                    );
+                    None
+                } else {
+                    cred
+                };
                 {
                     let mut q = url.query_pairs_mut();
                     if let Some(s) = params.get("service") {
@@ -463,7 +484,10 @@ impl Registry {
                 if !status.is_success() {
                     let message = format!(
                         "token server {realm}: HTTP {status}{}",
-                        if cred.is_none() {
+                        if withheld {
+                            " (credentials withheld: the realm is neither HTTPS nor the \
+                             registry's own plain-HTTP host)"
+                        } else if cred.is_none() {
                             " (no credentials configured)"
                         } else {
                             ""
@@ -597,6 +621,33 @@ impl From<RequestError> for String {
     fn from(e: RequestError) -> String {
         e.message
     }
+}
+
+/// Whether the Basic credentials of a registry (`registry_scheme://registry_host`) may be
+/// sent to its token realm `realm`: always over HTTPS; over plain HTTP only when the registry
+/// itself is plain HTTP (loopback or `--insecure-registry`) and the realm is on the same host.
+/// Never in cleartext for an HTTPS registry, never to a plain-HTTP host the user did not name.
+fn realm_may_get_credentials(registry_scheme: &str, registry_host: &str, realm: &url::Url) -> bool {
+    match realm.scheme() {
+        "https" => true,
+        "http" => {
+            registry_scheme == "http"
+                && realm.host_str().is_some_and(|h| {
+                    h.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .eq_ignore_ascii_case(host_only(registry_host))
+                })
+        }
+        _ => false,
+    }
+}
+
+/// Whether `a` and `b` have the same scheme, host and port: an `Authorization` meant for `a`
+/// may be sent to `b` (an upload `Location`, say).
+fn same_origin(a: &url::Url, b: &url::Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str().map(str::to_ascii_lowercase) == b.host_str().map(str::to_ascii_lowercase)
+        && a.port_or_known_default() == b.port_or_known_default()
 }
 
 fn basic(c: &Credential) -> String {
@@ -1413,12 +1464,18 @@ async fn upload(
             (reqwest::Body::wrap_stream(stream), len)
         }
     };
+    // The registry's Authorization goes only back to the registry: a Location on another host
+    // (blob storage, or a registry that lies) gets the bytes and nothing else.
+    let same_host = reqwest::Url::parse(&start).is_ok_and(|s| same_origin(&s, &put));
+    if !same_host && auth.is_some() {
+        tracing::info!("{ctx}: upload Location {put} is on another host; no Authorization sent");
+    }
     let mut rb = client
         .put(put)
         .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
         .header(reqwest::header::CONTENT_LENGTH, len)
         .body(body);
-    if let Some(a) = &auth {
+    if let Some(a) = auth.as_ref().filter(|_| same_host) {
         rb = rb.header(reqwest::header::AUTHORIZATION, a);
     }
     // The body stream must be 'static, so progress is sampled from its byte counter while the
@@ -1477,6 +1534,62 @@ mod tests {
         ] {
             assert!(Reference::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn regression_credentials_reach_a_realm_only_over_https_or_the_registrys_own_http_host() {
+        let u = |s: &str| url::Url::parse(s).unwrap();
+        // HTTPS realm, anywhere (docker.io's auth.docker.io).
+        assert!(realm_may_get_credentials(
+            "https",
+            "ghcr.io",
+            &u("https://auth.example/token")
+        ));
+        // Cleartext from an HTTPS registry: never, even to the registry's own host.
+        assert!(!realm_may_get_credentials(
+            "https",
+            "ghcr.io",
+            &u("http://auth.example/token")
+        ));
+        assert!(!realm_may_get_credentials(
+            "https",
+            "ghcr.io",
+            &u("http://ghcr.io/token")
+        ));
+        // A plain-HTTP registry may use a plain-HTTP realm on its own host (another port).
+        assert!(realm_may_get_credentials(
+            "http",
+            "127.0.0.1:5000",
+            &u("http://127.0.0.1:5001/t")
+        ));
+        assert!(realm_may_get_credentials(
+            "http",
+            "[::1]:5000",
+            &u("http://[::1]:5001/t")
+        ));
+        // ...but not on another host, nor a non-network realm.
+        assert!(!realm_may_get_credentials(
+            "http",
+            "127.0.0.1:5000",
+            &u("http://localhost:5001/t")
+        ));
+        assert!(!realm_may_get_credentials(
+            "http",
+            "build.lan",
+            &u("http://evil.example/t")
+        ));
+        assert!(!realm_may_get_credentials(
+            "http",
+            "build.lan",
+            &u("file:///etc/passwd")
+        ));
+        assert!(same_origin(&u("http://h:5/v2/"), &u("http://h:5/up?x")));
+        assert!(same_origin(&u("https://H/v2/"), &u("https://h:443/up")));
+        assert!(!same_origin(
+            &u("http://h:5/v2/"),
+            &u("http://localhost:5/up")
+        ));
+        assert!(!same_origin(&u("https://h/v2/"), &u("http://h/up")));
     }
 
     #[test]

@@ -1069,3 +1069,225 @@ fn publish_mounts_blobs_from_another_repository_of_the_registry() {
     );
     assert_placed(&fresh, &set);
 }
+
+/// One request seen by a `recording_server`: method, Host header, path, Authorization.
+#[derive(Clone, Debug)]
+struct Request {
+    method: String,
+    host: String,
+    path: String,
+    authorization: Option<String>,
+}
+
+type Seen2 = std::sync::Arc<std::sync::Mutex<Vec<Request>>>;
+
+/// A loopback HTTP/1.1 server on 127.0.0.1 (one request per connection) that records every
+/// request and answers with `reply(request, port)` = (status line, extra headers, body).
+fn recording_server(
+    reply: impl Fn(&Request, u16) -> (String, String, Vec<u8>) + Send + 'static,
+) -> (u16, Seen2) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Seen2 = Default::default();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { break };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut words = line.split_whitespace();
+            let method = words.next().unwrap_or("").to_string();
+            let path = words.next().unwrap_or("").to_string();
+            let (mut host, mut authorization, mut len) = (String::new(), None, 0usize);
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                    break;
+                }
+                let (k, v) = h.split_once(':').unwrap_or((&h, ""));
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "host" => host = v.trim().to_string(),
+                    "authorization" => authorization = Some(v.trim().to_string()),
+                    "content-length" => len = v.trim().parse().unwrap_or(0),
+                    _ => {}
+                }
+            }
+            let mut body = vec![0u8; len];
+            let _ = reader.read_exact(&mut body);
+            let req = Request {
+                method,
+                host,
+                path,
+                authorization,
+            };
+            let (status, extra, body) = reply(&req, port);
+            log.lock().unwrap().push(req);
+            let mut out = format!(
+                "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            out.extend_from_slice(&body);
+            let _ = conn.write_all(&out);
+        }
+    });
+    (port, seen)
+}
+
+fn ok(body: Vec<u8>) -> (String, String, Vec<u8>) {
+    ("200 OK".into(), String::new(), body)
+}
+
+/// A registry on 127.0.0.1 (plain HTTP, like any loopback registry) whose Bearer challenge
+/// names a token realm on another host (`localhost`, plain HTTP): the configured Basic
+/// credentials must not go there. Before: the token request carried them.
+#[test]
+fn regression_basic_credentials_never_go_to_a_plain_http_token_realm_on_another_host() {
+    let env = Env::new();
+    let body = data(43, 64 * KIB);
+    let served = body.clone();
+    let (port, seen) = recording_server(move |r, port| {
+        let bearer = r.authorization.as_deref() == Some("Bearer anon-token");
+        if r.path.starts_with("/token") {
+            ok(br#"{"token":"anon-token"}"#.to_vec())
+        } else if !bearer {
+            (
+                "401 Unauthorized".into(),
+                format!(
+                    "WWW-Authenticate: Bearer realm=\"http://localhost:{port}/token\",service=\"t\"\r\n"
+                ),
+                Vec::new(),
+            )
+        } else if r.path == "/v2/" {
+            ok(Vec::new())
+        } else if r.path.contains("/blobs/") {
+            ok(served.clone())
+        } else {
+            ("404 Not Found".into(), String::new(), Vec::new())
+        }
+    });
+    let host = format!("127.0.0.1:{port}");
+    let docker = docker_config(&env, Some(&host));
+    let m = env.write_manifest(
+        "m.json",
+        "realm-1",
+        vec![asset_with_urls(
+            "kernel",
+            "boot/kernel",
+            &body,
+            &[format!("oci://{host}/fleet/boot")],
+        )],
+    );
+    let report = prepare(&env, &docker, m.to_str().unwrap(), &[]).report_ok();
+    assert_eq!(outcomes(&report)["kernel"], "downloaded");
+    let seen = seen.lock().unwrap().clone();
+    let token = seen
+        .iter()
+        .find(|s| s.path.starts_with("/token"))
+        .unwrap_or_else(|| panic!("no token request in {seen:?}"));
+    assert!(token.host.starts_with("localhost"), "{token:?}");
+    assert_eq!(
+        token.authorization, None,
+        "the registry's Basic credentials went to another host's plain-HTTP realm: {seen:?}"
+    );
+    // The token it got is spent on the registry that asked for it, and only there.
+    assert!(
+        seen.iter().any(|s| s.path.contains("/blobs/sha256:")
+            && s.host.starts_with("127.0.0.1")
+            && s.authorization.as_deref() == Some("Bearer anon-token")),
+        "{seen:?}"
+    );
+}
+
+/// `publish` to a registry whose upload `Location` points at another host: the blob PUT goes
+/// there without the registry's credentials. Before: the PUT carried `Authorization: Basic`.
+#[test]
+fn regression_publish_sends_no_authorization_to_an_upload_location_on_another_host() {
+    let env = Env::new();
+    let src = env.outside("src");
+    let set = assets(&src, 1, 32 * KIB);
+    let (port, seen) = recording_server(|r, port| {
+        let on_registry = r.host.starts_with("127.0.0.1");
+        if on_registry && r.authorization.is_none() {
+            return (
+                "401 Unauthorized".into(),
+                "WWW-Authenticate: Basic realm=\"test\"\r\n".into(),
+                Vec::new(),
+            );
+        }
+        match (r.method.as_str(), on_registry) {
+            ("GET", true) if r.path == "/v2/" => ok(Vec::new()),
+            ("HEAD", true) => ("404 Not Found".into(), String::new(), Vec::new()),
+            ("POST", true) => (
+                "202 Accepted".into(),
+                format!("Location: http://localhost:{port}/upload/session-1\r\n"),
+                Vec::new(),
+            ),
+            ("PUT", false) => ("201 Created".into(), String::new(), Vec::new()),
+            ("PUT", true) => ("201 Created".into(), String::new(), Vec::new()),
+            _ => ("404 Not Found".into(), String::new(), Vec::new()),
+        }
+    });
+    let host = format!("127.0.0.1:{port}");
+    let docker = docker_config(&env, Some(&host));
+    let m = manifest_for(&env, "m.json", &set, &[]);
+    publish(&docker, &m, &src, &format!("oci://{host}/fleet/boot:v1"));
+    let seen = seen.lock().unwrap().clone();
+    let uploads: Vec<_> = seen
+        .iter()
+        .filter(|s| s.method == "PUT" && s.path.starts_with("/upload/"))
+        .collect();
+    assert!(
+        !uploads.is_empty(),
+        "no upload reached the Location: {seen:?}"
+    );
+    for u in &uploads {
+        assert!(u.host.starts_with("localhost"), "{u:?}");
+        assert_eq!(
+            u.authorization, None,
+            "the registry's credentials went to the upload Location's host: {seen:?}"
+        );
+    }
+    // The registry itself still got them (the manifest PUT).
+    assert!(
+        seen.iter().any(|s| s.method == "PUT"
+            && s.path.contains("/manifests/")
+            && s.authorization
+                .as_deref()
+                .is_some_and(|a| a.starts_with("Basic "))),
+        "{seen:?}"
+    );
+}
+
+/// A `file://` token realm is refused once, as a content error: not retried (and printed)
+/// once per round. Before: three rounds, the realm named three times.
+#[test]
+fn regression_a_file_realm_is_refused_once_not_retried() {
+    let env = Env::new();
+    let (port, seen) = recording_server(|_, _| {
+        (
+            "401 Unauthorized".into(),
+            "WWW-Authenticate: Bearer realm=\"file:///etc/hostname\",service=\"t\"\r\n".into(),
+            Vec::new(),
+        )
+    });
+    let docker = docker_config(&env, None);
+    let r = prepare(
+        &env,
+        &docker,
+        &format!("oci://127.0.0.1:{port}/fleet/boot:v1"),
+        &[],
+    );
+    r.assert_code(1);
+    assert_eq!(
+        r.stderr.matches("file:///etc/hostname").count(),
+        1,
+        "{}",
+        r.describe()
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1, "one ping, no retries");
+}
