@@ -983,6 +983,169 @@ fn gc_dry_run_removes_nothing_then_gc_removes_extra_file_and_record() {
     assert_eq!(asset_report(&v, "kernel")["outcome"], "cached");
 }
 
+/// The pid of a process that has exited.
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+/// A manifest naming `old/a` and `sub/b` as well as the kernel, prepared; and one naming only
+/// the kernel, which gc keeps.
+fn gc_setup(env: &Env) -> PathBuf {
+    let (k, a, b) = (blob(73, 1000), blob(74, 1000), blob(75, 1000));
+    env.put("boot/kernel", &k);
+    env.put("old/a", &a);
+    env.put("sub/b", &b);
+    let all = env.manifest(
+        "all.json",
+        &native(
+            "v1",
+            vec![
+                asset("kernel", "boot/kernel", &k),
+                asset("a", "old/a", &a),
+                asset("b", "sub/b", &b),
+            ],
+        ),
+    );
+    env.prepare_ok(&all, &[]);
+    env.manifest(
+        "only.json",
+        &native("v2", vec![asset("kernel", "boot/kernel", &k)]),
+    )
+}
+
+/// `STATE/tmp` replaced by a symlink to a host directory (the default state dir is inside
+/// ROOT, so a guest can plant it): gc must not remove what lies there. Before: every
+/// `X.<dead pid>...` file in the target was deleted.
+#[test]
+fn regression_gc_never_follows_a_symlinked_state_tmp() {
+    let env = Env::new();
+    let only = gc_setup(&env);
+    let host = env.outside("host-files");
+    std::fs::create_dir_all(&host).unwrap();
+    let victim = host.join(format!("important.{}.part", dead_pid()));
+    std::fs::write(&victim, b"host data").unwrap();
+    let tmp = env.state().join("tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::os::unix::fs::symlink(&host, &tmp).unwrap();
+    let run = env.gc(&only, &[]);
+    run.assert_code(0);
+    assert!(
+        victim.exists(),
+        "gc deleted a file outside the store: {}",
+        run.describe()
+    );
+    let v = run.json();
+    assert!(
+        v["skipped"].to_string().contains("not followed"),
+        "the symlinked tmp is reported: {v}"
+    );
+}
+
+/// ROOT given through a symlink: the real run removes what the dry run lists. Before: the
+/// dry run listed the files, the real run failed (`open ROOT: Not a directory`, exit 1).
+#[test]
+fn regression_gc_with_root_given_through_a_symlink_removes_what_the_dry_run_lists() {
+    let env = Env::new();
+    let only = gc_setup(&env);
+    let link = env.outside("root-link");
+    std::os::unix::fs::symlink(&env.root, &link).unwrap();
+    let gc = |extra: &[&str]| {
+        let mut args = vec![
+            "gc",
+            "--dir",
+            link.to_str().unwrap(),
+            "--manifest",
+            only.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let dry = gc(&["--dry-run"]);
+    dry.assert_code(0);
+    assert_eq!(
+        dry.json()["files"],
+        json!(["old/a", "sub/b"]),
+        "{}",
+        dry.describe()
+    );
+    let real = gc(&[]);
+    real.assert_code(0);
+    assert_eq!(
+        real.json()["files"],
+        json!(["old/a", "sub/b"]),
+        "{}",
+        real.describe()
+    );
+    assert!(!env.path("old/a").exists() && !env.path("sub/b").exists());
+    assert!(env.path("boot/kernel").exists());
+}
+
+/// A recorded path whose parent became a symlink (any writer of ROOT can do that) is skipped
+/// and reported; the rest of gc goes on and the file behind the link is untouched. Before: gc
+/// aborted (exit 1) after deleting `old/a`, and no record was removed.
+#[test]
+fn regression_gc_skips_a_path_behind_a_symlinked_parent_and_goes_on() {
+    let env = Env::new();
+    let only = gc_setup(&env);
+    let elsewhere = env.outside("elsewhere");
+    std::fs::rename(env.path("sub"), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, env.path("sub")).unwrap();
+    let run = env.gc(&only, &[]);
+    run.assert_code(0);
+    let v = run.json();
+    assert_eq!(v["files"], json!(["old/a"]), "{v}");
+    assert_eq!(v["records"], json!(["old/a"]), "{v}");
+    assert_eq!(v["skipped"][0]["path"], "sub/b", "{v}");
+    assert!(!env.path("old/a").exists());
+    assert!(
+        elsewhere.join("b").exists(),
+        "gc followed the symlinked parent"
+    );
+    let ls = env.debug("ls", &[]).json();
+    let paths: Vec<&str> = ls["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        vec!["boot/kernel", "sub/b"],
+        "the skipped path keeps its record"
+    );
+}
+
+/// A user's file that merely looks like a temp name (`.bootvault-<dead pid>-x.tmp`), or a
+/// real-looking one in a directory the store never places into, is someone else's: kept.
+/// Before: gc removed both.
+#[test]
+fn regression_gc_keeps_temp_like_names_outside_the_stores_directories() {
+    let env = Env::new();
+    let only = gc_setup(&env);
+    let pid = dead_pid();
+    let user = env.put(&format!("notes/.bootvault-{pid}-x.tmp"), b"mine");
+    let lookalike = env.put(
+        &format!("notes/.bootvault-{pid}-00000000000000aa.tmp"),
+        b"mine",
+    );
+    let in_boot = env.put(
+        &format!("boot/.bootvault-{pid}-00000000000000bb.tmp"),
+        b"ours",
+    );
+    let run = env.gc(&only, &[]);
+    run.assert_code(0);
+    assert!(user.exists(), "{}", run.describe());
+    assert!(lookalike.exists(), "{}", run.describe());
+    assert!(
+        !in_boot.exists(),
+        "a dead placement's temp beside an asset is collected"
+    );
+}
+
 // ---- state dir and the warm path ----------------------------------------------------------------
 
 #[test]
