@@ -62,6 +62,8 @@ mod inspect;
 #[path = "../migrations/mod.rs"]
 pub mod migrations;
 pub mod oci;
+pub mod redact;
+pub mod rollback;
 pub mod sign;
 mod store;
 pub(crate) mod sys;

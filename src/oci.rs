@@ -1046,6 +1046,9 @@ pub struct Loaded {
     pub signed_by: Option<String>,
     /// Digest of the OCI manifest it was resolved through (registry only).
     pub digest: Option<Sha256Digest>,
+    /// Signature time from the verified signature's trusted comment (`timestamp:`), for
+    /// rollback protection ([`crate::rollback`]).
+    pub signed_at: Option<u64>,
 }
 
 /// Loads a manifest from `oci://HOST/REPO:TAG|@sha256:…` or an `http(s)://` URL. With trusted
@@ -1063,6 +1066,7 @@ pub fn load_manifest(
         fetch_manifest_url(opts, spec)?
     };
     let mut signed_by = None;
+    let mut signed_at = None;
     if !trusted.is_empty() && !remote.pinned {
         let sig = remote
             .signature
@@ -1072,6 +1076,8 @@ pub fn load_manifest(
                 why: "a trusted key is configured and the manifest is not pinned by digest".into(),
             })?;
         signed_by = Some(crate::sign::verify(&remote.bytes, sig, trusted, spec)?);
+        // The trusted comment is covered by the signature just checked.
+        signed_at = crate::rollback::signed_at(sig);
     }
     let text = std::str::from_utf8(&remote.bytes).map_err(|_| LoadError::NotText {
         origin: spec.into(),
@@ -1088,6 +1094,7 @@ pub fn load_manifest(
         manifest,
         signed_by,
         digest: remote.digest,
+        signed_at,
     })
 }
 

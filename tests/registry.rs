@@ -1291,3 +1291,94 @@ fn regression_a_file_realm_is_refused_once_not_retried() {
     );
     assert_eq!(seen.lock().unwrap().len(), 1, "one ping, no retries");
 }
+
+/// Signs `m` with the minisign CLI, with the trusted comment saying it was signed at `at`
+/// (unix seconds), as `bootvault sign` and the CLI write it.
+fn sign_at(m: &Path, secret: &Path, at: u64) {
+    let name = m.file_name().unwrap().to_str().unwrap();
+    minisign(&[
+        "-S",
+        "-s",
+        secret.to_str().unwrap(),
+        "-m",
+        m.to_str().unwrap(),
+        "-t",
+        &format!("timestamp:{at}\tfile:{name}\thashed"),
+    ]);
+}
+
+/// Rollback: a store that accepted the signed `fleet-2` from a repository refuses the signed,
+/// older `fleet-1` retagged as `:v2` (exit 2, naming both versions) unless
+/// `--allow-downgrade`; the same holds per manifest URL. Before: the old manifest was accepted
+/// silently (exit 0, `manifest_version fleet-1`).
+#[test]
+fn regression_an_older_signed_manifest_is_refused_as_a_rollback() {
+    let reg = registry(RegistryAuth::Anonymous);
+    let env = Env::new();
+    let src = env.outside("src");
+    let set = assets(&src, 2, 16 * KIB);
+    let docker = docker_config(&env, None);
+    let (public, secret) = keypair(&env, "release");
+    let list = || set.iter().map(|(n, p, b)| asset(n, p, b)).collect();
+    let v1 = env.write_manifest("v1.json", "fleet-1", list());
+    let v2 = env.write_manifest("v2.json", "fleet-2", list());
+    sign_at(&v1, &secret, 1_700_000_000);
+    sign_at(&v2, &secret, 1_700_086_400);
+    let tag = format!("oci://{}/fleet/boot:v2", reg.host());
+    publish(&docker, &v2, &src, &tag);
+    let trusted = ["--trusted-key", public.to_str().unwrap()];
+    let report = prepare(&env, &docker, &tag, &trusted).report_ok();
+    assert_eq!(report["manifest_version"], "fleet-2");
+    // The registry (or whoever can push the tag) moves :v2 back to the signed fleet-1.
+    publish(&docker, &v1, &src, &tag);
+    let r = prepare(&env, &docker, &tag, &trusted);
+    r.assert_code(2);
+    assert!(
+        r.stderr.contains("fleet-1") && r.stderr.contains("fleet-2"),
+        "{}",
+        r.describe()
+    );
+    // Any other tag of the repository is the same source.
+    let other = format!("oci://{}/fleet/boot:old", reg.host());
+    publish(&docker, &v1, &src, &other);
+    prepare(&env, &docker, &other, &trusted).assert_code(2);
+    // A dry run refuses it as well.
+    prepare(
+        &env,
+        &docker,
+        &tag,
+        &[&trusted[..], &["--dry-run"]].concat(),
+    )
+    .assert_code(2);
+    // The operator may roll back on purpose; that becomes the mark.
+    let allowed = [&trusted[..], &["--allow-downgrade"]].concat();
+    let report = prepare(&env, &docker, &tag, &allowed).report_ok();
+    assert_eq!(report["manifest_version"], "fleet-1");
+    prepare(&env, &docker, &tag, &trusted).report_ok();
+    // Pinned by digest: an explicit choice, not checked.
+    let pushed = publish(&docker, &v2, &src, &tag);
+    prepare(&env, &docker, &tag, &trusted).report_ok();
+    let pinned = pushed["pinned"].as_str().unwrap().to_string();
+    prepare(&env, &docker, &pinned, &trusted).report_ok();
+
+    // Per manifest URL.
+    let origin = Origin::start().unwrap();
+    let serve = |m: &Path| {
+        origin.add("m.json", std::fs::read(m).unwrap().into());
+        let mut sig = m.as_os_str().to_owned();
+        sig.push(".minisig");
+        origin.add("m.json.minisig", std::fs::read(sig).unwrap().into());
+    };
+    let url = origin.url("m.json");
+    // The assets are in place already (the URL manifest names no sources).
+    serve(&v2);
+    prepare(&env, &docker, &url, &trusted).report_ok();
+    serve(&v1);
+    let r = prepare(&env, &docker, &url, &trusted);
+    r.assert_code(2);
+    assert!(
+        r.stderr.contains("fleet-1") && r.stderr.contains("fleet-2"),
+        "{}",
+        r.describe()
+    );
+}

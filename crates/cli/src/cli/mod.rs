@@ -127,6 +127,15 @@ impl StoreArgs {
             .or_else(|| config.state_dir.clone().filter(|_| root_from_config))
     }
 
+    /// The state dir this command uses (absolute; default ROOT/.bootvault).
+    pub fn state_path(&self) -> Result<PathBuf, Failure> {
+        let p = match self.state() {
+            Some(s) => s,
+            None => self.root()?.join(bootvault::STATE_DIR_NAME),
+        };
+        std::path::absolute(&p).map_err(|e| Failure::usage(format!("{}: {e}", p.display())))
+    }
+
     pub fn builder(&self) -> Result<bootvault::StoreBuilder, Failure> {
         let mut b = Store::builder(self.root()?);
         if let Some(s) = self.state() {
