@@ -48,6 +48,31 @@ impl FileLock {
         }
     }
 
+    /// Waits until the lock for `key` is held, or `stop()` says to give up (`None`): a wait
+    /// on another process's lock stays interruptible (SIGINT/SIGTERM in the CLI, a host's
+    /// [`crate::CancelToken`]). `flock` has no timeout, so the lock is polled, every 10 ms at
+    /// first and at most every 100 ms.
+    pub fn exclusive_until(
+        dir: &Path,
+        key: &str,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<FileLock>> {
+        let (file, path) = Self::open(dir, key)?;
+        let mut pause = std::time::Duration::from_millis(10);
+        loop {
+            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(Some(FileLock { _file: file, path })),
+                Err(rustix::io::Errno::WOULDBLOCK | rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(Error::io(&path, "lock", e.into())),
+            }
+            if stop() {
+                return Ok(None);
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// Takes the lock for `key` if it is free; `None` when another holder has it.
     pub fn try_exclusive(dir: &Path, key: &str) -> Result<Option<FileLock>> {
         let (file, path) = Self::open(dir, key)?;
@@ -89,5 +114,22 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
+    }
+
+    #[test]
+    fn regression_a_lock_wait_ends_when_told_to_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = FileLock::exclusive(dir.path(), "kernel").unwrap();
+        let token = crate::CancelToken::new();
+        let t = token.clone();
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(150));
+            t.cancel();
+        });
+        let started = std::time::Instant::now();
+        let got = FileLock::exclusive_until(dir.path(), "kernel", &|| token.is_cancelled());
+        stopper.join().unwrap();
+        assert!(got.unwrap().is_none(), "the wait gave up");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 }
