@@ -120,6 +120,28 @@ pub struct OciOptions {
     pub insecure: Vec<String>,
     /// Credentials per host, before any config file.
     pub credentials: Vec<(String, Credential)>,
+    /// Total deadline of one manifest fetch (every try, mirror and document of it), one token
+    /// request and one credential-helper run; `None`: [`DEFAULT_DEADLINE`]. The idle timeout
+    /// alone does not bound them: a server trickling a byte a second never goes idle.
+    pub deadline: Option<std::time::Duration>,
+}
+
+/// Default of [`OciOptions::deadline`].
+pub const DEFAULT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl OciOptions {
+    /// The deadline in force.
+    pub fn deadline(&self) -> std::time::Duration {
+        self.deadline.unwrap_or(DEFAULT_DEADLINE)
+    }
+}
+
+/// `what` did not finish within `d`.
+fn late(what: &str, d: std::time::Duration) -> String {
+    format!(
+        "{what}: no complete answer within {} s (the manifest deadline, --manifest-timeout)",
+        d.as_secs_f64()
+    )
 }
 
 /// `oci://HOST[:PORT]/REPO[:TAG|@sha256:DIGEST]`.
@@ -392,6 +414,23 @@ impl Registry {
         if let Some(v) = self.auth.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(v);
         }
+        let deadline = self.opts.deadline();
+        match tokio::time::timeout(deadline, self.authorize(client, host, scopes, key)).await {
+            Ok(r) => r,
+            Err(_) => Err(RequestError::fatal(late(
+                &format!("authorization for {host}"),
+                deadline,
+            ))),
+        }
+    }
+
+    async fn authorize(
+        &self,
+        client: &reqwest::Client,
+        host: &str,
+        scopes: &[String],
+        key: (String, String),
+    ) -> Result<Option<String>, RequestError> {
         let ping = format!("{}/v2/", self.base(host));
         let resp = client
             .get(&ping)
@@ -525,8 +564,9 @@ impl Registry {
         if let Some((_, c)) = self.opts.credentials.iter().find(|(h, _)| h == host) {
             return Some(c.clone());
         }
+        let deadline = self.opts.deadline();
         if let Some(file) = std::env::var_os("REGISTRY_AUTH_FILE")
-            && let Some(c) = from_auth_file(Path::new(&file), host)
+            && let Some(c) = from_auth_file(Path::new(&file), host, deadline)
         {
             return Some(c);
         }
@@ -534,10 +574,10 @@ impl Registry {
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))?;
         let file = dir.join("config.json");
-        from_auth_file(&file, host).or_else(|| {
+        from_auth_file(&file, host, deadline).or_else(|| {
             // `docker login` stores Docker Hub under https://index.docker.io/v1/.
             matches!(host, "docker.io" | "registry-1.docker.io")
-                .then(|| from_auth_file(&file, "index.docker.io"))
+                .then(|| from_auth_file(&file, "index.docker.io", deadline))
                 .flatten()
         })
     }
@@ -699,7 +739,7 @@ fn parse_challenge(h: &str) -> (String, HashMap<String, String>) {
 /// Looks `host` up in a docker `config.json` or a containers `auth.json`: `credHelpers`, then
 /// `auths` (keys may carry a scheme or a path, as old docker versions wrote them), then the
 /// default `credsStore`.
-fn from_auth_file(file: &Path, host: &str) -> Option<Credential> {
+fn from_auth_file(file: &Path, host: &str, deadline: std::time::Duration) -> Option<Credential> {
     let text = std::fs::read(file).ok()?;
     let v: Value = serde_json::from_slice(&text).ok()?;
     if let Some(helper) = v
@@ -707,7 +747,7 @@ fn from_auth_file(file: &Path, host: &str) -> Option<Credential> {
         .and_then(|h| h.get(host))
         .and_then(Value::as_str)
     {
-        return from_helper(helper, host);
+        return from_helper(helper, host, deadline);
     }
     if let Some(auths) = v.get("auths").and_then(Value::as_object) {
         for (key, entry) in auths {
@@ -742,11 +782,12 @@ fn from_auth_file(file: &Path, host: &str) -> Option<Credential> {
         }
     }
     let store = v.get("credsStore").and_then(Value::as_str)?;
-    from_helper(store, host)
+    from_helper(store, host, deadline)
 }
 
-/// Runs `docker-credential-<helper> get` with the host on stdin (the helper protocol).
-fn from_helper(helper: &str, host: &str) -> Option<Credential> {
+/// Runs `docker-credential-<helper> get` with the host on stdin (the helper protocol); a
+/// helper that has not answered within `deadline` is killed and gives no credential.
+fn from_helper(helper: &str, host: &str, deadline: std::time::Duration) -> Option<Credential> {
     use std::io::Write;
     if helper.is_empty()
         || !helper
@@ -764,11 +805,41 @@ fn from_helper(helper: &str, host: &str) -> Option<Credential> {
         .map_err(|e| tracing::warn!("credential helper docker-credential-{helper}: {e}"))
         .ok()?;
     let _ = child.stdin.take()?.write_all(host.as_bytes());
-    let out = child.wait_with_output().ok()?;
-    if !out.status.success() {
+    // Read its answer on a thread (a helper that writes much must not block on a full pipe)
+    // while this one keeps the deadline.
+    let mut stdout = child.stdout.take()?;
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut out = Vec::new();
+        let _ = (&mut stdout).take(64 * 1024).read_to_end(&mut out);
+        out
+    });
+    let end = std::time::Instant::now() + deadline;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if std::time::Instant::now() < end => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                tracing::warn!(
+                    "{}",
+                    late(
+                        &format!("credential helper docker-credential-{helper}"),
+                        deadline
+                    )
+                );
+                return None;
+            }
+        }
+    };
+    let stdout = reader.join().ok()?;
+    if !status.success() {
         return None;
     }
-    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let v: Value = serde_json::from_slice(&stdout).ok()?;
     Some(Credential {
         username: v.get("Username")?.as_str()?.into(),
         password: v.get("Secret")?.as_str()?.into(),
@@ -847,7 +918,21 @@ pub fn fetch_manifest(
     let rt = runtime()?;
     let client = client(opts)?;
     let reg = Registry::from_options(&opts.oci);
+    let deadline = opts.oci.deadline();
+    let what = format!("manifest {r}");
     rt.block_on(async {
+        tokio::time::timeout(deadline, fetch_manifest_tries(&reg, &client, r))
+            .await
+            .unwrap_or_else(|_| Err(reg_err(&what, late("fetch", deadline))))
+    })
+}
+
+async fn fetch_manifest_tries(
+    reg: &Registry,
+    client: &reqwest::Client,
+    r: &Reference,
+) -> Result<RemoteManifest, OciError> {
+    {
         let hosts = reg.expand(&[r.repository_url()]);
         let mut errors = Vec::new();
         // A fleet asks at once: a registry that is busy (5xx, 429) or unreachable for a moment
@@ -858,7 +943,7 @@ pub fn fetch_manifest(
                 let Ok(via) = Reference::parse(source) else {
                     continue;
                 };
-                match fetch_manifest_from(&reg, &client, &via.registry, r).await {
+                match fetch_manifest_from(reg, client, &via.registry, r).await {
                     Ok(m) => return Ok(m),
                     Err(e) => {
                         retry |= e.retry;
@@ -872,7 +957,7 @@ pub fn fetch_manifest(
             tokio::time::sleep(std::time::Duration::from_millis(250 << round)).await;
         }
         Err(reg_err(format!("manifest {r}"), errors.join("; ")))
-    })
+    }
 }
 
 async fn fetch_manifest_from(
@@ -949,7 +1034,19 @@ pub fn fetch_manifest_url(
 ) -> Result<RemoteManifest, OciError> {
     let rt = runtime()?;
     let client = client(opts)?;
+    let deadline = opts.oci.deadline();
     rt.block_on(async {
+        tokio::time::timeout(deadline, fetch_manifest_url_tries(&client, url))
+            .await
+            .unwrap_or_else(|_| Err(reg_err(url, late("fetch", deadline))))
+    })
+}
+
+async fn fetch_manifest_url_tries(
+    client: &reqwest::Client,
+    url: &str,
+) -> Result<RemoteManifest, OciError> {
+    {
         let get = |u: String| {
             let client = client.clone();
             async move {
@@ -998,7 +1095,7 @@ pub fn fetch_manifest_url(
             source: None,
             digest: None,
         })
-    })
+    }
 }
 
 /// Why a remote manifest could not be loaded.
@@ -1622,6 +1719,7 @@ mod tests {
             ],
             insecure: vec!["build.lan".into()],
             credentials: vec![],
+            deadline: None,
         });
         assert_eq!(reg.base("localhost:5000"), "http://localhost:5000");
         assert_eq!(reg.base("127.0.0.1:5000"), "http://127.0.0.1:5000");
@@ -1660,14 +1758,15 @@ mod tests {
             .to_string(),
         )
         .unwrap();
-        let c = from_auth_file(&f, "old.example").unwrap();
+        let d = DEFAULT_DEADLINE;
+        let c = from_auth_file(&f, "old.example", d).unwrap();
         assert_eq!(
             (c.username.as_str(), c.password.as_str()),
             ("u", "p:with:colons")
         );
-        let c = from_auth_file(&f, "new.example").unwrap();
+        let c = from_auth_file(&f, "new.example", d).unwrap();
         assert_eq!((c.username.as_str(), c.password.as_str()), ("a", "b"));
-        assert!(from_auth_file(&f, "other.example").is_none());
+        assert!(from_auth_file(&f, "other.example", d).is_none());
         assert!(!format!("{c:?}").contains('b'), "Debug hides the secret");
     }
 }

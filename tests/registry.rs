@@ -1382,3 +1382,127 @@ fn regression_an_older_signed_manifest_is_refused_as_a_rollback() {
         r.describe()
     );
 }
+
+/// `prepare --json` of `manifest` with `BOOTVAULT_MANIFEST_TIMEOUT=2` (the variable of
+/// `--manifest-timeout`), no retries, and `path_prefix` put in front of PATH; with its time.
+fn prepare_with_deadline(
+    env: &Env,
+    docker: &Path,
+    manifest: &str,
+    path_prefix: Option<&Path>,
+) -> (Run, std::time::Duration) {
+    let mut cmd = bootvault_cmd();
+    cmd.args([
+        "prepare",
+        "--dir",
+        env.root.to_str().unwrap(),
+        "--manifest",
+        manifest,
+    ])
+    .args(["--json", "--retries", "0"])
+    .env("DOCKER_CONFIG", docker)
+    .env_remove("REGISTRY_AUTH_FILE")
+    .env("BOOTVAULT_MANIFEST_TIMEOUT", "2");
+    if let Some(bin) = path_prefix {
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        cmd.env("PATH", path);
+    }
+    let started = std::time::Instant::now();
+    let run = run_cmd(cmd);
+    (run, started.elapsed())
+}
+
+/// A manifest URL trickling 10 bytes a second never trips the idle timeout; the manifest
+/// deadline ends it. Before: prepare waited as long as the server liked (here ~40 s).
+#[test]
+fn regression_a_trickling_manifest_hits_the_manifest_deadline() {
+    let env = Env::new();
+    let origin = Origin::start().unwrap();
+    let m = env.write_manifest("m.json", "slow-1", vec![]);
+    let mut bytes = std::fs::read(&m).unwrap();
+    bytes.resize(400, b' ');
+    origin.add("m.json", bytes.into());
+    origin.set_fault("m.json", common::throttled(10));
+    let docker = docker_config(&env, None);
+    let (r, took) = prepare_with_deadline(&env, &docker, &origin.url("m.json"), None);
+    r.assert_code(1);
+    assert!(took < std::time::Duration::from_secs(15), "took {took:?}");
+    assert!(r.stderr.contains("within 2 s"), "{}", r.describe());
+}
+
+/// A token realm trickling its answer is bounded by the same deadline. Before: the blob
+/// download waited on the token as long as the server liked.
+#[test]
+fn regression_a_trickling_token_server_hits_the_deadline() {
+    let env = Env::new();
+    let origin = Origin::start().unwrap();
+    let mut token = br#"{"token":"t"}"#.to_vec();
+    token.resize(400, b' ');
+    origin.add("token", token.into());
+    origin.set_fault("token", common::throttled(10));
+    let realm = origin.url("token");
+    let (port, _) = recording_server(move |_, _| {
+        (
+            "401 Unauthorized".into(),
+            format!("WWW-Authenticate: Bearer realm=\"{realm}\",service=\"t\"\r\n"),
+            Vec::new(),
+        )
+    });
+    let body = data(44, 4 * KIB);
+    let m = env.write_manifest(
+        "m.json",
+        "slow-token-1",
+        vec![asset_with_urls(
+            "kernel",
+            "boot/kernel",
+            &body,
+            &[format!("oci://127.0.0.1:{port}/fleet/boot")],
+        )],
+    );
+    let docker = docker_config(&env, None);
+    let (r, took) = prepare_with_deadline(&env, &docker, m.to_str().unwrap(), None);
+    r.assert_code(1);
+    assert!(took < std::time::Duration::from_secs(15), "took {took:?}");
+    assert!(r.stderr.contains("within 2 s"), "{}", r.describe());
+}
+
+/// A credential helper that hangs is killed at the deadline and prepare goes on without its
+/// credentials (here: the registry then refuses). Before: prepare hung with the helper.
+#[test]
+fn regression_a_hanging_credential_helper_hits_the_deadline() {
+    let env = Env::new();
+    let (port, _) = recording_server(|_, _| {
+        (
+            "401 Unauthorized".into(),
+            "WWW-Authenticate: Basic realm=\"test\"\r\n".into(),
+            Vec::new(),
+        )
+    });
+    let host = format!("127.0.0.1:{port}");
+    let bin = env.outside("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-bvhang");
+    std::fs::write(&helper, "#!/bin/sh\nexec sleep 40\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let docker = env.outside("docker-hang");
+    std::fs::create_dir_all(&docker).unwrap();
+    std::fs::write(
+        docker.join("config.json"),
+        serde_json::json!({"auths": {}, "credHelpers": {host.clone(): "bvhang"}}).to_string(),
+    )
+    .unwrap();
+    let (r, took) = prepare_with_deadline(
+        &env,
+        &docker,
+        &format!("oci://{host}/fleet/boot:v1"),
+        Some(&bin),
+    );
+    r.assert_code(1);
+    assert!(took < std::time::Duration::from_secs(15), "took {took:?}");
+    assert!(r.stderr.contains("no credentials"), "{}", r.describe());
+}

@@ -22,6 +22,9 @@ pub struct Config {
     /// Public keys trusted for signed manifests (paths to minisign key files).
     #[serde(default)]
     pub trusted_keys: Vec<PathBuf>,
+    /// Deadline in seconds of a manifest fetch, a token request, a credential helper
+    /// (`--manifest-timeout`).
+    pub manifest_timeout: Option<u64>,
 }
 
 /// Where the config file is looked for when `--config` is not given.
@@ -55,6 +58,12 @@ pub fn load(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>), String
     })?;
     if config.jobs == Some(0) {
         return Err(format!("{}: jobs must be at least 1", path.display()));
+    }
+    if config.manifest_timeout == Some(0) {
+        return Err(format!(
+            "{}: manifest_timeout must be at least 1",
+            path.display()
+        ));
     }
     let base = path.parent().unwrap_or(Path::new("."));
     let anchor = |p: &mut PathBuf| {

@@ -28,12 +28,22 @@ pub struct RegistryArgs {
         value_delimiter = ','
     )]
     pub insecure: Vec<String>,
+    /// Total seconds for fetching a manifest (every try and mirror), for one registry token
+    /// request, and for one credential helper run (at least 1; default 60)
+    /// [config: manifest_timeout].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..),
+          env = "BOOTVAULT_MANIFEST_TIMEOUT")]
+    pub manifest_timeout: Option<u64>,
 }
 
 impl RegistryArgs {
     pub fn options(&self) -> Result<OciOptions, Failure> {
         let mut opts = OciOptions {
             insecure: self.insecure.clone(),
+            deadline: self
+                .manifest_timeout
+                .or(super::ui().config.manifest_timeout)
+                .map(std::time::Duration::from_secs),
             ..Default::default()
         };
         // Flags (or their variable) replace the config file's mirrors, as for every setting.

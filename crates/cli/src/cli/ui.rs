@@ -48,7 +48,7 @@ pub struct GlobalArgs {
     /// The platform's config dir is $XDG_CONFIG_HOME/bootvault or ~/.config/bootvault on
     /// Linux, ~/Library/Application Support/bootvault on macOS. A missing default file is not
     /// an error, a missing --config file is. Keys: dir, state_dir, jobs, registry_mirrors,
-    /// trusted_keys (see docs/cli.md).
+    /// trusted_keys, manifest_timeout (see docs/cli.md).
     #[arg(long, global = true, value_name = "FILE", env = "BOOTVAULT_CONFIG")]
     pub config: Option<PathBuf>,
 }
