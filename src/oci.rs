@@ -59,7 +59,7 @@ pub enum OciError {
         why: String,
     },
     /// A request to the registry failed or was refused.
-    #[error("{what}: {why}")]
+    #[error("{}: {}", crate::redact::text(.what), crate::redact::text(.why))]
     Registry {
         /// The request (or the manifest being resolved).
         what: String,

@@ -22,7 +22,7 @@ pub enum SignError {
         why: String,
     },
     /// The manifest carries no signature.
-    #[error("manifest {origin}: not signed ({why})")]
+    #[error("manifest {}: not signed ({why})", crate::redact::url(.origin))]
     Missing {
         /// The manifest reference or URL.
         origin: String,
@@ -30,7 +30,7 @@ pub enum SignError {
         why: String,
     },
     /// The signature is malformed, by an untrusted key, or does not match the bytes.
-    #[error("manifest {origin}: signature refused: {why}")]
+    #[error("manifest {}: signature refused: {why}", crate::redact::url(.origin))]
     Invalid {
         /// The manifest reference or URL.
         origin: String,

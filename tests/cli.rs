@@ -1850,3 +1850,74 @@ fn prepare_dry_run_prints_the_plan_and_changes_nothing() {
     let v: Value = serde_json::from_str(lines.stdout.trim()).unwrap();
     assert_eq!(v["dry_run"], true);
 }
+
+// ---- secrets in URLs ----------------------------------------------------------------------------
+
+/// A password in the manifest URL or a source URL (`http://user:pass@…`) appears nowhere:
+/// not in errors, `-v` logs, JSON output, `debug` output or the ledger file. Before: in all
+/// of them.
+#[test]
+fn regression_passwords_in_urls_are_never_printed_or_stored() {
+    use bootvault_testkit::origin::Origin;
+    const SECRET: &str = "s3cr3t-pw";
+    let env = Env::new();
+    let origin = Origin::start().unwrap();
+    let with_secret = |path: &str| {
+        origin
+            .url(path)
+            .replacen("http://", &format!("http://alice:{SECRET}@"), 1)
+    };
+    let k = blob(90, 2000);
+    let i = blob(91, 2000);
+    origin.add("k", k.clone().into());
+    let m = native(
+        "secret-1",
+        vec![
+            asset_with_urls("kernel", "boot/kernel", &k, &[with_secret("k")]),
+            asset_with_urls("initrd", "boot/initrd", &i, &[with_secret("missing")]),
+        ],
+    );
+    origin.add("m.json", serde_json::to_vec(&m).unwrap().into());
+    let r = run(&[
+        "prepare",
+        "-v",
+        "--dir",
+        env.root.to_str().unwrap(),
+        "--manifest",
+        &with_secret("m.json"),
+        "--retries",
+        "0",
+        "--json",
+    ]);
+    r.assert_code(1);
+    assert!(
+        r.stderr.contains("missing"),
+        "the failure is reported: {}",
+        r.describe()
+    );
+    let mut seen = vec![("prepare", format!("{}{}", r.stdout, r.stderr))];
+    for (sub, args) in [
+        ("ls", vec![]),
+        ("why", vec!["initrd"]),
+        ("show", vec!["boot/kernel"]),
+    ] {
+        let d = env.debug(sub, &args);
+        seen.push((sub, format!("{}{}", d.stdout, d.stderr)));
+    }
+    for (what, text) in &seen {
+        assert!(
+            !text.contains(SECRET),
+            "{what} printed the password: {text}"
+        );
+    }
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(env.state()).unwrap().flatten() {
+        if entry.path().is_file() {
+            let bytes = std::fs::read(entry.path()).unwrap();
+            if bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()) {
+                found.push(entry.path());
+            }
+        }
+    }
+    assert!(found.is_empty(), "stored in {found:?}");
+}

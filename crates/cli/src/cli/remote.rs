@@ -159,7 +159,8 @@ pub fn load(
     let keys = trust.keys()?;
     let provenance =
         |signed_by: Option<String>, oci_digest: Option<String>| bootvault::Provenance {
-            source: spec.to_string(),
+            // Stored in the ledger: never a password from the URL.
+            source: bootvault::redact::url(spec),
             signed_by,
             oci_digest,
             recorded_at_ns: std::time::SystemTime::now()

@@ -137,6 +137,9 @@ pub fn set_bars(bars: Option<MultiProgress>) {
 /// Writes `bytes` to stderr; while bars are drawn, clears them, writes, and redraws them, so
 /// a log line never lands in the middle of a bar (a torn line left in the scrollback).
 pub fn write_stderr(bytes: &[u8]) {
+    // No password in a URL (`https://user:pass@…`) reaches stderr: errors and log lines.
+    let text = bootvault::redact::text(&String::from_utf8_lossy(bytes));
+    let bytes = text.as_bytes();
     let bars = BARS.lock().unwrap_or_else(PoisonError::into_inner).clone();
     let write = || {
         let mut e = std::io::stderr().lock();
