@@ -85,5 +85,7 @@ pub use stamp::{FileKind, Stamp};
 pub use store::{PrepareOptions, Store, StoreBuilder, VerifiedFile};
 pub use sys::FAMILY as PLATFORM_FAMILY;
 
+pub use manifest::read_local;
+
 /// Name of the default state directory inside ROOT.
 pub const STATE_DIR_NAME: &str = ".bootvault";

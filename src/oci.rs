@@ -740,7 +740,14 @@ fn parse_challenge(h: &str) -> (String, HashMap<String, String>) {
 /// `auths` (keys may carry a scheme or a path, as old docker versions wrote them), then the
 /// default `credsStore`.
 fn from_auth_file(file: &Path, host: &str, deadline: std::time::Duration) -> Option<Credential> {
-    let text = std::fs::read(file).ok()?;
+    let text = match crate::manifest::read_local(file, 4 * 1024 * 1024) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!("registry auth file {}: {e}; not used", file.display());
+            return None;
+        }
+    };
     let v: Value = serde_json::from_slice(&text).ok()?;
     if let Some(helper) = v
         .get("credHelpers")

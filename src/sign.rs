@@ -47,6 +47,9 @@ pub enum SignError {
     },
 }
 
+/// Largest key file read (a minisign key is about 100 bytes of text).
+pub const MAX_KEY_FILE: u64 = 64 * 1024;
+
 /// A public key that may vouch for manifests.
 #[derive(Clone, Debug)]
 pub struct TrustedKey {
@@ -69,7 +72,7 @@ impl TrustedKey {
     /// Reads a `minisign.pub` file (comment line, then the base64 key), or a file holding only
     /// the base64 key.
     pub fn from_file(path: &Path) -> Result<TrustedKey, SignError> {
-        let text = std::fs::read_to_string(path).map_err(|e| SignError::Key {
+        let text = crate::manifest::read_text(path, MAX_KEY_FILE).map_err(|e| SignError::Key {
             path: path.into(),
             why: e.to_string(),
         })?;

@@ -1506,3 +1506,118 @@ fn regression_a_hanging_credential_helper_hits_the_deadline() {
     assert!(took < std::time::Duration::from_secs(15), "took {took:?}");
     assert!(r.stderr.contains("no credentials"), "{}", r.describe());
 }
+
+/// Runs `cmd` (stdout and stderr captured) and kills it after 10 s: `None` then.
+fn run_bounded(mut cmd: Command) -> Option<Run> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Some(common::wait(child))
+}
+
+/// Every local input is a bounded read of a regular file: `--trusted-key`, `sign --key`,
+/// `publish --manifest` and `--signature`, `--config` and `REGISTRY_AUTH_FILE` naming
+/// `/dev/zero` or a fifo fail at once, naming the file. Before: read until out of memory
+/// (`/dev/zero`) or blocked forever (a fifo).
+#[test]
+fn regression_local_inputs_are_bounded_regular_file_reads() {
+    let env = Env::new();
+    let fifo = env.outside("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let body = data(45, 4 * KIB);
+    env.put("boot/kernel", &body);
+    let m = env.write_manifest(
+        "m.json",
+        "inputs-1",
+        vec![asset("kernel", "boot/kernel", &body)],
+    );
+    let (m, root) = (m.to_str().unwrap(), env.root.to_str().unwrap());
+    let docker = docker_config(&env, None);
+    for bad in ["/dev/zero", fifo.to_str().unwrap()] {
+        let cases: Vec<(&str, Vec<&str>)> = vec![
+            (
+                "--trusted-key",
+                vec![
+                    "prepare",
+                    "--dir",
+                    root,
+                    "--manifest",
+                    m,
+                    "--trusted-key",
+                    bad,
+                ],
+            ),
+            (
+                "sign --key",
+                vec!["sign", m, "--key", bad, "--output", "/dev/null"],
+            ),
+            (
+                "publish --manifest",
+                vec![
+                    "publish",
+                    "--manifest",
+                    bad,
+                    "--dir",
+                    root,
+                    "oci://127.0.0.1:9/r:t",
+                ],
+            ),
+            (
+                "publish --signature",
+                vec![
+                    "publish",
+                    "--manifest",
+                    m,
+                    "--signature",
+                    bad,
+                    "--dir",
+                    root,
+                    "oci://127.0.0.1:9/r:t",
+                ],
+            ),
+            ("--config", vec!["--config", bad, "status", "--dir", root]),
+        ];
+        for (what, args) in cases {
+            let mut cmd = bootvault_cmd();
+            cmd.args(&args).env("DOCKER_CONFIG", &docker);
+            let r = run_bounded(cmd)
+                .unwrap_or_else(|| panic!("{what} {bad}: still reading after 10 s"));
+            r.assert_code(2);
+            assert!(
+                r.stderr.contains(bad) && r.stderr.contains("not a regular file"),
+                "{what} {bad}: {}",
+                r.describe()
+            );
+        }
+        // REGISTRY_AUTH_FILE: not used (with a warning naming it); the registry then refuses.
+        let (port, _) = recording_server(|_, _| {
+            (
+                "401 Unauthorized".into(),
+                "WWW-Authenticate: Basic realm=\"test\"\r\n".into(),
+                Vec::new(),
+            )
+        });
+        let mut cmd = bootvault_cmd();
+        cmd.args(["prepare", "--dir", root, "--retries", "0", "--manifest"])
+            .arg(format!("oci://127.0.0.1:{port}/fleet/boot:v1"))
+            .env("DOCKER_CONFIG", &docker)
+            .env("REGISTRY_AUTH_FILE", bad);
+        let r =
+            run_bounded(cmd).unwrap_or_else(|| panic!("REGISTRY_AUTH_FILE {bad}: still reading"));
+        r.assert_code(1);
+        assert!(r.stderr.contains(bad), "{}", r.describe());
+    }
+}

@@ -42,7 +42,12 @@ pub fn load(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>), String
             _ => return Ok((Config::default(), None)),
         },
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = bootvault::read_local(&path, 1024 * 1024)
+        .and_then(|b| {
+            String::from_utf8(b)
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
+        })
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     // One line: the file, the line number and toml's message (its Display spans lines).
     let mut config: Config = toml::from_str(&text).map_err(|e| {
         let line = e

@@ -38,7 +38,7 @@ pub fn run(a: PublishArgs) -> CmdResult {
             a.target
         )));
     }
-    let bytes = std::fs::read(&a.manifest)
+    let bytes = bootvault::read_local(&a.manifest, bootvault::oci::MAX_DOCUMENT)
         .map_err(|e| Failure::usage(format!("{}: {e}", a.manifest.display())))?;
     let manifest = a.manifest_args.load(&a.manifest)?;
     let sig_path = a.signature.clone().or_else(|| {
@@ -49,7 +49,12 @@ pub fn run(a: PublishArgs) -> CmdResult {
     });
     let signature = match &sig_path {
         Some(p) => Some(
-            std::fs::read_to_string(p)
+            bootvault::read_local(p, bootvault::oci::MAX_DOCUMENT)
+                .and_then(|b| {
+                    String::from_utf8(b).map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::InvalidData, "not text")
+                    })
+                })
                 .map_err(|e| Failure::usage(format!("{}: {e}", p.display())))?,
         ),
         None => None,
