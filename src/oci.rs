@@ -76,6 +76,17 @@ pub enum OciError {
         /// Digest or size, found and expected.
         why: String,
     },
+    /// The file of an asset to publish is missing or unreadable; nothing was uploaded.
+    #[error("asset {name}: {path}: {source}; nothing uploaded")]
+    AssetFile {
+        /// The asset.
+        name: String,
+        /// The file that was to be uploaded.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A local file could not be read.
     #[error("{path}: {source}")]
     Io {
@@ -1260,10 +1271,12 @@ pub fn publish(
     // Verify every file before anything leaves the machine.
     let mut sizes = Vec::with_capacity(blobs.len());
     for b in blobs {
-        let (digest, size) = crate::digest::hash_path(&b.file).map_err(|e| OciError::Io {
-            path: b.file.clone(),
-            source: e,
-        })?;
+        let (digest, size) =
+            crate::digest::hash_path(&b.file).map_err(|e| OciError::AssetFile {
+                name: b.name.clone(),
+                path: b.file.clone(),
+                source: e,
+            })?;
         if digest != b.sha256 {
             return Err(OciError::Mismatch {
                 name: b.name.clone(),

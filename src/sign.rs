@@ -96,6 +96,11 @@ impl TrustedKey {
     }
 }
 
+/// Whether `signature` is a well-formed minisign signature (by any key; not checked).
+pub fn is_signature(signature: &str) -> bool {
+    minisign_verify::Signature::decode(signature).is_ok()
+}
+
 /// The key ID a signature claims (before it is checked).
 pub fn signature_key_id(signature: &str) -> Option<String> {
     key_id(signature.lines().nth(1)?)

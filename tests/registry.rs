@@ -119,18 +119,22 @@ fn manifest_for(
 
 /// Publishes `set` (files under `src`) with `manifest` to `target`; must succeed.
 fn publish(docker: &Path, manifest: &Path, src: &Path, target: &str) -> Value {
-    let r = bv(
-        docker,
-        &[
-            "publish",
-            "--manifest",
-            manifest.to_str().unwrap(),
-            "--dir",
-            src.to_str().unwrap(),
-            "--json",
-            target,
-        ],
-    );
+    publish_with(docker, manifest, src, target, &[])
+}
+
+/// [`publish`] with extra arguments (`--trusted-key` to check a signature, ...).
+fn publish_with(docker: &Path, manifest: &Path, src: &Path, target: &str, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "publish",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--dir",
+        src.to_str().unwrap(),
+        "--json",
+        target,
+    ];
+    args.extend_from_slice(extra);
+    let r = bv(docker, &args);
     r.assert_code(0).json()
 }
 
@@ -542,11 +546,13 @@ fn publish_prepare_round_trip_twenty_assets_basic_auth_signed() {
         m.to_str().unwrap(),
     ]);
     let tag = format!("oci://{}/fleet/boot:2026.11", reg.host());
-    let pushed = publish(&docker, &m, &src, &tag);
+    // publish checks the signature it attaches against the release key.
+    let check = ["--trusted-key", public.to_str().unwrap()];
+    let pushed = publish_with(&docker, &m, &src, &tag, &check);
     assert_eq!(pushed["uploaded"].as_array().unwrap().len(), 20, "{pushed}");
     assert_eq!(pushed["signed"], true);
     // Publishing again uploads nothing (HEAD first).
-    let again = publish(&docker, &m, &src, &tag);
+    let again = publish_with(&docker, &m, &src, &tag, &check);
     assert_eq!(again["uploaded"].as_array().unwrap().len(), 0, "{again}");
     assert_eq!(again["skipped"].as_array().unwrap().len(), 20, "{again}");
 
@@ -615,7 +621,14 @@ fn publish_prepare_round_trip_twenty_assets_basic_auth_signed() {
     )
     .unwrap();
     let bad_tag = format!("oci://{}/fleet/boot:tampered", reg.host());
-    publish(&docker, &tampered, &src, &bad_tag);
+    // Deliberately: publish would refuse it (it checks what it attaches).
+    publish_with(
+        &docker,
+        &tampered,
+        &src,
+        &bad_tag,
+        &["--no-verify-signature"],
+    );
     let r = prepare(&Env::new(), &docker, &bad_tag, &trusted);
     r.assert_code(2);
     assert!(
@@ -642,6 +655,7 @@ fn publish_prepare_round_trip_twenty_assets_basic_auth_signed() {
             src.to_str().unwrap(),
             "--signature",
             forged.to_str().unwrap(),
+            "--no-verify-signature",
             &forged_tag,
         ],
     )
@@ -675,6 +689,7 @@ fn publish_prepare_round_trip_twenty_assets_basic_auth_signed() {
             src.to_str().unwrap(),
             "--signature",
             other_sig.to_str().unwrap(),
+            "--no-verify-signature",
             &other_tag,
         ],
     )
@@ -1325,12 +1340,13 @@ fn regression_an_older_signed_manifest_is_refused_as_a_rollback() {
     sign_at(&v1, &secret, 1_700_000_000);
     sign_at(&v2, &secret, 1_700_086_400);
     let tag = format!("oci://{}/fleet/boot:v2", reg.host());
-    publish(&docker, &v2, &src, &tag);
     let trusted = ["--trusted-key", public.to_str().unwrap()];
+    let publish = |m: &Path, target: &str| publish_with(&docker, m, &src, target, &trusted);
+    publish(&v2, &tag);
     let report = prepare(&env, &docker, &tag, &trusted).report_ok();
     assert_eq!(report["manifest_version"], "fleet-2");
     // The registry (or whoever can push the tag) moves :v2 back to the signed fleet-1.
-    publish(&docker, &v1, &src, &tag);
+    publish(&v1, &tag);
     let r = prepare(&env, &docker, &tag, &trusted);
     r.assert_code(2);
     assert!(
@@ -1340,7 +1356,7 @@ fn regression_an_older_signed_manifest_is_refused_as_a_rollback() {
     );
     // Any other tag of the repository is the same source.
     let other = format!("oci://{}/fleet/boot:old", reg.host());
-    publish(&docker, &v1, &src, &other);
+    publish(&v1, &other);
     prepare(&env, &docker, &other, &trusted).assert_code(2);
     // A dry run refuses it as well.
     prepare(
@@ -1356,7 +1372,7 @@ fn regression_an_older_signed_manifest_is_refused_as_a_rollback() {
     assert_eq!(report["manifest_version"], "fleet-1");
     prepare(&env, &docker, &tag, &trusted).report_ok();
     // Pinned by digest: an explicit choice, not checked.
-    let pushed = publish(&docker, &v2, &src, &tag);
+    let pushed = publish(&v2, &tag);
     prepare(&env, &docker, &tag, &trusted).report_ok();
     let pinned = pushed["pinned"].as_str().unwrap().to_string();
     prepare(&env, &docker, &pinned, &trusted).report_ok();
@@ -1620,4 +1636,71 @@ fn regression_local_inputs_are_bounded_regular_file_reads() {
         r.assert_code(1);
         assert!(r.stderr.contains(bad), "{}", r.describe());
     }
+}
+
+/// `publish` checks the signature it attaches: a stale one (the manifest changed after
+/// signing) or garbage is refused (exit 2, naming the file) and nothing is pushed; a missing
+/// asset file is named by its asset. Before: both signatures were published as "signed", and
+/// every host then failed with exit 2; a missing file was named only by its path.
+#[test]
+fn regression_publish_refuses_a_stale_or_garbage_signature_and_names_a_missing_asset() {
+    let reg = registry(RegistryAuth::Anonymous);
+    let env = Env::new();
+    let src = env.outside("src");
+    let set = assets(&src, 2, 8 * KIB);
+    let docker = docker_config(&env, None);
+    let (public, secret) = keypair(&env, "release");
+    let m = manifest_for(&env, "set.json", &set, &[]);
+    sign_at(&m, &secret, 1_700_000_000);
+    let sig = env.outside("set.json.minisig");
+    let check = ["--trusted-key", public.to_str().unwrap()];
+    let tag = |t: &str| format!("oci://{}/fleet/boot:{t}", reg.host());
+    let try_publish = |target: &str, extra: &[&str]| {
+        let mut args = vec![
+            "publish",
+            "--manifest",
+            m.to_str().unwrap(),
+            "--dir",
+            src.to_str().unwrap(),
+            target,
+        ];
+        args.extend_from_slice(extra);
+        bv(&docker, &args)
+    };
+    // Stale: the manifest changed after it was signed.
+    let text = std::fs::read_to_string(&m).unwrap();
+    std::fs::write(&m, text.replacen("fleet-1", "fleet-1b", 1)).unwrap();
+    let r = try_publish(&tag("stale"), &check);
+    r.assert_code(2);
+    assert!(r.stderr.contains("set.json.minisig"), "{}", r.describe());
+    // Nothing was pushed: the tag does not resolve.
+    prepare(&Env::new(), &docker, &tag("stale"), &[]).assert_code(1);
+    // Without a key to check it against, a signature is not attached blindly either.
+    let r = try_publish(&tag("unchecked"), &[]);
+    r.assert_code(2);
+    assert!(r.stderr.contains("--trusted-key"), "{}", r.describe());
+    // Garbage, with or without a key.
+    std::fs::write(&sig, "not a signature\n").unwrap();
+    for extra in [&check[..], &["--no-verify-signature"]] {
+        let r = try_publish(&tag("garbage"), extra);
+        r.assert_code(2);
+        assert!(
+            r.stderr.contains("not a minisign signature"),
+            "{}",
+            r.describe()
+        );
+    }
+    // Signed again: published.
+    std::fs::write(&m, text).unwrap();
+    sign_at(&m, &secret, 1_700_000_001);
+    try_publish(&tag("good"), &check).assert_code(0);
+    // A missing file is named by its asset.
+    std::fs::remove_file(src.join(&set[1].1)).unwrap();
+    let r = try_publish(&tag("missing"), &check);
+    r.assert_code(1);
+    assert!(
+        r.stderr.contains(&format!("asset {}", set[1].0)),
+        "{}",
+        r.describe()
+    );
 }

@@ -86,7 +86,7 @@ pub struct TrustArgs {
 }
 
 impl TrustArgs {
-    fn keys(&self) -> Result<Vec<TrustedKey>, Failure> {
+    pub fn keys(&self) -> Result<Vec<TrustedKey>, Failure> {
         let keys = if self.trusted_keys.is_empty() {
             &super::ui().config.trusted_keys
         } else {
