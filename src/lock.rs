@@ -23,9 +23,31 @@ pub struct FileLock {
     path: PathBuf,
 }
 
+/// Creates `dir`, a directory of the state dir (`locks/`, `tmp/`), when it is missing, and
+/// refuses it when it is a symlink or not a directory: lock files and partial downloads are
+/// never created, nor anything removed, through a link out of the state dir (the default state
+/// dir lies in ROOT, where a guest may plant one).
+pub(crate) fn state_subdir(dir: &Path) -> Result<()> {
+    let refuse = |why: &str| Error::io(dir, "use state dir", std::io::Error::other(why.to_string()));
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(refuse("a symlink; refusing to follow it out of the state dir"));
+        }
+        Ok(m) if !m.is_dir() => return Err(refuse("not a directory")),
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(dir, "inspect", e)),
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create", e))?;
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        _ => Err(refuse("replaced while it was created")),
+    }
+}
+
 impl FileLock {
     fn open(dir: &Path, key: &str) -> Result<(File, PathBuf)> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create lock dir", e))?;
+        state_subdir(dir)?;
         let name = format!("{}.lock", file_key(key));
         let path = dir.join(name);
         let file = crate::fetch::open_regular(

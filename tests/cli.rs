@@ -1921,3 +1921,39 @@ fn regression_passwords_in_urls_are_never_printed_or_stored() {
     }
     assert!(found.is_empty(), "stored in {found:?}");
 }
+
+/// `STATE/locks` or `STATE/tmp` replaced by a symlink (the default state dir is inside ROOT,
+/// where a guest can plant one) is refused: no lock file or partial download is created
+/// through it. Before: lock files were created in the link's target and the download went
+/// through it, exit 0.
+#[test]
+fn regression_symlinked_locks_and_tmp_in_the_state_dir_are_refused() {
+    for sub in ["locks", "tmp"] {
+        let env = Env::new();
+        let data = blob(92, 3000);
+        let url = env.source("k", &data);
+        let m = env.manifest_v1(vec![asset_with_urls(
+            "kernel",
+            "boot/kernel",
+            &data,
+            &[url],
+        )]);
+        let elsewhere = env.outside("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::fs::create_dir_all(env.state()).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, env.state().join(sub)).unwrap();
+        let r = env.prepare(&m, &[]);
+        assert_ne!(r.code, 0, "{sub}: {}", r.describe());
+        assert!(
+            r.stderr.contains(sub) && r.stderr.contains("symlink"),
+            "{sub}: {}",
+            r.describe()
+        );
+        let created: Vec<_> = std::fs::read_dir(&elsewhere).unwrap().flatten().collect();
+        assert!(
+            created.is_empty(),
+            "{sub}: created through the link: {created:?}"
+        );
+        assert!(!env.path("boot/kernel").exists(), "{sub}: placed anyway");
+    }
+}
