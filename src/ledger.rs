@@ -685,7 +685,7 @@ impl Ledger {
         }
         // Corrupt: move it aside under the ledger lock (re-checking under the lock, so two
         // processes never both move a file and lose the other's fresh ledger).
-        let _guard = crate::lock::FileLock::exclusive(&self.locks, "ledger")?;
+        let _guard = crate::lock::FileLock::internal(&self.locks, crate::lock::Internal::Ledger)?;
         match attempt() {
             Ok(Ok(db)) => return Ok(Some(db)),
             Ok(Err(e)) => match classify(&self.path, e) {

@@ -45,10 +45,43 @@ pub(crate) fn state_subdir(dir: &Path) -> Result<()> {
     }
 }
 
+/// A lock of the store itself, in a namespace of its own: an asset lock is named by the hash of
+/// the asset path (`<32 hex>.lock`), an internal one by a plain word, so no asset path (not even
+/// `ledger`) can share a lock file with one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Internal {
+    /// Held while a damaged ledger is moved aside (`locks/ledger.lock`).
+    Ledger,
+}
+
+impl Internal {
+    fn file_name(self) -> &'static str {
+        match self {
+            Internal::Ledger => "ledger.lock",
+        }
+    }
+}
+
 impl FileLock {
+    /// Blocks until the internal lock `which` is held.
+    pub fn internal(dir: &Path, which: Internal) -> Result<FileLock> {
+        let (file, path) = Self::open_named(dir, which.file_name())?;
+        loop {
+            match flock(&file, FlockOperation::LockExclusive) {
+                Ok(()) => return Ok(FileLock { _file: file, path }),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(Error::io(&path, "lock", e.into())),
+            }
+        }
+    }
+
     fn open(dir: &Path, key: &str) -> Result<(File, PathBuf)> {
+        Self::open_named(dir, &format!("{}.lock", file_key(key)))
+    }
+
+    fn open_named(dir: &Path, name: &str) -> Result<(File, PathBuf)> {
         state_subdir(dir)?;
-        let name = format!("{}.lock", file_key(key));
         let path = dir.join(name);
         let file = crate::fetch::open_regular(
             OpenOptions::new().create(true).truncate(false).write(true),
@@ -58,7 +91,9 @@ impl FileLock {
         Ok((file, path))
     }
 
-    /// Blocks until the lock for `key` is held.
+    /// Blocks until the lock for `key` is held (the store itself waits with
+    /// [`FileLock::exclusive_until`], which a cancel interrupts).
+    #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
     pub fn exclusive(dir: &Path, key: &str) -> Result<FileLock> {
         let (file, path) = Self::open(dir, key)?;
         loop {
