@@ -634,6 +634,7 @@ impl Ledger {
         *h = Handle::Closed;
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create state dir", e))?;
+            crate::store::record_root(dir, &self.root);
         }
         let db = match self.open_rw()? {
             Some(db) => db,

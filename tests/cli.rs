@@ -1957,3 +1957,31 @@ fn regression_symlinked_locks_and_tmp_in_the_state_dir_are_refused() {
         assert!(!env.path("boot/kernel").exists(), "{sub}: placed anyway");
     }
 }
+
+/// Two ROOTs sharing one state dir: the second is refused with one line naming both (exit 2)
+/// instead of silently re-hashing everything on every prepare. Before: exit 0, every asset
+/// `verified` again each time.
+#[test]
+fn regression_two_roots_sharing_one_state_dir_are_refused() {
+    let env = Env::new();
+    let other = Env::new();
+    let state = env.outside("shared-state");
+    let s = state.to_str().unwrap();
+    let data = blob(93, 3000);
+    env.put("kernel", &data);
+    other.put("kernel", &data);
+    let m = env.manifest_v1(vec![asset("kernel", "kernel", &data)]);
+    env.prepare_ok(&m, &["--state-dir", s]);
+    let r = other.prepare(&m, &["--state-dir", s]);
+    r.assert_code(2);
+    let first = std::fs::canonicalize(&env.root).unwrap();
+    let second = std::fs::canonicalize(&other.root).unwrap();
+    assert!(
+        r.stderr.contains(first.to_str().unwrap()) && r.stderr.contains(second.to_str().unwrap()),
+        "{}",
+        r.describe()
+    );
+    // The store it belongs to is untouched and still warm.
+    let v = env.prepare_ok(&m, &["--state-dir", s]);
+    assert_eq!(asset_report(&v, "kernel")["outcome"], "cached");
+}
