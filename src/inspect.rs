@@ -202,23 +202,7 @@ impl Store {
         let policy = asset.as_ref().map(|x| x.verify).unwrap_or(Policy::Cached);
         let verdict = match &step {
             Some(s) => s.verdict.clone(),
-            None => match (&record, &live) {
-                (Some(r), _) => {
-                    let verity = r
-                        .verity
-                        .and_then(|_| place::open_nofollow(&path).ok())
-                        .and_then(|f| crate::verity::measure(&f));
-                    let mode = live.map(|l| l.perm).unwrap_or(0);
-                    let expected = Expected {
-                        sha256: r.sha256,
-                        size: None,
-                        mode,
-                    };
-                    judge(Some(r), live.as_ref(), &expected, policy, verity.as_ref())
-                }
-                (None, Some(_)) => Verdict::Unrecorded,
-                (None, None) => Verdict::Missing,
-            },
+            None => judge_without_manifest(&path, record.as_ref(), live.as_ref(), policy),
         };
         Ok(Some(Explanation {
             asset,
@@ -231,6 +215,37 @@ impl Store {
             record,
             live,
         }))
+    }
+
+    /// Every ledger record judged without a manifest (`debug check` with no `--manifest`), by
+    /// the same rule as [`Store::explain`] (`debug why`): the record's digest is expected, and
+    /// no size or mode (nothing says what they should be). Reads only.
+    pub fn inspect_records(&self, policy: Policy) -> (Vec<Inspection>, LedgerState) {
+        let (records, state) = self.ledger().all();
+        let out = records
+            .into_iter()
+            .map(|(rel, record)| {
+                let path = self.root().join(&rel);
+                let live = Stamp::of_path(&path).ok().flatten();
+                let verdict = judge_without_manifest(&path, Some(&record), live.as_ref(), policy);
+                Inspection {
+                    asset: Asset {
+                        name: rel.clone(),
+                        path: rel,
+                        sha256: record.sha256,
+                        size: None,
+                        urls: Vec::new(),
+                        verify: policy,
+                        mode: None,
+                    },
+                    path,
+                    live,
+                    record: Some(record),
+                    verdict,
+                }
+            })
+            .collect();
+        (out, state)
     }
 
     /// `debug verify`: re-hashes every asset, reading content, writing nothing.
@@ -530,6 +545,33 @@ pub(crate) fn is_dead_temp(rel: &str) -> bool {
                 && random.bytes().all(|b| b.is_ascii_hexdigit())
                 && !pid_alive(pid)
         })
+}
+
+/// The trust decision for a path no manifest names (`debug why PATH`, `debug check` without
+/// `--manifest`): `judge` with the record's digest and neither size nor mode expected, so both
+/// views agree (a `0755` file is not "stale (mode)" for lack of a manifest mode).
+fn judge_without_manifest(
+    path: &Path,
+    record: Option<&Record>,
+    live: Option<&Stamp>,
+    policy: Policy,
+) -> Verdict {
+    match (record, live) {
+        (Some(r), _) => {
+            let verity = r
+                .verity
+                .and_then(|_| place::open_nofollow(path).ok())
+                .and_then(|f| crate::verity::measure(&f));
+            let expected = Expected {
+                sha256: r.sha256,
+                size: None,
+                mode: live.map(|l| l.perm).unwrap_or(0),
+            };
+            judge(Some(r), live, &expected, policy, verity.as_ref())
+        }
+        (None, Some(_)) => Verdict::Unrecorded,
+        (None, None) => Verdict::Missing,
+    }
 }
 
 /// Paths gc left alone, with why.

@@ -1985,3 +1985,31 @@ fn regression_two_roots_sharing_one_state_dir_are_refused() {
     let v = env.prepare_ok(&m, &["--state-dir", s]);
     assert_eq!(asset_report(&v, "kernel")["outcome"], "cached");
 }
+
+/// `debug check` without `--manifest` and `debug why` make the one trust decision: a `0755`
+/// asset (as its manifest asked) is fresh in both. Before: `debug check` said `stale (mode)`
+/// and exited 1 while `debug why` said `fresh`.
+#[test]
+fn regression_debug_check_without_a_manifest_agrees_with_debug_why() {
+    let env = Env::new();
+    let data = blob(94, 3000);
+    env.put("bin/runc", &data);
+    let m = env.manifest_v1(vec![with(
+        asset("runc", "bin/runc", &data),
+        "mode",
+        json!("0755"),
+    )]);
+    env.prepare_ok(&m, &[]);
+    let mode = std::fs::metadata(env.path("bin/runc"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+    let check = env.debug("check", &[]);
+    check.assert_code(0);
+    let rows = check.json();
+    assert_eq!(rows["assets"][0]["state"], "fresh", "{rows}");
+    let why = env.debug("why", &["bin/runc"]);
+    why.assert_code(0);
+    assert!(why.stdout.contains("fresh"), "{}", why.describe());
+}
