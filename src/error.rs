@@ -181,10 +181,12 @@ pub struct FetchAttempt {
 
 impl std::fmt::Display for FetchAttempt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A password in a source URL (`https://user:pass@…`) is never printed.
+        let reason = crate::redact::text(&self.reason);
         if self.url.is_empty() {
-            f.write_str(&self.reason)
+            f.write_str(&reason)
         } else {
-            write!(f, "{}: {}", self.url, self.reason)
+            write!(f, "{}: {reason}", crate::redact::url(&self.url))
         }
     }
 }

@@ -115,7 +115,13 @@ impl Store {
             Ok(None) => {
                 call.emit(Progress::Waiting { name: &asset.name });
                 tracing::info!("asset {}: waiting for another process", asset.name);
-                FileLock::exclusive(&locks, key).map(Some)
+                // Interruptible: a cancel (SIGINT/SIGTERM in the CLI) ends the wait.
+                match FileLock::exclusive_until(&locks, key, &|| call.cancel.is_cancelled())? {
+                    Some(l) => Ok(Some(l)),
+                    None => Err(Error::Cancelled {
+                        name: asset.name.clone(),
+                    }),
+                }
             }
             Err(e) if is_read_only(&e) => {
                 tracing::debug!("asset {}: no lock ({e}); verifying read-only", asset.name);

@@ -233,6 +233,9 @@ fn meta_of(partial: &Path) -> PathBuf {
 /// Removes the partials of `key` left by processes that are gone (the asset is ready: nobody
 /// will resume them). Called with the asset's lock held.
 pub(crate) fn drop_dead_partials(tmp_dir: &Path, key: &str) {
+    if std::fs::symlink_metadata(tmp_dir).is_ok_and(|m| !m.is_dir()) {
+        return; // a symlinked tmp/ is never followed
+    }
     let Ok(entries) = std::fs::read_dir(tmp_dir) else {
         return;
     };
@@ -253,7 +256,7 @@ pub(crate) fn drop_dead_partials(tmp_dir: &Path, key: &str) {
 /// Opens this process's partial for `key`, adopting one left by a dead process (the caller
 /// holds the asset lock, so any other partial of this key is abandoned).
 fn open_partial(tmp_dir: &Path, key: &str, expected: &Sha256Digest) -> Result<Partial> {
-    std::fs::create_dir_all(tmp_dir).at(tmp_dir, "create tmp dir")?;
+    crate::lock::state_subdir(tmp_dir)?;
     let ours = tmp_dir.join(format!("{key}.{}.part", std::process::id()));
     let mut adopted: Option<(PathBuf, Checkpoint)> = None;
     if let Ok(entries) = std::fs::read_dir(tmp_dir) {

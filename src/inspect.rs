@@ -11,6 +11,7 @@ use crate::plan::{Observed, Step};
 use crate::stamp::Stamp;
 use crate::store::{PrepareOptions, Store};
 use std::collections::HashSet;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 /// One asset's live view: where it is, its stamp, its record, the verdict.
@@ -78,6 +79,9 @@ pub struct GcReport {
     pub changed: Vec<String>,
     /// Partial downloads nobody owns and no manifest asset will resume.
     pub partials: Vec<String>,
+    /// Paths gc could not check without following a symlink, or could not remove: (path,
+    /// why). Left alone, with their records.
+    pub skipped: Vec<(String, String)>,
 }
 
 /// Sizes of the store's parts: `bootvault status`.
@@ -198,23 +202,7 @@ impl Store {
         let policy = asset.as_ref().map(|x| x.verify).unwrap_or(Policy::Cached);
         let verdict = match &step {
             Some(s) => s.verdict.clone(),
-            None => match (&record, &live) {
-                (Some(r), _) => {
-                    let verity = r
-                        .verity
-                        .and_then(|_| place::open_nofollow(&path).ok())
-                        .and_then(|f| crate::verity::measure(&f));
-                    let mode = live.map(|l| l.perm).unwrap_or(0);
-                    let expected = Expected {
-                        sha256: r.sha256,
-                        size: None,
-                        mode,
-                    };
-                    judge(Some(r), live.as_ref(), &expected, policy, verity.as_ref())
-                }
-                (None, Some(_)) => Verdict::Unrecorded,
-                (None, None) => Verdict::Missing,
-            },
+            None => judge_without_manifest(&path, record.as_ref(), live.as_ref(), policy),
         };
         Ok(Some(Explanation {
             asset,
@@ -227,6 +215,37 @@ impl Store {
             record,
             live,
         }))
+    }
+
+    /// Every ledger record judged without a manifest (`debug check` with no `--manifest`), by
+    /// the same rule as [`Store::explain`] (`debug why`): the record's digest is expected, and
+    /// no size or mode (nothing says what they should be). Reads only.
+    pub fn inspect_records(&self, policy: Policy) -> (Vec<Inspection>, LedgerState) {
+        let (records, state) = self.ledger().all();
+        let out = records
+            .into_iter()
+            .map(|(rel, record)| {
+                let path = self.root().join(&rel);
+                let live = Stamp::of_path(&path).ok().flatten();
+                let verdict = judge_without_manifest(&path, Some(&record), live.as_ref(), policy);
+                Inspection {
+                    asset: Asset {
+                        name: rel.clone(),
+                        path: rel,
+                        sha256: record.sha256,
+                        size: None,
+                        urls: Vec::new(),
+                        verify: policy,
+                        mode: None,
+                    },
+                    path,
+                    live,
+                    record: Some(record),
+                    verdict,
+                }
+            })
+            .collect();
+        (out, state)
     }
 
     /// `debug verify`: re-hashes every asset, reading content, writing nothing.
@@ -254,73 +273,150 @@ impl Store {
     /// files bootvault recorded and that still match their record; anything else under ROOT
     /// is foreign and kept. Partial downloads nobody owns are removed too. Removes nothing
     /// when `dry_run`.
+    ///
+    /// gc stays in its store: ROOT is resolved once (as a prepare does) and every name below it
+    /// is reached from that descriptor one component at a time with `O_NOFOLLOW`, so a
+    /// symlinked directory under ROOT or in the state dir is never followed; a path that cannot
+    /// be checked that way is skipped and reported ([`GcReport::skipped`]) and keeps its
+    /// record. Temp names of dead placements are removed only in directories the store places
+    /// into (parents of manifest assets and recorded paths); elsewhere they are foreign.
     pub fn gc(&self, manifest: &Manifest, dry_run: bool) -> Result<GcReport> {
+        use rustix::fs::{AtFlags, unlinkat};
         let keep: HashSet<&str> = manifest.assets.iter().map(|a| a.path.as_str()).collect();
         let (records, _) = self.ledger().all();
         let recorded: HashSet<&str> = records.iter().map(|(k, _)| k.as_str()).collect();
         let mut report = GcReport::default();
+        let canon_root = std::fs::canonicalize(self.root())
+            .map_err(|e| Error::io(self.root(), "resolve ROOT", e))?;
+        let root_fd = open_dir_beneath(&canon_root, None, "")
+            .map_err(|e| Error::io(&canon_root, "open ROOT", e))?;
+        // (record key, its directory, its file name) of each file to remove.
+        let mut doomed: Vec<(String, OwnedFd, String)> = Vec::new();
+        let mut skipped_keys: HashSet<String> = HashSet::new();
         for (key, record) in &records {
             if keep.contains(key.as_str()) {
                 continue;
             }
-            report.records.push(key.clone());
             if crate::manifest::validate_path(key).is_err() {
+                report.records.push(key.clone());
                 continue;
             }
-            let path = self.root().join(key);
-            match Stamp::of_path(&path).ok().flatten() {
-                None => {}
-                Some(live) => {
-                    let expected = Expected {
-                        sha256: record.sha256,
-                        size: None,
-                        mode: live.perm,
-                    };
-                    let ours = judge(Some(record), Some(&live), &expected, Policy::Cached, None)
-                        .is_trusted()
-                        || record.verity.is_some();
-                    if ours {
-                        report.files.push(key.clone());
-                    } else {
-                        report.changed.push(key.clone());
-                    }
+            let (dir, name) = key.rsplit_once('/').unwrap_or(("", key.as_str()));
+            let fd = match open_dir_beneath(&canon_root, Some(&root_fd), dir) {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    report.records.push(key.clone());
+                    continue;
                 }
+                Err(e) => {
+                    report.skipped.push((key.clone(), not_followed(dir, &e)));
+                    skipped_keys.insert(key.clone());
+                    continue;
+                }
+            };
+            report.records.push(key.clone());
+            let Some(live) = Stamp::of_path_at(&fd, name) else {
+                continue;
+            };
+            let expected = Expected {
+                sha256: record.sha256,
+                size: None,
+                mode: live.perm,
+            };
+            let ours = judge(Some(record), Some(&live), &expected, Policy::Cached, None)
+                .is_trusted()
+                || (record.verity.is_some() && live.kind == crate::stamp::FileKind::Regular);
+            if ours {
+                report.files.push(key.clone());
+                doomed.push((key.clone(), fd, name.to_string()));
+            } else {
+                report.changed.push(key.clone());
             }
         }
         let mut files = Vec::new();
         let canon_state = std::fs::canonicalize(self.state_dir())
             .unwrap_or_else(|_| self.state_dir().to_path_buf());
-        walk(self.root(), self.root(), &canon_state, &mut files)?;
-        // Temp names of placements by processes that died before the rename are ours.
-        let (stale_temps, files): (Vec<String>, Vec<String>) =
-            files.into_iter().partition(|f| is_dead_temp(f));
+        walk(
+            &canon_root,
+            &canon_root,
+            &canon_state,
+            &mut files,
+            &mut report.skipped,
+        );
+        files.sort();
+        // Temp names of placements by processes that died before the rename are ours, in the
+        // directories the store places into; anywhere else such a name is someone else's file.
+        let owned: HashSet<&str> = keep
+            .iter()
+            .chain(recorded.iter())
+            .map(|p| p.rsplit_once('/').map(|(d, _)| d).unwrap_or(""))
+            .collect();
+        let (stale_temps, files): (Vec<String>, Vec<String>) = files.into_iter().partition(|f| {
+            let dir = f.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+            owned.contains(dir) && is_dead_temp(f)
+        });
         report.foreign = files
             .into_iter()
             .filter(|f| !keep.contains(f.as_str()) && !recorded.contains(f.as_str()))
             .collect();
         if !dry_run {
-            for f in &report.files {
-                place::unlink(self.root(), f, f)?;
+            for (key, fd, name) in &doomed {
+                match unlinkat(fd, name.as_str(), AtFlags::empty()) {
+                    Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                    Err(e) => {
+                        report.skipped.push((
+                            key.clone(),
+                            format!("cannot remove: {}", std::io::Error::from(e)),
+                        ));
+                        skipped_keys.insert(key.clone());
+                    }
+                }
             }
+            report.files.retain(|f| !skipped_keys.contains(f));
+            report.records.retain(|r| !skipped_keys.contains(r));
             if !report.records.is_empty() {
                 self.ledger().remove(&report.records)?;
             }
         }
-        if !dry_run {
-            for t in &stale_temps {
-                let (dir, name) = t.rsplit_once('/').unwrap_or(("", t.as_str()));
-                place::unlink_temp(self.root(), dir, name)?;
+        let mut temps = Vec::new();
+        for t in stale_temps {
+            let (dir, name) = t.rsplit_once('/').unwrap_or(("", t.as_str()));
+            if !dry_run {
+                let removed =
+                    open_dir_beneath(&canon_root, Some(&root_fd), dir).and_then(
+                        |fd| match unlinkat(&fd, name, AtFlags::empty()) {
+                            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+                            Err(e) => Err(e.into()),
+                        },
+                    );
+                if let Err(e) = removed {
+                    report.skipped.push((t.clone(), not_followed(dir, &e)));
+                    continue;
+                }
             }
+            temps.push(t);
         }
-        report.partials = self.gc_partials(manifest, dry_run)?;
-        report.partials.extend(stale_temps);
+        let (partials, skipped) = self.collect_partials(manifest, dry_run)?;
+        report.partials = partials;
+        report.partials.extend(temps);
+        report.skipped.extend(skipped);
         Ok(report)
     }
 
     /// Partial downloads in `STATE/tmp` that nobody will adopt: left by a process that is gone,
     /// for an asset `manifest` does not name. (A partial of a manifest asset is kept: the next
     /// prepare of that asset resumes it.) Removed unless `dry_run`; returns their file names.
+    /// A `tmp` that is a symlink is not followed (nothing is listed or removed through it).
     pub fn gc_partials(&self, manifest: &Manifest, dry_run: bool) -> Result<Vec<String>> {
+        Ok(self.collect_partials(manifest, dry_run)?.0)
+    }
+
+    fn collect_partials(
+        &self,
+        manifest: &Manifest,
+        dry_run: bool,
+    ) -> Result<(Vec<String>, Skipped)> {
+        use rustix::fs::{AtFlags, FileType, Mode, OFlags, openat, statat, unlinkat};
         let tmp = self.state_dir().join("tmp");
         // A partial is worth keeping only for an asset that still needs bytes: one that is
         // present and vouched for will never resume it.
@@ -330,14 +426,34 @@ impl Store {
             .filter(|i| !i.verdict.is_trusted())
             .map(|i| crate::lock::file_key(&i.asset.path))
             .collect();
-        let entries = match std::fs::read_dir(&tmp) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(&tmp, "list", e)),
+        let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let state_fd = match rustix::fs::open(self.state_dir(), dir_flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => return Ok((Vec::new(), Vec::new())),
+            Err(e) => return Err(Error::io(self.state_dir(), "open state dir", e.into())),
         };
+        let tmp_fd = match openat(
+            &state_fd,
+            "tmp",
+            dir_flags | OFlags::NOFOLLOW,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => return Ok((Vec::new(), Vec::new())),
+            Err(e) => {
+                let why = not_followed("tmp", &e.into());
+                return Ok((Vec::new(), vec![(tmp.display().to_string(), why)]));
+            }
+        };
+        let entries =
+            rustix::fs::Dir::read_from(&tmp_fd).map_err(|e| Error::io(&tmp, "list", e.into()))?;
         let mut removed = Vec::new();
+        let mut skipped = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
+            if name == "." || name == ".." {
+                continue;
+            }
             let mut parts = name.split('.');
             let (Some(key), Some(pid)) = (parts.next(), parts.next()) else {
                 continue;
@@ -345,14 +461,30 @@ impl Store {
             if pid_alive(pid) || wanted.contains(key) {
                 continue;
             }
-            if !dry_run {
-                let p = entry.path();
-                std::fs::remove_file(&p).map_err(|e| Error::io(&p, "remove partial", e))?;
+            // Only regular files the store wrote; a symlink or a directory there is not ours.
+            let regular = statat(&tmp_fd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile);
+            if !regular {
+                skipped.push((
+                    tmp.join(&name).display().to_string(),
+                    "not a regular file".into(),
+                ));
+                continue;
+            }
+            if !dry_run
+                && let Err(e) = unlinkat(&tmp_fd, name.as_str(), AtFlags::empty())
+                && e != rustix::io::Errno::NOENT
+            {
+                skipped.push((
+                    tmp.join(&name).display().to_string(),
+                    format!("cannot remove: {}", std::io::Error::from(e)),
+                ));
+                continue;
             }
             removed.push(name);
         }
         removed.sort();
-        Ok(removed)
+        Ok((removed, skipped))
     }
 
     /// Sizes of the store's parts. Reads only.
@@ -399,27 +531,119 @@ pub(crate) fn pid_alive(pid: &str) -> bool {
         })
 }
 
-/// `.bootvault-<pid>-<random>.tmp` (the temp name of a placement) of a process that is gone.
+/// `.bootvault-<pid>-<16 hex>.tmp`, exactly the temp name of a placement, of a process that
+/// is gone.
 pub(crate) fn is_dead_temp(rel: &str) -> bool {
     let base = rel.rsplit('/').next().unwrap_or(rel);
     base.strip_prefix(".bootvault-")
         .and_then(|r| r.strip_suffix(".tmp"))
-        .and_then(|r| r.split('-').next())
-        .is_some_and(|pid| !pid_alive(pid))
+        .and_then(|r| r.split_once('-'))
+        .is_some_and(|(pid, random)| {
+            !pid.is_empty()
+                && pid.bytes().all(|b| b.is_ascii_digit())
+                && random.len() == 16
+                && random.bytes().all(|b| b.is_ascii_hexdigit())
+                && !pid_alive(pid)
+        })
+}
+
+/// The trust decision for a path no manifest names (`debug why PATH`, `debug check` without
+/// `--manifest`): `judge` with the record's digest and neither size nor mode expected, so both
+/// views agree (a `0755` file is not "stale (mode)" for lack of a manifest mode).
+fn judge_without_manifest(
+    path: &Path,
+    record: Option<&Record>,
+    live: Option<&Stamp>,
+    policy: Policy,
+) -> Verdict {
+    match (record, live) {
+        (Some(r), _) => {
+            let verity = r
+                .verity
+                .and_then(|_| place::open_nofollow(path).ok())
+                .and_then(|f| crate::verity::measure(&f));
+            let expected = Expected {
+                sha256: r.sha256,
+                size: None,
+                mode: live.map(|l| l.perm).unwrap_or(0),
+            };
+            judge(Some(r), live, &expected, policy, verity.as_ref())
+        }
+        (None, Some(_)) => Verdict::Unrecorded,
+        (None, None) => Verdict::Missing,
+    }
+}
+
+/// Paths gc left alone, with why.
+type Skipped = Vec<(String, String)>;
+
+/// Why a directory under ROOT or the state dir was not entered.
+fn not_followed(dir: &str, e: &std::io::Error) -> String {
+    let dir = if dir.is_empty() { "ROOT" } else { dir };
+    match e.raw_os_error() {
+        Some(libc::ELOOP) | Some(libc::ENOTDIR) => {
+            format!("{dir}: a symlink or not a directory; not followed")
+        }
+        _ => format!("{dir}: {e}"),
+    }
+}
+
+/// Opens the directory `rel` below ROOT (`canon_root`, already resolved; its descriptor
+/// `root_fd` when open) one component at a time with `O_NOFOLLOW | O_DIRECTORY`: the
+/// directory reached is the one at that path, never one a symlink leads to.
+fn open_dir_beneath(
+    canon_root: &Path,
+    root_fd: Option<&OwnedFd>,
+    rel: &str,
+) -> std::io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags, openat};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let mut fd = match root_fd {
+        Some(r) => openat(r, ".", flags, Mode::empty())?,
+        None => rustix::fs::open(canon_root, flags, Mode::empty())?,
+    };
+    for comp in rel.split('/').filter(|c| !c.is_empty()) {
+        fd = openat(&fd, comp, flags, Mode::empty())?;
+    }
+    Ok(fd)
 }
 
 /// Regular files and symlinks under `dir`, relative to `root`, skipping the state dir and
-/// the legacy cache.
-fn walk(root: &Path, dir: &Path, state: &Path, out: &mut Vec<String>) -> Result<()> {
+/// the legacy cache. Symlinks are listed, never entered; a directory that cannot be listed
+/// is reported in `skipped` and the walk goes on.
+fn walk(
+    root: &Path,
+    dir: &Path,
+    state: &Path,
+    out: &mut Vec<String>,
+    skipped: &mut Vec<(String, String)>,
+) {
+    let rel_of = |p: &Path| {
+        p.strip_prefix(root)
+            .map(|r| r.to_string_lossy().to_string())
+            .unwrap_or_else(|_| p.display().to_string())
+    };
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(dir, "list", e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            skipped.push((rel_of(dir), format!("cannot list: {e}")));
+            return;
+        }
     };
     for entry in entries {
-        let entry = entry.map_err(|e| Error::io(dir, "list", e))?;
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                skipped.push((rel_of(dir), format!("cannot list: {e}")));
+                return;
+            }
+        };
         let p = entry.path();
-        let ft = entry.file_type().map_err(|e| Error::io(&p, "stat", e))?;
+        let Ok(ft) = entry.file_type() else {
+            skipped.push((rel_of(&p), "cannot stat".into()));
+            continue;
+        };
         if ft.is_dir() {
             if p == state
                 || p.file_name() == Some(std::ffi::OsStr::new(crate::STATE_DIR_NAME))
@@ -427,7 +651,7 @@ fn walk(root: &Path, dir: &Path, state: &Path, out: &mut Vec<String>) -> Result<
             {
                 continue;
             }
-            walk(root, &p, state, out)?;
+            walk(root, &p, state, out, skipped);
         } else if let Ok(rel) = p.strip_prefix(root) {
             let rel = rel.to_string_lossy().to_string();
             if rel != crate::migrations::legacy::FILE_NAME {
@@ -435,6 +659,4 @@ fn walk(root: &Path, dir: &Path, state: &Path, out: &mut Vec<String>) -> Result<
             }
         }
     }
-    out.sort();
-    Ok(())
 }

@@ -634,6 +634,7 @@ impl Ledger {
         *h = Handle::Closed;
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create state dir", e))?;
+            crate::store::record_root(dir, &self.root);
         }
         let db = match self.open_rw()? {
             Some(db) => db,
@@ -685,7 +686,7 @@ impl Ledger {
         }
         // Corrupt: move it aside under the ledger lock (re-checking under the lock, so two
         // processes never both move a file and lose the other's fresh ledger).
-        let _guard = crate::lock::FileLock::exclusive(&self.locks, "ledger")?;
+        let _guard = crate::lock::FileLock::internal(&self.locks, crate::lock::Internal::Ledger)?;
         match attempt() {
             Ok(Ok(db)) => return Ok(Some(db)),
             Ok(Err(e)) => match classify(&self.path, e) {

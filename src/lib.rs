@@ -61,6 +61,8 @@ mod inspect;
 #[path = "../migrations/mod.rs"]
 pub mod migrations;
 pub mod oci;
+pub mod redact;
+pub mod rollback;
 pub mod sign;
 mod store;
 pub(crate) mod sys;
@@ -80,6 +82,8 @@ pub use report::{AssetReport, Outcome, Progress, ProgressFn, Report};
 pub use stamp::{FileKind, Stamp};
 pub use store::{PrepareOptions, Store, StoreBuilder, VerifiedFile};
 pub use sys::FAMILY as PLATFORM_FAMILY;
+
+pub use manifest::read_local;
 
 /// Name of the default state directory inside ROOT.
 pub const STATE_DIR_NAME: &str = ".bootvault";

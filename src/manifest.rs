@@ -366,8 +366,21 @@ pub fn read_manifest_text(path: &std::path::Path) -> std::io::Result<String> {
 /// Reads a small text file: refused unless it is a regular file (a fifo would block, a device
 /// never ends) of at most `cap` bytes.
 pub(crate) fn read_text(path: &std::path::Path, cap: u64) -> std::io::Result<String> {
+    String::from_utf8(read_local(path, cap)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
+/// Reads a small local input (a manifest, key, signature, config or auth file) of at most
+/// `cap` bytes. Only a regular file: a device (`/dev/zero`) or a fifo is refused without
+/// reading, and the open itself never blocks on a fifo (`O_NONBLOCK`). A symlink the user
+/// named is followed: these are the operator's own paths.
+pub fn read_local(path: &std::path::Path, cap: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
-    let f = std::fs::File::open(path)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
     let meta = f.metadata()?;
     if !meta.is_file() {
         return Err(std::io::Error::other("not a regular file"));
@@ -378,8 +391,8 @@ pub(crate) fn read_text(path: &std::path::Path, cap: u64) -> std::io::Result<Str
             meta.len()
         )));
     }
-    let mut out = String::new();
-    f.take(cap + 1).read_to_string(&mut out)?;
+    let mut out = Vec::new();
+    f.take(cap + 1).read_to_end(&mut out)?;
     if out.len() as u64 > cap {
         return Err(std::io::Error::other(format!(
             "larger than the {cap} byte limit"

@@ -13,7 +13,9 @@
 //! `WWW-Authenticate: Bearer realm=…,service=…`. Credentials come from explicit options, then
 //! `REGISTRY_AUTH_FILE`, then `$DOCKER_CONFIG/config.json` (or `~/.docker/config.json`):
 //! `credHelpers`, `auths`, `credsStore`. Redirects (to blob storage) are followed by reqwest,
-//! which drops `Authorization` when the redirect leaves the host.
+//! which drops `Authorization` when the redirect leaves the host; an upload `Location` on
+//! another host gets no `Authorization` either, and Basic credentials reach a token realm only
+//! over HTTPS (or the plain-HTTP registry's own host): see SECURITY.md.
 //!
 //! Loopback registries are spoken to over plain HTTP, like docker and containerd do, and so are
 //! the hosts listed as insecure; everything else is HTTPS. Mirrors of a host are tried before
@@ -57,7 +59,7 @@ pub enum OciError {
         why: String,
     },
     /// A request to the registry failed or was refused.
-    #[error("{what}: {why}")]
+    #[error("{}: {}", crate::redact::text(.what), crate::redact::text(.why))]
     Registry {
         /// The request (or the manifest being resolved).
         what: String,
@@ -73,6 +75,17 @@ pub enum OciError {
         path: PathBuf,
         /// Digest or size, found and expected.
         why: String,
+    },
+    /// The file of an asset to publish is missing or unreadable; nothing was uploaded.
+    #[error("asset {name}: {path}: {source}; nothing uploaded")]
+    AssetFile {
+        /// The asset.
+        name: String,
+        /// The file that was to be uploaded.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
     },
     /// A local file could not be read.
     #[error("{path}: {source}")]
@@ -118,6 +131,28 @@ pub struct OciOptions {
     pub insecure: Vec<String>,
     /// Credentials per host, before any config file.
     pub credentials: Vec<(String, Credential)>,
+    /// Total deadline of one manifest fetch (every try, mirror and document of it), one token
+    /// request and one credential-helper run; `None`: [`DEFAULT_DEADLINE`]. The idle timeout
+    /// alone does not bound them: a server trickling a byte a second never goes idle.
+    pub deadline: Option<std::time::Duration>,
+}
+
+/// Default of [`OciOptions::deadline`].
+pub const DEFAULT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl OciOptions {
+    /// The deadline in force.
+    pub fn deadline(&self) -> std::time::Duration {
+        self.deadline.unwrap_or(DEFAULT_DEADLINE)
+    }
+}
+
+/// `what` did not finish within `d`.
+fn late(what: &str, d: std::time::Duration) -> String {
+    format!(
+        "{what}: no complete answer within {} s (the manifest deadline, --manifest-timeout)",
+        d.as_secs_f64()
+    )
 }
 
 /// `oci://HOST[:PORT]/REPO[:TAG|@sha256:DIGEST]`.
@@ -390,6 +425,23 @@ impl Registry {
         if let Some(v) = self.auth.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(v);
         }
+        let deadline = self.opts.deadline();
+        match tokio::time::timeout(deadline, self.authorize(client, host, scopes, key)).await {
+            Ok(r) => r,
+            Err(_) => Err(RequestError::fatal(late(
+                &format!("authorization for {host}"),
+                deadline,
+            ))),
+        }
+    }
+
+    async fn authorize(
+        &self,
+        client: &reqwest::Client,
+        host: &str,
+        scopes: &[String],
+        key: (String, String),
+    ) -> Result<Option<String>, RequestError> {
         let ping = format!("{}/v2/", self.base(host));
         let resp = client
             .get(&ping)
@@ -443,6 +495,25 @@ impl Registry {
                 let mut url = reqwest::Url::parse(realm).map_err(|e| {
                     RequestError::fatal(format!("{host}: bad token realm {realm:?}: {e}"))
                 })?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    // Not a network location (`file://`, ...): asking again cannot help.
+                    return Err(RequestError::fatal(format!(
+                        "{host}: token realm {realm:?} is not an http(s) URL"
+                    )));
+                }
+                // Credentials go to a realm only over HTTPS, or to the registry's own host
+                // over plain HTTP when the registry itself is spoken to over plain HTTP.
+                let withheld =
+                    cred.is_some() && !realm_may_get_credentials(self.scheme(host), host, &url);
+                let cred = if withheld {
+                    tracing::warn!(
+                        "{host}: credentials withheld from token realm {realm} (neither HTTPS \
+                         nor the registry's own plain-HTTP host); asking for an anonymous token"
+                    );
+                    None
+                } else {
+                    cred
+                };
                 {
                     let mut q = url.query_pairs_mut();
                     if let Some(s) = params.get("service") {
@@ -463,7 +534,10 @@ impl Registry {
                 if !status.is_success() {
                     let message = format!(
                         "token server {realm}: HTTP {status}{}",
-                        if cred.is_none() {
+                        if withheld {
+                            " (credentials withheld: the realm is neither HTTPS nor the \
+                             registry's own plain-HTTP host)"
+                        } else if cred.is_none() {
                             " (no credentials configured)"
                         } else {
                             ""
@@ -501,8 +575,9 @@ impl Registry {
         if let Some((_, c)) = self.opts.credentials.iter().find(|(h, _)| h == host) {
             return Some(c.clone());
         }
+        let deadline = self.opts.deadline();
         if let Some(file) = std::env::var_os("REGISTRY_AUTH_FILE")
-            && let Some(c) = from_auth_file(Path::new(&file), host)
+            && let Some(c) = from_auth_file(Path::new(&file), host, deadline)
         {
             return Some(c);
         }
@@ -510,10 +585,10 @@ impl Registry {
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))?;
         let file = dir.join("config.json");
-        from_auth_file(&file, host).or_else(|| {
+        from_auth_file(&file, host, deadline).or_else(|| {
             // `docker login` stores Docker Hub under https://index.docker.io/v1/.
             matches!(host, "docker.io" | "registry-1.docker.io")
-                .then(|| from_auth_file(&file, "index.docker.io"))
+                .then(|| from_auth_file(&file, "index.docker.io", deadline))
                 .flatten()
         })
     }
@@ -599,6 +674,33 @@ impl From<RequestError> for String {
     }
 }
 
+/// Whether the Basic credentials of a registry (`registry_scheme://registry_host`) may be
+/// sent to its token realm `realm`: always over HTTPS; over plain HTTP only when the registry
+/// itself is plain HTTP (loopback or `--insecure-registry`) and the realm is on the same host.
+/// Never in cleartext for an HTTPS registry, never to a plain-HTTP host the user did not name.
+fn realm_may_get_credentials(registry_scheme: &str, registry_host: &str, realm: &url::Url) -> bool {
+    match realm.scheme() {
+        "https" => true,
+        "http" => {
+            registry_scheme == "http"
+                && realm.host_str().is_some_and(|h| {
+                    h.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .eq_ignore_ascii_case(host_only(registry_host))
+                })
+        }
+        _ => false,
+    }
+}
+
+/// Whether `a` and `b` have the same scheme, host and port: an `Authorization` meant for `a`
+/// may be sent to `b` (an upload `Location`, say).
+fn same_origin(a: &url::Url, b: &url::Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str().map(str::to_ascii_lowercase) == b.host_str().map(str::to_ascii_lowercase)
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
 fn basic(c: &Credential) -> String {
     let raw = format!("{}:{}", c.username, c.password);
     format!(
@@ -648,15 +750,22 @@ fn parse_challenge(h: &str) -> (String, HashMap<String, String>) {
 /// Looks `host` up in a docker `config.json` or a containers `auth.json`: `credHelpers`, then
 /// `auths` (keys may carry a scheme or a path, as old docker versions wrote them), then the
 /// default `credsStore`.
-fn from_auth_file(file: &Path, host: &str) -> Option<Credential> {
-    let text = std::fs::read(file).ok()?;
+fn from_auth_file(file: &Path, host: &str, deadline: std::time::Duration) -> Option<Credential> {
+    let text = match crate::manifest::read_local(file, 4 * 1024 * 1024) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!("registry auth file {}: {e}; not used", file.display());
+            return None;
+        }
+    };
     let v: Value = serde_json::from_slice(&text).ok()?;
     if let Some(helper) = v
         .get("credHelpers")
         .and_then(|h| h.get(host))
         .and_then(Value::as_str)
     {
-        return from_helper(helper, host);
+        return from_helper(helper, host, deadline);
     }
     if let Some(auths) = v.get("auths").and_then(Value::as_object) {
         for (key, entry) in auths {
@@ -691,11 +800,12 @@ fn from_auth_file(file: &Path, host: &str) -> Option<Credential> {
         }
     }
     let store = v.get("credsStore").and_then(Value::as_str)?;
-    from_helper(store, host)
+    from_helper(store, host, deadline)
 }
 
-/// Runs `docker-credential-<helper> get` with the host on stdin (the helper protocol).
-fn from_helper(helper: &str, host: &str) -> Option<Credential> {
+/// Runs `docker-credential-<helper> get` with the host on stdin (the helper protocol); a
+/// helper that has not answered within `deadline` is killed and gives no credential.
+fn from_helper(helper: &str, host: &str, deadline: std::time::Duration) -> Option<Credential> {
     use std::io::Write;
     if helper.is_empty()
         || !helper
@@ -713,11 +823,41 @@ fn from_helper(helper: &str, host: &str) -> Option<Credential> {
         .map_err(|e| tracing::warn!("credential helper docker-credential-{helper}: {e}"))
         .ok()?;
     let _ = child.stdin.take()?.write_all(host.as_bytes());
-    let out = child.wait_with_output().ok()?;
-    if !out.status.success() {
+    // Read its answer on a thread (a helper that writes much must not block on a full pipe)
+    // while this one keeps the deadline.
+    let mut stdout = child.stdout.take()?;
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut out = Vec::new();
+        let _ = (&mut stdout).take(64 * 1024).read_to_end(&mut out);
+        out
+    });
+    let end = std::time::Instant::now() + deadline;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if std::time::Instant::now() < end => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                tracing::warn!(
+                    "{}",
+                    late(
+                        &format!("credential helper docker-credential-{helper}"),
+                        deadline
+                    )
+                );
+                return None;
+            }
+        }
+    };
+    let stdout = reader.join().ok()?;
+    if !status.success() {
         return None;
     }
-    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let v: Value = serde_json::from_slice(&stdout).ok()?;
     Some(Credential {
         username: v.get("Username")?.as_str()?.into(),
         password: v.get("Secret")?.as_str()?.into(),
@@ -796,7 +936,21 @@ pub fn fetch_manifest(
     let rt = runtime()?;
     let client = client(opts)?;
     let reg = Registry::from_options(&opts.oci);
+    let deadline = opts.oci.deadline();
+    let what = format!("manifest {r}");
     rt.block_on(async {
+        tokio::time::timeout(deadline, fetch_manifest_tries(&reg, &client, r))
+            .await
+            .unwrap_or_else(|_| Err(reg_err(&what, late("fetch", deadline))))
+    })
+}
+
+async fn fetch_manifest_tries(
+    reg: &Registry,
+    client: &reqwest::Client,
+    r: &Reference,
+) -> Result<RemoteManifest, OciError> {
+    {
         let hosts = reg.expand(&[r.repository_url()]);
         let mut errors = Vec::new();
         // A fleet asks at once: a registry that is busy (5xx, 429) or unreachable for a moment
@@ -807,7 +961,7 @@ pub fn fetch_manifest(
                 let Ok(via) = Reference::parse(source) else {
                     continue;
                 };
-                match fetch_manifest_from(&reg, &client, &via.registry, r).await {
+                match fetch_manifest_from(reg, client, &via.registry, r).await {
                     Ok(m) => return Ok(m),
                     Err(e) => {
                         retry |= e.retry;
@@ -821,7 +975,7 @@ pub fn fetch_manifest(
             tokio::time::sleep(std::time::Duration::from_millis(250 << round)).await;
         }
         Err(reg_err(format!("manifest {r}"), errors.join("; ")))
-    })
+    }
 }
 
 async fn fetch_manifest_from(
@@ -898,7 +1052,19 @@ pub fn fetch_manifest_url(
 ) -> Result<RemoteManifest, OciError> {
     let rt = runtime()?;
     let client = client(opts)?;
+    let deadline = opts.oci.deadline();
     rt.block_on(async {
+        tokio::time::timeout(deadline, fetch_manifest_url_tries(&client, url))
+            .await
+            .unwrap_or_else(|_| Err(reg_err(url, late("fetch", deadline))))
+    })
+}
+
+async fn fetch_manifest_url_tries(
+    client: &reqwest::Client,
+    url: &str,
+) -> Result<RemoteManifest, OciError> {
+    {
         let get = |u: String| {
             let client = client.clone();
             async move {
@@ -947,7 +1113,7 @@ pub fn fetch_manifest_url(
             source: None,
             digest: None,
         })
-    })
+    }
 }
 
 /// Why a remote manifest could not be loaded.
@@ -995,6 +1161,9 @@ pub struct Loaded {
     pub signed_by: Option<String>,
     /// Digest of the OCI manifest it was resolved through (registry only).
     pub digest: Option<Sha256Digest>,
+    /// Signature time from the verified signature's trusted comment (`timestamp:`), for
+    /// rollback protection ([`crate::rollback`]).
+    pub signed_at: Option<u64>,
 }
 
 /// Loads a manifest from `oci://HOST/REPO:TAG|@sha256:…` or an `http(s)://` URL, read by
@@ -1013,6 +1182,7 @@ pub fn load_manifest(
         fetch_manifest_url(opts, spec)?
     };
     let mut signed_by = None;
+    let mut signed_at = None;
     if !trusted.is_empty() && !remote.pinned {
         let sig = remote
             .signature
@@ -1022,6 +1192,8 @@ pub fn load_manifest(
                 why: "a trusted key is configured and the manifest is not pinned by digest".into(),
             })?;
         signed_by = Some(crate::sign::verify(&remote.bytes, sig, trusted, spec)?);
+        // The trusted comment is covered by the signature just checked.
+        signed_at = crate::rollback::signed_at(sig);
     }
     let text = std::str::from_utf8(&remote.bytes).map_err(|_| LoadError::NotText {
         origin: spec.into(),
@@ -1038,6 +1210,7 @@ pub fn load_manifest(
         manifest,
         signed_by,
         digest: remote.digest,
+        signed_at,
     })
 }
 
@@ -1099,10 +1272,12 @@ pub fn publish(
     // Verify every file before anything leaves the machine.
     let mut sizes = Vec::with_capacity(blobs.len());
     for b in blobs {
-        let (digest, size) = crate::digest::hash_path(&b.file).map_err(|e| OciError::Io {
-            path: b.file.clone(),
-            source: e,
-        })?;
+        let (digest, size) =
+            crate::digest::hash_path(&b.file).map_err(|e| OciError::AssetFile {
+                name: b.name.clone(),
+                path: b.file.clone(),
+                source: e,
+            })?;
         if digest != b.sha256 {
             return Err(OciError::Mismatch {
                 name: b.name.clone(),
@@ -1414,12 +1589,18 @@ async fn upload(
             (reqwest::Body::wrap_stream(stream), len)
         }
     };
+    // The registry's Authorization goes only back to the registry: a Location on another host
+    // (blob storage, or a registry that lies) gets the bytes and nothing else.
+    let same_host = reqwest::Url::parse(&start).is_ok_and(|s| same_origin(&s, &put));
+    if !same_host && auth.is_some() {
+        tracing::info!("{ctx}: upload Location {put} is on another host; no Authorization sent");
+    }
     let mut rb = client
         .put(put)
         .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
         .header(reqwest::header::CONTENT_LENGTH, len)
         .body(body);
-    if let Some(a) = &auth {
+    if let Some(a) = auth.as_ref().filter(|_| same_host) {
         rb = rb.header(reqwest::header::AUTHORIZATION, a);
     }
     // The body stream must be 'static, so progress is sampled from its byte counter while the
@@ -1481,6 +1662,62 @@ mod tests {
     }
 
     #[test]
+    fn regression_credentials_reach_a_realm_only_over_https_or_the_registrys_own_http_host() {
+        let u = |s: &str| url::Url::parse(s).unwrap();
+        // HTTPS realm, anywhere (docker.io's auth.docker.io).
+        assert!(realm_may_get_credentials(
+            "https",
+            "ghcr.io",
+            &u("https://auth.example/token")
+        ));
+        // Cleartext from an HTTPS registry: never, even to the registry's own host.
+        assert!(!realm_may_get_credentials(
+            "https",
+            "ghcr.io",
+            &u("http://auth.example/token")
+        ));
+        assert!(!realm_may_get_credentials(
+            "https",
+            "ghcr.io",
+            &u("http://ghcr.io/token")
+        ));
+        // A plain-HTTP registry may use a plain-HTTP realm on its own host (another port).
+        assert!(realm_may_get_credentials(
+            "http",
+            "127.0.0.1:5000",
+            &u("http://127.0.0.1:5001/t")
+        ));
+        assert!(realm_may_get_credentials(
+            "http",
+            "[::1]:5000",
+            &u("http://[::1]:5001/t")
+        ));
+        // ...but not on another host, nor a non-network realm.
+        assert!(!realm_may_get_credentials(
+            "http",
+            "127.0.0.1:5000",
+            &u("http://localhost:5001/t")
+        ));
+        assert!(!realm_may_get_credentials(
+            "http",
+            "build.lan",
+            &u("http://evil.example/t")
+        ));
+        assert!(!realm_may_get_credentials(
+            "http",
+            "build.lan",
+            &u("file:///etc/passwd")
+        ));
+        assert!(same_origin(&u("http://h:5/v2/"), &u("http://h:5/up?x")));
+        assert!(same_origin(&u("https://H/v2/"), &u("https://h:443/up")));
+        assert!(!same_origin(
+            &u("http://h:5/v2/"),
+            &u("http://localhost:5/up")
+        ));
+        assert!(!same_origin(&u("https://h/v2/"), &u("http://h/up")));
+    }
+
+    #[test]
     fn challenges() {
         let (scheme, p) = parse_challenge(
             r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#,
@@ -1503,6 +1740,7 @@ mod tests {
             ],
             insecure: vec!["build.lan".into()],
             credentials: vec![],
+            deadline: None,
         });
         assert_eq!(reg.base("localhost:5000"), "http://localhost:5000");
         assert_eq!(reg.base("127.0.0.1:5000"), "http://127.0.0.1:5000");
@@ -1541,14 +1779,15 @@ mod tests {
             .to_string(),
         )
         .unwrap();
-        let c = from_auth_file(&f, "old.example").unwrap();
+        let d = DEFAULT_DEADLINE;
+        let c = from_auth_file(&f, "old.example", d).unwrap();
         assert_eq!(
             (c.username.as_str(), c.password.as_str()),
             ("u", "p:with:colons")
         );
-        let c = from_auth_file(&f, "new.example").unwrap();
+        let c = from_auth_file(&f, "new.example", d).unwrap();
         assert_eq!((c.username.as_str(), c.password.as_str()), ("a", "b"));
-        assert!(from_auth_file(&f, "other.example").is_none());
+        assert!(from_auth_file(&f, "other.example", d).is_none());
         assert!(!format!("{c:?}").contains('b'), "Debug hides the secret");
     }
 }

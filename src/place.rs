@@ -57,16 +57,11 @@ fn refuse_unsafe(root: &Path, rel: &str, name: &str) -> Result<()> {
     crate::manifest::validate_path(rel).map_err(|why| unsafe_path(name, &root.join(rel), why))
 }
 
-/// Removes the file `rel` under `root` (`gc`): the parents are walked with `O_NOFOLLOW` and
-/// the name is unlinked relative to its directory's descriptor, so a parent swapped for a
-/// symlink cannot redirect the removal outside ROOT. A missing file or parent is not an error.
-pub fn unlink(root: &Path, rel: &str, name: &str) -> Result<()> {
-    refuse_unsafe(root, rel, name)?;
-    unlink_checked(root, rel)
-}
-
 /// Removes a placement's temp file (`.bootvault-<pid>-<random>.tmp`, a name no asset may
-/// have) in the directory `dir` under `root` (`""` for ROOT itself), as [`unlink`] does.
+/// have) in the directory `dir` under `root` (`""` for ROOT itself): the parents are walked
+/// with `O_NOFOLLOW` and the name is unlinked relative to its directory's descriptor, so a
+/// parent swapped for a symlink cannot redirect the removal outside ROOT. A missing file or
+/// parent is not an error.
 pub fn unlink_temp(root: &Path, dir: &str, temp: &str) -> Result<()> {
     if !dir.is_empty() {
         refuse_unsafe(root, dir, temp)?;

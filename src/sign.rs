@@ -22,7 +22,7 @@ pub enum SignError {
         why: String,
     },
     /// The manifest carries no signature.
-    #[error("manifest {origin}: not signed ({why})")]
+    #[error("manifest {}: not signed ({why})", crate::redact::url(.origin))]
     Missing {
         /// The manifest reference or URL.
         origin: String,
@@ -30,7 +30,7 @@ pub enum SignError {
         why: String,
     },
     /// The signature is malformed, by an untrusted key, or does not match the bytes.
-    #[error("manifest {origin}: signature refused: {why}")]
+    #[error("manifest {}: signature refused: {why}", crate::redact::url(.origin))]
     Invalid {
         /// The manifest reference or URL.
         origin: String,
@@ -46,6 +46,9 @@ pub enum SignError {
         why: String,
     },
 }
+
+/// Largest key file read (a minisign key is about 100 bytes of text).
+pub const MAX_KEY_FILE: u64 = 64 * 1024;
 
 /// A public key that may vouch for manifests.
 #[derive(Clone, Debug)]
@@ -69,7 +72,7 @@ impl TrustedKey {
     /// Reads a `minisign.pub` file (comment line, then the base64 key), or a file holding only
     /// the base64 key.
     pub fn from_file(path: &Path) -> Result<TrustedKey, SignError> {
-        let text = std::fs::read_to_string(path).map_err(|e| SignError::Key {
+        let text = crate::manifest::read_text(path, MAX_KEY_FILE).map_err(|e| SignError::Key {
             path: path.into(),
             why: e.to_string(),
         })?;
@@ -91,6 +94,11 @@ impl TrustedKey {
         let id = key_id(line).ok_or("not a minisign public key")?;
         Ok(TrustedKey { id, key })
     }
+}
+
+/// Whether `signature` is a well-formed minisign signature (by any key; not checked).
+pub fn is_signature(signature: &str) -> bool {
+    minisign_verify::Signature::decode(signature).is_ok()
 }
 
 /// The key ID a signature claims (before it is checked).

@@ -182,6 +182,11 @@ impl StoreBuilder {
         if state.exists() {
             check_dir(&state, false)?;
         }
+        // A state dir outside ROOT belongs to one ROOT: another sharing it would see every
+        // record as stale and re-hash everything, silently.
+        if state.exists() && !state_inside(&root, &state) {
+            check_root_marker(&root, &state)?;
+        }
         let mut ledger = Ledger::new(state.join("ledger.redb"), root.clone(), state.join("locks"));
         ledger.set_write_deadline(self.write_deadline);
         // The default state dir is a reserved name no asset path may start with; only an
@@ -204,6 +209,70 @@ impl StoreBuilder {
             }),
         })
     }
+}
+
+/// The file in the state dir naming the ROOT it belongs to (its canonical path).
+pub(crate) const ROOT_MARKER: &str = "root";
+
+/// Whether `state` lies inside `root` (then it moves with ROOT, and cannot be shared).
+fn state_inside(root: &Path, state: &Path) -> bool {
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    canon(state).starts_with(canon(root))
+}
+
+/// Writes `STATE/root` (the canonical ROOT) when it is missing: once, with the first write
+/// handle. A failure (read-only) only means the next writer tries again.
+pub(crate) fn record_root(state: &Path, root: &Path) {
+    let marker = state.join(ROOT_MARKER);
+    if std::fs::symlink_metadata(&marker).is_ok() {
+        return;
+    }
+    let Ok(canon) = std::fs::canonicalize(root) else {
+        return;
+    };
+    let tmp = state.join(format!("{ROOT_MARKER}.{}.tmp", std::process::id()));
+    let text = format!("{}\n", canon.display());
+    if std::fs::write(&tmp, text).is_ok() {
+        // Never replaces one written meanwhile by another process: link, not rename.
+        let _ = std::fs::hard_link(&tmp, &marker);
+    }
+    let _ = std::fs::remove_file(&tmp);
+}
+
+/// Refuses a state dir whose `root` marker names another ROOT.
+fn check_root_marker(root: &Path, state: &Path) -> Result<()> {
+    let marker = state.join(ROOT_MARKER);
+    let recorded = match crate::fetch::open_regular(std::fs::OpenOptions::new().read(true), &marker)
+    {
+        Ok(f) => {
+            use std::io::Read;
+            let mut s = String::new();
+            let _ = f.take(64 * 1024).read_to_string(&mut s);
+            s.trim_end_matches('\n').to_string()
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(Error::Store {
+                path: marker,
+                why: format!("cannot read which ROOT this state dir belongs to: {e}"),
+            });
+        }
+    };
+    let canon = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    if Path::new(&recorded) != canon {
+        return Err(Error::Store {
+            path: state.to_path_buf(),
+            why: format!(
+                "this state dir belongs to ROOT {recorded} (recorded in {}), not to {}: two \
+                 ROOTs cannot share a state dir; give each its own --state-dir (or, if ROOT \
+                 moved, remove {})",
+                marker.display(),
+                canon.display(),
+                marker.display()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The state dir relative to ROOT, when it lies inside ROOT (symlinks resolved where they

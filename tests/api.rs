@@ -513,7 +513,9 @@ fn regression_no_asset_may_live_inside_the_state_dir() {
 
 /// A process killed between linking a placement's temp name and the rename leaves
 /// `.bootvault-<pid>-<random>.tmp` beside the asset: the next prepare that places into that
-/// directory removes it, and `gc` removes any left in the tree. A live process's temp stays.
+/// directory removes it, and `gc` removes any left in the directories the store places into.
+/// Elsewhere in the tree such a name is someone else's file: kept (issue 15). A live
+/// process's temp stays.
 #[test]
 fn temp_names_of_killed_placements_are_swept() {
     let root = tempfile::tempdir().unwrap();
@@ -537,15 +539,22 @@ fn temp_names_of_killed_placements_are_swept() {
     assert!(!dead.exists(), "the dead placement's temp survived");
     assert!(live.exists(), "a live process's temp was removed");
 
-    // gc, elsewhere in the tree.
+    // gc, in the asset's directory, and elsewhere in the tree.
+    let dead2 = lib.join(format!(".bootvault-{}-00000000000000cc.tmp", dead_pid()));
+    std::fs::write(&dead2, b"x").unwrap();
     let other = root.path().join("other");
     std::fs::create_dir_all(&other).unwrap();
-    let dead2 = other.join(format!(".bootvault-{}-00000000000000cc.tmp", dead_pid()));
-    std::fs::write(&dead2, b"x").unwrap();
+    let foreign = other.join(format!(".bootvault-{}-00000000000000dd.tmp", dead_pid()));
+    std::fs::write(&foreign, b"x").unwrap();
     let report = store.gc(&m, false).unwrap();
     assert!(!dead2.exists(), "{report:?}");
     assert!(
         report.partials.iter().any(|p| p.ends_with("cc.tmp")),
+        "{report:?}"
+    );
+    assert!(foreign.exists(), "{report:?}");
+    assert!(
+        report.foreign.iter().any(|p| p.ends_with("dd.tmp")),
         "{report:?}"
     );
     std::fs::remove_file(&live).unwrap();

@@ -983,6 +983,169 @@ fn gc_dry_run_removes_nothing_then_gc_removes_extra_file_and_record() {
     assert_eq!(asset_report(&v, "kernel")["outcome"], "cached");
 }
 
+/// The pid of a process that has exited.
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+/// A manifest naming `old/a` and `sub/b` as well as the kernel, prepared; and one naming only
+/// the kernel, which gc keeps.
+fn gc_setup(env: &Env) -> PathBuf {
+    let (k, a, b) = (blob(73, 1000), blob(74, 1000), blob(75, 1000));
+    env.put("boot/kernel", &k);
+    env.put("old/a", &a);
+    env.put("sub/b", &b);
+    let all = env.manifest(
+        "all.json",
+        &native(
+            "v1",
+            vec![
+                asset("kernel", "boot/kernel", &k),
+                asset("a", "old/a", &a),
+                asset("b", "sub/b", &b),
+            ],
+        ),
+    );
+    env.prepare_ok(&all, &[]);
+    env.manifest(
+        "only.json",
+        &native("v2", vec![asset("kernel", "boot/kernel", &k)]),
+    )
+}
+
+/// `STATE/tmp` replaced by a symlink to a host directory (the default state dir is inside
+/// ROOT, so a guest can plant it): gc must not remove what lies there. Before: every
+/// `X.<dead pid>...` file in the target was deleted.
+#[test]
+fn regression_gc_never_follows_a_symlinked_state_tmp() {
+    let env = Env::new();
+    let only = gc_setup(&env);
+    let host = env.outside("host-files");
+    std::fs::create_dir_all(&host).unwrap();
+    let victim = host.join(format!("important.{}.part", dead_pid()));
+    std::fs::write(&victim, b"host data").unwrap();
+    let tmp = env.state().join("tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::os::unix::fs::symlink(&host, &tmp).unwrap();
+    let run = env.gc(&only, &[]);
+    run.assert_code(0);
+    assert!(
+        victim.exists(),
+        "gc deleted a file outside the store: {}",
+        run.describe()
+    );
+    let v = run.json();
+    assert!(
+        v["skipped"].to_string().contains("not followed"),
+        "the symlinked tmp is reported: {v}"
+    );
+}
+
+/// ROOT given through a symlink: the real run removes what the dry run lists. Before: the
+/// dry run listed the files, the real run failed (`open ROOT: Not a directory`, exit 1).
+#[test]
+fn regression_gc_with_root_given_through_a_symlink_removes_what_the_dry_run_lists() {
+    let env = Env::new();
+    let only = gc_setup(&env);
+    let link = env.outside("root-link");
+    std::os::unix::fs::symlink(&env.root, &link).unwrap();
+    let gc = |extra: &[&str]| {
+        let mut args = vec![
+            "gc",
+            "--dir",
+            link.to_str().unwrap(),
+            "--manifest",
+            only.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let dry = gc(&["--dry-run"]);
+    dry.assert_code(0);
+    assert_eq!(
+        dry.json()["files"],
+        json!(["old/a", "sub/b"]),
+        "{}",
+        dry.describe()
+    );
+    let real = gc(&[]);
+    real.assert_code(0);
+    assert_eq!(
+        real.json()["files"],
+        json!(["old/a", "sub/b"]),
+        "{}",
+        real.describe()
+    );
+    assert!(!env.path("old/a").exists() && !env.path("sub/b").exists());
+    assert!(env.path("boot/kernel").exists());
+}
+
+/// A recorded path whose parent became a symlink (any writer of ROOT can do that) is skipped
+/// and reported; the rest of gc goes on and the file behind the link is untouched. Before: gc
+/// aborted (exit 1) after deleting `old/a`, and no record was removed.
+#[test]
+fn regression_gc_skips_a_path_behind_a_symlinked_parent_and_goes_on() {
+    let env = Env::new();
+    let only = gc_setup(&env);
+    let elsewhere = env.outside("elsewhere");
+    std::fs::rename(env.path("sub"), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, env.path("sub")).unwrap();
+    let run = env.gc(&only, &[]);
+    run.assert_code(0);
+    let v = run.json();
+    assert_eq!(v["files"], json!(["old/a"]), "{v}");
+    assert_eq!(v["records"], json!(["old/a"]), "{v}");
+    assert_eq!(v["skipped"][0]["path"], "sub/b", "{v}");
+    assert!(!env.path("old/a").exists());
+    assert!(
+        elsewhere.join("b").exists(),
+        "gc followed the symlinked parent"
+    );
+    let ls = env.debug("ls", &[]).json();
+    let paths: Vec<&str> = ls["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        vec!["boot/kernel", "sub/b"],
+        "the skipped path keeps its record"
+    );
+}
+
+/// A user's file that merely looks like a temp name (`.bootvault-<dead pid>-x.tmp`), or a
+/// real-looking one in a directory the store never places into, is someone else's: kept.
+/// Before: gc removed both.
+#[test]
+fn regression_gc_keeps_temp_like_names_outside_the_stores_directories() {
+    let env = Env::new();
+    let only = gc_setup(&env);
+    let pid = dead_pid();
+    let user = env.put(&format!("notes/.bootvault-{pid}-x.tmp"), b"mine");
+    let lookalike = env.put(
+        &format!("notes/.bootvault-{pid}-00000000000000aa.tmp"),
+        b"mine",
+    );
+    let in_boot = env.put(
+        &format!("boot/.bootvault-{pid}-00000000000000bb.tmp"),
+        b"ours",
+    );
+    let run = env.gc(&only, &[]);
+    run.assert_code(0);
+    assert!(user.exists(), "{}", run.describe());
+    assert!(lookalike.exists(), "{}", run.describe());
+    assert!(
+        !in_boot.exists(),
+        "a dead placement's temp beside an asset is collected"
+    );
+}
+
 // ---- state dir and the warm path ----------------------------------------------------------------
 
 #[test]
@@ -1686,4 +1849,167 @@ fn prepare_dry_run_prints_the_plan_and_changes_nothing() {
     assert_eq!(lines.stdout.lines().count(), 1, "{}", lines.stdout);
     let v: Value = serde_json::from_str(lines.stdout.trim()).unwrap();
     assert_eq!(v["dry_run"], true);
+}
+
+// ---- secrets in URLs ----------------------------------------------------------------------------
+
+/// A password in the manifest URL or a source URL (`http://user:pass@…`) appears nowhere:
+/// not in errors, `-v` logs, JSON output, `debug` output or the ledger file. Before: in all
+/// of them.
+#[test]
+fn regression_passwords_in_urls_are_never_printed_or_stored() {
+    use bootvault_testkit::origin::Origin;
+    const SECRET: &str = "s3cr3t-pw";
+    let env = Env::new();
+    let origin = Origin::start().unwrap();
+    let with_secret = |path: &str| {
+        origin
+            .url(path)
+            .replacen("http://", &format!("http://alice:{SECRET}@"), 1)
+    };
+    let k = blob(90, 2000);
+    let i = blob(91, 2000);
+    origin.add("k", k.clone().into());
+    let m = native(
+        "secret-1",
+        vec![
+            asset_with_urls("kernel", "boot/kernel", &k, &[with_secret("k")]),
+            asset_with_urls("initrd", "boot/initrd", &i, &[with_secret("missing")]),
+        ],
+    );
+    origin.add("m.json", serde_json::to_vec(&m).unwrap().into());
+    let r = run(&[
+        "prepare",
+        "-v",
+        "--dir",
+        env.root.to_str().unwrap(),
+        "--manifest",
+        &with_secret("m.json"),
+        "--retries",
+        "0",
+        "--json",
+    ]);
+    r.assert_code(1);
+    assert!(
+        r.stderr.contains("missing"),
+        "the failure is reported: {}",
+        r.describe()
+    );
+    let mut seen = vec![("prepare", format!("{}{}", r.stdout, r.stderr))];
+    for (sub, args) in [
+        ("ls", vec![]),
+        ("why", vec!["initrd"]),
+        ("show", vec!["boot/kernel"]),
+    ] {
+        let d = env.debug(sub, &args);
+        seen.push((sub, format!("{}{}", d.stdout, d.stderr)));
+    }
+    for (what, text) in &seen {
+        assert!(
+            !text.contains(SECRET),
+            "{what} printed the password: {text}"
+        );
+    }
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(env.state()).unwrap().flatten() {
+        if entry.path().is_file() {
+            let bytes = std::fs::read(entry.path()).unwrap();
+            if bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()) {
+                found.push(entry.path());
+            }
+        }
+    }
+    assert!(found.is_empty(), "stored in {found:?}");
+}
+
+/// `STATE/locks` or `STATE/tmp` replaced by a symlink (the default state dir is inside ROOT,
+/// where a guest can plant one) is refused: no lock file or partial download is created
+/// through it. Before: lock files were created in the link's target and the download went
+/// through it, exit 0.
+#[test]
+fn regression_symlinked_locks_and_tmp_in_the_state_dir_are_refused() {
+    for sub in ["locks", "tmp"] {
+        let env = Env::new();
+        let data = blob(92, 3000);
+        let url = env.source("k", &data);
+        let m = env.manifest_v1(vec![asset_with_urls(
+            "kernel",
+            "boot/kernel",
+            &data,
+            &[url],
+        )]);
+        let elsewhere = env.outside("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::fs::create_dir_all(env.state()).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, env.state().join(sub)).unwrap();
+        let r = env.prepare(&m, &[]);
+        assert_ne!(r.code, 0, "{sub}: {}", r.describe());
+        assert!(
+            r.stderr.contains(sub) && r.stderr.contains("symlink"),
+            "{sub}: {}",
+            r.describe()
+        );
+        let created: Vec<_> = std::fs::read_dir(&elsewhere).unwrap().flatten().collect();
+        assert!(
+            created.is_empty(),
+            "{sub}: created through the link: {created:?}"
+        );
+        assert!(!env.path("boot/kernel").exists(), "{sub}: placed anyway");
+    }
+}
+
+/// Two ROOTs sharing one state dir: the second is refused with one line naming both (exit 2)
+/// instead of silently re-hashing everything on every prepare. Before: exit 0, every asset
+/// `verified` again each time.
+#[test]
+fn regression_two_roots_sharing_one_state_dir_are_refused() {
+    let env = Env::new();
+    let other = Env::new();
+    let state = env.outside("shared-state");
+    let s = state.to_str().unwrap();
+    let data = blob(93, 3000);
+    env.put("kernel", &data);
+    other.put("kernel", &data);
+    let m = env.manifest_v1(vec![asset("kernel", "kernel", &data)]);
+    env.prepare_ok(&m, &["--state-dir", s]);
+    let r = other.prepare(&m, &["--state-dir", s]);
+    r.assert_code(2);
+    let first = std::fs::canonicalize(&env.root).unwrap();
+    let second = std::fs::canonicalize(&other.root).unwrap();
+    assert!(
+        r.stderr.contains(first.to_str().unwrap()) && r.stderr.contains(second.to_str().unwrap()),
+        "{}",
+        r.describe()
+    );
+    // The store it belongs to is untouched and still warm.
+    let v = env.prepare_ok(&m, &["--state-dir", s]);
+    assert_eq!(asset_report(&v, "kernel")["outcome"], "cached");
+}
+
+/// `debug check` without `--manifest` and `debug why` make the one trust decision: a `0755`
+/// asset (as its manifest asked) is fresh in both. Before: `debug check` said `stale (mode)`
+/// and exited 1 while `debug why` said `fresh`.
+#[test]
+fn regression_debug_check_without_a_manifest_agrees_with_debug_why() {
+    let env = Env::new();
+    let data = blob(94, 3000);
+    env.put("bin/runc", &data);
+    let m = env.manifest_v1(vec![with(
+        asset("runc", "bin/runc", &data),
+        "mode",
+        json!("0755"),
+    )]);
+    env.prepare_ok(&m, &[]);
+    let mode = std::fs::metadata(env.path("bin/runc"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+    let check = env.debug("check", &[]);
+    check.assert_code(0);
+    let rows = check.json();
+    assert_eq!(rows["assets"][0]["state"], "fresh", "{rows}");
+    let why = env.debug("why", &["bin/runc"]);
+    why.assert_code(0);
+    assert!(why.stdout.contains("fresh"), "{}", why.describe());
 }

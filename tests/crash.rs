@@ -383,3 +383,75 @@ fn sigint_and_sigterm_stop_cleanly_and_the_next_prepare_resumes() {
         );
     }
 }
+
+/// A prepare waiting on another process's asset lock stops on SIGINT and SIGTERM (exit 130 /
+/// 143) while the other process still holds it. Before: the signal was ignored until the
+/// holder let go (27 s in the report; here, the test's 10 s bound).
+#[test]
+fn regression_a_lock_wait_is_interrupted_by_sigint_and_sigterm() {
+    use std::os::unix::process::ExitStatusExt as _;
+    for (signal, code) in [
+        (rustix::process::Signal::INT, 130),
+        (rustix::process::Signal::TERM, 143),
+    ] {
+        let env = Env::new();
+        let body = data(9, 64 * KIB);
+        env.put("kernel", &body);
+        let m = env.write_manifest("m.json", VERSION, vec![asset("kernel", "kernel", &body)]);
+        // The other process: it holds the asset's lock (flock on STATE/locks/<key>.lock).
+        let locks = env.state().join("locks");
+        std::fs::create_dir_all(&locks).unwrap();
+        let key = &sha(b"kernel")[..32];
+        let held = std::fs::File::create(locks.join(format!("{key}.lock"))).unwrap();
+        rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        let mut child = common::bootvault_cmd()
+            .args(["prepare", "--message-format", "json", "--dir"])
+            .arg(&env.root)
+            .arg("--manifest")
+            .arg(&m)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait until it waits (its `waiting` event), then signal it.
+        let mut stdout = child.stdout.take().unwrap();
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !String::from_utf8_lossy(&seen).contains("\"event\":\"waiting\"") {
+            assert!(Instant::now() < deadline, "never waited: {seen:?}");
+            let mut buf = [0u8; 512];
+            let n = std::io::Read::read(&mut stdout, &mut buf).unwrap();
+            assert!(n > 0, "prepare exited before waiting");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let pid = rustix::process::Pid::from_child(&child);
+        rustix::process::kill_process(pid, signal).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break Some(s);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let Some(status) = status else {
+            drop(held);
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{signal:?}: the lock wait ignored the signal for 10 s");
+        };
+        assert_eq!(
+            status.code(),
+            Some(code),
+            "{signal:?}: {status:?} {:?}",
+            status.signal()
+        );
+        if env.ledger().exists() {
+            assert!(env.records().is_empty(), "nothing was recorded");
+        }
+        drop(held);
+    }
+}

@@ -426,3 +426,46 @@ fn fuzz_record_with_a_huge_string_length_is_a_miss_not_an_abort() {
     assert!(!stderr.contains("memory allocation"), "{stderr}");
     assert_eq!(env.prepare_all_ok(), vec!["cached"; 3]);
 }
+
+/// An asset whose path is `ledger` does not share its lock file with ledger recovery: the
+/// prepare that holds the asset's lock while the committer finds the ledger damaged and moves
+/// it aside finishes. Before: both used `locks/<hash of "ledger">`, so recovery could block on
+/// the lock its own process held.
+#[test]
+fn regression_an_asset_named_ledger_does_not_share_the_ledger_lock() {
+    let env = Env::new();
+    let data = blob(7, 4096);
+    env.put("ledger", &data);
+    let m = env.write_manifest(
+        "m.json",
+        "2026.11.0",
+        vec![asset("ledger", "ledger", &data)],
+    );
+    // A damaged ledger: the first write handle (the committer's) moves it aside.
+    std::fs::create_dir_all(env.state()).unwrap();
+    std::fs::write(env.ledger(), blob(98, 16384)).unwrap();
+    let mut child = prepare_cmd(&env.root, &m, &[])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("prepare blocked on its own lock");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let r = common::wait(child);
+    assert_eq!(r.code, 0, "{}", r.describe());
+    assert_eq!(env.corrupt_files().len(), 1, "{}", r.describe());
+    let locks: Vec<String> = std::fs::read_dir(env.state().join("locks"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(locks.contains(&"ledger.lock".to_string()), "{locks:?}");
+}

@@ -119,18 +119,22 @@ fn manifest_for(
 
 /// Publishes `set` (files under `src`) with `manifest` to `target`; must succeed.
 fn publish(docker: &Path, manifest: &Path, src: &Path, target: &str) -> Value {
-    let r = bv(
-        docker,
-        &[
-            "publish",
-            "--manifest",
-            manifest.to_str().unwrap(),
-            "--dir",
-            src.to_str().unwrap(),
-            "--json",
-            target,
-        ],
-    );
+    publish_with(docker, manifest, src, target, &[])
+}
+
+/// [`publish`] with extra arguments (`--trusted-key` to check a signature, ...).
+fn publish_with(docker: &Path, manifest: &Path, src: &Path, target: &str, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "publish",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--dir",
+        src.to_str().unwrap(),
+        "--json",
+        target,
+    ];
+    args.extend_from_slice(extra);
+    let r = bv(docker, &args);
     r.assert_code(0).json()
 }
 
@@ -542,11 +546,13 @@ fn publish_prepare_round_trip_twenty_assets_basic_auth_signed() {
         m.to_str().unwrap(),
     ]);
     let tag = format!("oci://{}/fleet/boot:2026.11", reg.host());
-    let pushed = publish(&docker, &m, &src, &tag);
+    // publish checks the signature it attaches against the release key.
+    let check = ["--trusted-key", public.to_str().unwrap()];
+    let pushed = publish_with(&docker, &m, &src, &tag, &check);
     assert_eq!(pushed["uploaded"].as_array().unwrap().len(), 20, "{pushed}");
     assert_eq!(pushed["signed"], true);
     // Publishing again uploads nothing (HEAD first).
-    let again = publish(&docker, &m, &src, &tag);
+    let again = publish_with(&docker, &m, &src, &tag, &check);
     assert_eq!(again["uploaded"].as_array().unwrap().len(), 0, "{again}");
     assert_eq!(again["skipped"].as_array().unwrap().len(), 20, "{again}");
 
@@ -617,7 +623,14 @@ fn publish_prepare_round_trip_twenty_assets_basic_auth_signed() {
     )
     .unwrap();
     let bad_tag = format!("oci://{}/fleet/boot:tampered", reg.host());
-    publish(&docker, &tampered, &src, &bad_tag);
+    // Deliberately: publish would refuse it (it checks what it attaches).
+    publish_with(
+        &docker,
+        &tampered,
+        &src,
+        &bad_tag,
+        &["--no-verify-signature"],
+    );
     let r = prepare(&Env::new(), &docker, &bad_tag, &trusted);
     r.assert_code(2);
     assert!(
@@ -644,6 +657,7 @@ fn publish_prepare_round_trip_twenty_assets_basic_auth_signed() {
             src.to_str().unwrap(),
             "--signature",
             forged.to_str().unwrap(),
+            "--no-verify-signature",
             &forged_tag,
         ],
     )
@@ -677,6 +691,7 @@ fn publish_prepare_round_trip_twenty_assets_basic_auth_signed() {
             src.to_str().unwrap(),
             "--signature",
             other_sig.to_str().unwrap(),
+            "--no-verify-signature",
             &other_tag,
         ],
     )
@@ -1070,4 +1085,624 @@ fn publish_mounts_blobs_from_another_repository_of_the_registry() {
         "{report}"
     );
     assert_placed(&fresh, &set);
+}
+
+/// One request seen by a `recording_server`: method, Host header, path, Authorization.
+#[derive(Clone, Debug)]
+struct Request {
+    method: String,
+    host: String,
+    path: String,
+    authorization: Option<String>,
+}
+
+type Seen2 = std::sync::Arc<std::sync::Mutex<Vec<Request>>>;
+
+/// A loopback HTTP/1.1 server on 127.0.0.1 (one request per connection) that records every
+/// request and answers with `reply(request, port)` = (status line, extra headers, body).
+fn recording_server(
+    reply: impl Fn(&Request, u16) -> (String, String, Vec<u8>) + Send + 'static,
+) -> (u16, Seen2) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Seen2 = Default::default();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { break };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut words = line.split_whitespace();
+            let method = words.next().unwrap_or("").to_string();
+            let path = words.next().unwrap_or("").to_string();
+            let (mut host, mut authorization, mut len) = (String::new(), None, 0usize);
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                    break;
+                }
+                let (k, v) = h.split_once(':').unwrap_or((&h, ""));
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "host" => host = v.trim().to_string(),
+                    "authorization" => authorization = Some(v.trim().to_string()),
+                    "content-length" => len = v.trim().parse().unwrap_or(0),
+                    _ => {}
+                }
+            }
+            let mut body = vec![0u8; len];
+            let _ = reader.read_exact(&mut body);
+            let req = Request {
+                method,
+                host,
+                path,
+                authorization,
+            };
+            let (status, extra, body) = reply(&req, port);
+            log.lock().unwrap().push(req);
+            let mut out = format!(
+                "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            out.extend_from_slice(&body);
+            let _ = conn.write_all(&out);
+        }
+    });
+    (port, seen)
+}
+
+fn ok(body: Vec<u8>) -> (String, String, Vec<u8>) {
+    ("200 OK".into(), String::new(), body)
+}
+
+/// A registry on 127.0.0.1 (plain HTTP, like any loopback registry) whose Bearer challenge
+/// names a token realm on another host (`localhost`, plain HTTP): the configured Basic
+/// credentials must not go there. Before: the token request carried them.
+#[test]
+fn regression_basic_credentials_never_go_to_a_plain_http_token_realm_on_another_host() {
+    let env = Env::new();
+    let body = data(43, 64 * KIB);
+    let served = body.clone();
+    let (port, seen) = recording_server(move |r, port| {
+        let bearer = r.authorization.as_deref() == Some("Bearer anon-token");
+        if r.path.starts_with("/token") {
+            ok(br#"{"token":"anon-token"}"#.to_vec())
+        } else if !bearer {
+            (
+                "401 Unauthorized".into(),
+                format!(
+                    "WWW-Authenticate: Bearer realm=\"http://localhost:{port}/token\",service=\"t\"\r\n"
+                ),
+                Vec::new(),
+            )
+        } else if r.path == "/v2/" {
+            ok(Vec::new())
+        } else if r.path.contains("/blobs/") {
+            ok(served.clone())
+        } else {
+            ("404 Not Found".into(), String::new(), Vec::new())
+        }
+    });
+    let host = format!("127.0.0.1:{port}");
+    let docker = docker_config(&env, Some(&host));
+    let m = env.write_manifest(
+        "m.json",
+        "realm-1",
+        vec![asset_with_urls(
+            "kernel",
+            "boot/kernel",
+            &body,
+            &[format!("oci://{host}/fleet/boot")],
+        )],
+    );
+    let report = prepare(&env, &docker, m.to_str().unwrap(), &[]).report_ok();
+    assert_eq!(outcomes(&report)["kernel"], "downloaded");
+    let seen = seen.lock().unwrap().clone();
+    let token = seen
+        .iter()
+        .find(|s| s.path.starts_with("/token"))
+        .unwrap_or_else(|| panic!("no token request in {seen:?}"));
+    assert!(token.host.starts_with("localhost"), "{token:?}");
+    assert_eq!(
+        token.authorization, None,
+        "the registry's Basic credentials went to another host's plain-HTTP realm: {seen:?}"
+    );
+    // The token it got is spent on the registry that asked for it, and only there.
+    assert!(
+        seen.iter().any(|s| s.path.contains("/blobs/sha256:")
+            && s.host.starts_with("127.0.0.1")
+            && s.authorization.as_deref() == Some("Bearer anon-token")),
+        "{seen:?}"
+    );
+}
+
+/// `publish` to a registry whose upload `Location` points at another host: the blob PUT goes
+/// there without the registry's credentials. Before: the PUT carried `Authorization: Basic`.
+#[test]
+fn regression_publish_sends_no_authorization_to_an_upload_location_on_another_host() {
+    let env = Env::new();
+    let src = env.outside("src");
+    let set = assets(&src, 1, 32 * KIB);
+    let (port, seen) = recording_server(|r, port| {
+        let on_registry = r.host.starts_with("127.0.0.1");
+        if on_registry && r.authorization.is_none() {
+            return (
+                "401 Unauthorized".into(),
+                "WWW-Authenticate: Basic realm=\"test\"\r\n".into(),
+                Vec::new(),
+            );
+        }
+        match (r.method.as_str(), on_registry) {
+            ("GET", true) if r.path == "/v2/" => ok(Vec::new()),
+            ("HEAD", true) => ("404 Not Found".into(), String::new(), Vec::new()),
+            ("POST", true) => (
+                "202 Accepted".into(),
+                format!("Location: http://localhost:{port}/upload/session-1\r\n"),
+                Vec::new(),
+            ),
+            ("PUT", false) => ("201 Created".into(), String::new(), Vec::new()),
+            ("PUT", true) => ("201 Created".into(), String::new(), Vec::new()),
+            _ => ("404 Not Found".into(), String::new(), Vec::new()),
+        }
+    });
+    let host = format!("127.0.0.1:{port}");
+    let docker = docker_config(&env, Some(&host));
+    let m = manifest_for(&env, "m.json", &set, &[]);
+    publish(&docker, &m, &src, &format!("oci://{host}/fleet/boot:v1"));
+    let seen = seen.lock().unwrap().clone();
+    let uploads: Vec<_> = seen
+        .iter()
+        .filter(|s| s.method == "PUT" && s.path.starts_with("/upload/"))
+        .collect();
+    assert!(
+        !uploads.is_empty(),
+        "no upload reached the Location: {seen:?}"
+    );
+    for u in &uploads {
+        assert!(u.host.starts_with("localhost"), "{u:?}");
+        assert_eq!(
+            u.authorization, None,
+            "the registry's credentials went to the upload Location's host: {seen:?}"
+        );
+    }
+    // The registry itself still got them (the manifest PUT).
+    assert!(
+        seen.iter().any(|s| s.method == "PUT"
+            && s.path.contains("/manifests/")
+            && s.authorization
+                .as_deref()
+                .is_some_and(|a| a.starts_with("Basic "))),
+        "{seen:?}"
+    );
+}
+
+/// A `file://` token realm is refused once, as a content error: not retried (and printed)
+/// once per round. Before: three rounds, the realm named three times.
+#[test]
+fn regression_a_file_realm_is_refused_once_not_retried() {
+    let env = Env::new();
+    let (port, seen) = recording_server(|_, _| {
+        (
+            "401 Unauthorized".into(),
+            "WWW-Authenticate: Bearer realm=\"file:///etc/hostname\",service=\"t\"\r\n".into(),
+            Vec::new(),
+        )
+    });
+    let docker = docker_config(&env, None);
+    let r = prepare(
+        &env,
+        &docker,
+        &format!("oci://127.0.0.1:{port}/fleet/boot:v1"),
+        &[],
+    );
+    r.assert_code(1);
+    assert_eq!(
+        r.stderr.matches("file:///etc/hostname").count(),
+        1,
+        "{}",
+        r.describe()
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1, "one ping, no retries");
+}
+
+/// Signs `m` with the minisign CLI, with the trusted comment saying it was signed at `at`
+/// (unix seconds), as `bootvault sign` and the CLI write it.
+fn sign_at(m: &Path, secret: &Path, at: u64) {
+    let name = m.file_name().unwrap().to_str().unwrap();
+    minisign(&[
+        "-S",
+        "-s",
+        secret.to_str().unwrap(),
+        "-m",
+        m.to_str().unwrap(),
+        "-t",
+        &format!("timestamp:{at}\tfile:{name}\thashed"),
+    ]);
+}
+
+/// Rollback: a store that accepted the signed `fleet-2` from a repository refuses the signed,
+/// older `fleet-1` retagged as `:v2` (exit 2, naming both versions) unless
+/// `--allow-downgrade`; the same holds per manifest URL. Before: the old manifest was accepted
+/// silently (exit 0, `manifest_version fleet-1`).
+#[test]
+fn regression_an_older_signed_manifest_is_refused_as_a_rollback() {
+    let reg = registry(RegistryAuth::Anonymous);
+    let env = Env::new();
+    let src = env.outside("src");
+    let set = assets(&src, 2, 16 * KIB);
+    let docker = docker_config(&env, None);
+    let (public, secret) = keypair(&env, "release");
+    let list = || set.iter().map(|(n, p, b)| asset(n, p, b)).collect();
+    let v1 = env.write_manifest("v1.json", "fleet-1", list());
+    let v2 = env.write_manifest("v2.json", "fleet-2", list());
+    sign_at(&v1, &secret, 1_700_000_000);
+    sign_at(&v2, &secret, 1_700_086_400);
+    let tag = format!("oci://{}/fleet/boot:v2", reg.host());
+    let trusted = ["--trusted-key", public.to_str().unwrap()];
+    let publish = |m: &Path, target: &str| publish_with(&docker, m, &src, target, &trusted);
+    publish(&v2, &tag);
+    let report = prepare(&env, &docker, &tag, &trusted).report_ok();
+    assert_eq!(report["manifest_version"], "fleet-2");
+    // The registry (or whoever can push the tag) moves :v2 back to the signed fleet-1.
+    publish(&v1, &tag);
+    let r = prepare(&env, &docker, &tag, &trusted);
+    r.assert_code(2);
+    assert!(
+        r.stderr.contains("fleet-1") && r.stderr.contains("fleet-2"),
+        "{}",
+        r.describe()
+    );
+    // Any other tag of the repository is the same source.
+    let other = format!("oci://{}/fleet/boot:old", reg.host());
+    publish(&v1, &other);
+    prepare(&env, &docker, &other, &trusted).assert_code(2);
+    // A dry run refuses it as well.
+    prepare(
+        &env,
+        &docker,
+        &tag,
+        &[&trusted[..], &["--dry-run"]].concat(),
+    )
+    .assert_code(2);
+    // The operator may roll back on purpose; that becomes the mark.
+    let allowed = [&trusted[..], &["--allow-downgrade"]].concat();
+    let report = prepare(&env, &docker, &tag, &allowed).report_ok();
+    assert_eq!(report["manifest_version"], "fleet-1");
+    prepare(&env, &docker, &tag, &trusted).report_ok();
+    // Pinned by digest: an explicit choice, not checked.
+    let pushed = publish(&v2, &tag);
+    prepare(&env, &docker, &tag, &trusted).report_ok();
+    let pinned = pushed["pinned"].as_str().unwrap().to_string();
+    prepare(&env, &docker, &pinned, &trusted).report_ok();
+
+    // Per manifest URL.
+    let origin = Origin::start().unwrap();
+    let serve = |m: &Path| {
+        origin.add("m.json", std::fs::read(m).unwrap().into());
+        let mut sig = m.as_os_str().to_owned();
+        sig.push(".minisig");
+        origin.add("m.json.minisig", std::fs::read(sig).unwrap().into());
+    };
+    let url = origin.url("m.json");
+    // The assets are in place already (the URL manifest names no sources).
+    serve(&v2);
+    prepare(&env, &docker, &url, &trusted).report_ok();
+    serve(&v1);
+    let r = prepare(&env, &docker, &url, &trusted);
+    r.assert_code(2);
+    assert!(
+        r.stderr.contains("fleet-1") && r.stderr.contains("fleet-2"),
+        "{}",
+        r.describe()
+    );
+}
+
+/// `prepare --json` of `manifest` with `BOOTVAULT_MANIFEST_TIMEOUT=2` (the variable of
+/// `--manifest-timeout`), no retries, and `path_prefix` put in front of PATH; with its time.
+fn prepare_with_deadline(
+    env: &Env,
+    docker: &Path,
+    manifest: &str,
+    path_prefix: Option<&Path>,
+) -> (Run, std::time::Duration) {
+    let mut cmd = bootvault_cmd();
+    cmd.args([
+        "prepare",
+        "--dir",
+        env.root.to_str().unwrap(),
+        "--manifest",
+        manifest,
+    ])
+    .args(["--json", "--retries", "0"])
+    .env("DOCKER_CONFIG", docker)
+    .env_remove("REGISTRY_AUTH_FILE")
+    .env("BOOTVAULT_MANIFEST_TIMEOUT", "2");
+    if let Some(bin) = path_prefix {
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        cmd.env("PATH", path);
+    }
+    let started = std::time::Instant::now();
+    let run = run_cmd(cmd);
+    (run, started.elapsed())
+}
+
+/// A manifest URL trickling 10 bytes a second never trips the idle timeout; the manifest
+/// deadline ends it. Before: prepare waited as long as the server liked (here ~40 s).
+#[test]
+fn regression_a_trickling_manifest_hits_the_manifest_deadline() {
+    let env = Env::new();
+    let origin = Origin::start().unwrap();
+    let m = env.write_manifest("m.json", "slow-1", vec![]);
+    let mut bytes = std::fs::read(&m).unwrap();
+    bytes.resize(400, b' ');
+    origin.add("m.json", bytes.into());
+    origin.set_fault("m.json", common::throttled(10));
+    let docker = docker_config(&env, None);
+    let (r, took) = prepare_with_deadline(&env, &docker, &origin.url("m.json"), None);
+    r.assert_code(1);
+    assert!(took < std::time::Duration::from_secs(15), "took {took:?}");
+    assert!(r.stderr.contains("within 2 s"), "{}", r.describe());
+}
+
+/// A token realm trickling its answer is bounded by the same deadline. Before: the blob
+/// download waited on the token as long as the server liked.
+#[test]
+fn regression_a_trickling_token_server_hits_the_deadline() {
+    let env = Env::new();
+    let origin = Origin::start().unwrap();
+    let mut token = br#"{"token":"t"}"#.to_vec();
+    token.resize(400, b' ');
+    origin.add("token", token.into());
+    origin.set_fault("token", common::throttled(10));
+    let realm = origin.url("token");
+    let (port, _) = recording_server(move |_, _| {
+        (
+            "401 Unauthorized".into(),
+            format!("WWW-Authenticate: Bearer realm=\"{realm}\",service=\"t\"\r\n"),
+            Vec::new(),
+        )
+    });
+    let body = data(44, 4 * KIB);
+    let m = env.write_manifest(
+        "m.json",
+        "slow-token-1",
+        vec![asset_with_urls(
+            "kernel",
+            "boot/kernel",
+            &body,
+            &[format!("oci://127.0.0.1:{port}/fleet/boot")],
+        )],
+    );
+    let docker = docker_config(&env, None);
+    let (r, took) = prepare_with_deadline(&env, &docker, m.to_str().unwrap(), None);
+    r.assert_code(1);
+    assert!(took < std::time::Duration::from_secs(15), "took {took:?}");
+    assert!(r.stderr.contains("within 2 s"), "{}", r.describe());
+}
+
+/// A credential helper that hangs is killed at the deadline and prepare goes on without its
+/// credentials (here: the registry then refuses). Before: prepare hung with the helper.
+#[test]
+fn regression_a_hanging_credential_helper_hits_the_deadline() {
+    let env = Env::new();
+    let (port, _) = recording_server(|_, _| {
+        (
+            "401 Unauthorized".into(),
+            "WWW-Authenticate: Basic realm=\"test\"\r\n".into(),
+            Vec::new(),
+        )
+    });
+    let host = format!("127.0.0.1:{port}");
+    let bin = env.outside("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-bvhang");
+    std::fs::write(&helper, "#!/bin/sh\nexec sleep 40\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let docker = env.outside("docker-hang");
+    std::fs::create_dir_all(&docker).unwrap();
+    std::fs::write(
+        docker.join("config.json"),
+        serde_json::json!({"auths": {}, "credHelpers": {host.clone(): "bvhang"}}).to_string(),
+    )
+    .unwrap();
+    let (r, took) = prepare_with_deadline(
+        &env,
+        &docker,
+        &format!("oci://{host}/fleet/boot:v1"),
+        Some(&bin),
+    );
+    r.assert_code(1);
+    assert!(took < std::time::Duration::from_secs(15), "took {took:?}");
+    assert!(r.stderr.contains("no credentials"), "{}", r.describe());
+}
+
+/// Runs `cmd` (stdout and stderr captured) and kills it after 10 s: `None` then.
+fn run_bounded(mut cmd: Command) -> Option<Run> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Some(common::wait(child))
+}
+
+/// Every local input is a bounded read of a regular file: `--trusted-key`, `sign --key`,
+/// `publish --manifest` and `--signature`, `--config` and `REGISTRY_AUTH_FILE` naming
+/// `/dev/zero` or a fifo fail at once, naming the file. Before: read until out of memory
+/// (`/dev/zero`) or blocked forever (a fifo).
+#[test]
+fn regression_local_inputs_are_bounded_regular_file_reads() {
+    let env = Env::new();
+    let fifo = env.outside("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let body = data(45, 4 * KIB);
+    env.put("boot/kernel", &body);
+    let m = env.write_manifest(
+        "m.json",
+        "inputs-1",
+        vec![asset("kernel", "boot/kernel", &body)],
+    );
+    let (m, root) = (m.to_str().unwrap(), env.root.to_str().unwrap());
+    let docker = docker_config(&env, None);
+    for bad in ["/dev/zero", fifo.to_str().unwrap()] {
+        let cases: Vec<(&str, Vec<&str>)> = vec![
+            (
+                "--trusted-key",
+                vec![
+                    "prepare",
+                    "--dir",
+                    root,
+                    "--manifest",
+                    m,
+                    "--trusted-key",
+                    bad,
+                ],
+            ),
+            (
+                "sign --key",
+                vec!["sign", m, "--key", bad, "--output", "/dev/null"],
+            ),
+            (
+                "publish --manifest",
+                vec![
+                    "publish",
+                    "--manifest",
+                    bad,
+                    "--dir",
+                    root,
+                    "oci://127.0.0.1:9/r:t",
+                ],
+            ),
+            (
+                "publish --signature",
+                vec![
+                    "publish",
+                    "--manifest",
+                    m,
+                    "--signature",
+                    bad,
+                    "--dir",
+                    root,
+                    "oci://127.0.0.1:9/r:t",
+                ],
+            ),
+            ("--config", vec!["--config", bad, "status", "--dir", root]),
+        ];
+        for (what, args) in cases {
+            let mut cmd = bootvault_cmd();
+            cmd.args(&args).env("DOCKER_CONFIG", &docker);
+            let r = run_bounded(cmd)
+                .unwrap_or_else(|| panic!("{what} {bad}: still reading after 10 s"));
+            r.assert_code(2);
+            assert!(
+                r.stderr.contains(bad) && r.stderr.contains("not a regular file"),
+                "{what} {bad}: {}",
+                r.describe()
+            );
+        }
+        // REGISTRY_AUTH_FILE: not used (with a warning naming it); the registry then refuses.
+        let (port, _) = recording_server(|_, _| {
+            (
+                "401 Unauthorized".into(),
+                "WWW-Authenticate: Basic realm=\"test\"\r\n".into(),
+                Vec::new(),
+            )
+        });
+        let mut cmd = bootvault_cmd();
+        cmd.args(["prepare", "--dir", root, "--retries", "0", "--manifest"])
+            .arg(format!("oci://127.0.0.1:{port}/fleet/boot:v1"))
+            .env("DOCKER_CONFIG", &docker)
+            .env("REGISTRY_AUTH_FILE", bad);
+        let r =
+            run_bounded(cmd).unwrap_or_else(|| panic!("REGISTRY_AUTH_FILE {bad}: still reading"));
+        r.assert_code(1);
+        assert!(r.stderr.contains(bad), "{}", r.describe());
+    }
+}
+
+/// `publish` checks the signature it attaches: a stale one (the manifest changed after
+/// signing) or garbage is refused (exit 2, naming the file) and nothing is pushed; a missing
+/// asset file is named by its asset. Before: both signatures were published as "signed", and
+/// every host then failed with exit 2; a missing file was named only by its path.
+#[test]
+fn regression_publish_refuses_a_stale_or_garbage_signature_and_names_a_missing_asset() {
+    let reg = registry(RegistryAuth::Anonymous);
+    let env = Env::new();
+    let src = env.outside("src");
+    let set = assets(&src, 2, 8 * KIB);
+    let docker = docker_config(&env, None);
+    let (public, secret) = keypair(&env, "release");
+    let m = manifest_for(&env, "set.json", &set, &[]);
+    sign_at(&m, &secret, 1_700_000_000);
+    let sig = env.outside("set.json.minisig");
+    let check = ["--trusted-key", public.to_str().unwrap()];
+    let tag = |t: &str| format!("oci://{}/fleet/boot:{t}", reg.host());
+    let try_publish = |target: &str, extra: &[&str]| {
+        let mut args = vec![
+            "publish",
+            "--manifest",
+            m.to_str().unwrap(),
+            "--dir",
+            src.to_str().unwrap(),
+            target,
+        ];
+        args.extend_from_slice(extra);
+        bv(&docker, &args)
+    };
+    // Stale: the manifest changed after it was signed.
+    let text = std::fs::read_to_string(&m).unwrap();
+    std::fs::write(&m, text.replacen("fleet-1", "fleet-1b", 1)).unwrap();
+    let r = try_publish(&tag("stale"), &check);
+    r.assert_code(2);
+    assert!(r.stderr.contains("set.json.minisig"), "{}", r.describe());
+    // Nothing was pushed: the tag does not resolve.
+    prepare(&Env::new(), &docker, &tag("stale"), &[]).assert_code(1);
+    // Without a key to check it against, a signature is not attached blindly either.
+    let r = try_publish(&tag("unchecked"), &[]);
+    r.assert_code(2);
+    assert!(r.stderr.contains("--trusted-key"), "{}", r.describe());
+    // Garbage, with or without a key.
+    std::fs::write(&sig, "not a signature\n").unwrap();
+    for extra in [&check[..], &["--no-verify-signature"]] {
+        let r = try_publish(&tag("garbage"), extra);
+        r.assert_code(2);
+        assert!(
+            r.stderr.contains("not a minisign signature"),
+            "{}",
+            r.describe()
+        );
+    }
+    // Signed again: published.
+    std::fs::write(&m, text).unwrap();
+    sign_at(&m, &secret, 1_700_000_001);
+    try_publish(&tag("good"), &check).assert_code(0);
+    // A missing file is named by its asset.
+    std::fs::remove_file(src.join(&set[1].1)).unwrap();
+    let r = try_publish(&tag("missing"), &check);
+    r.assert_code(1);
+    assert!(
+        r.stderr.contains(&format!("asset {}", set[1].0)),
+        "{}",
+        r.describe()
+    );
 }

@@ -22,6 +22,9 @@ pub struct Config {
     /// Public keys trusted for signed manifests (paths to minisign key files).
     #[serde(default)]
     pub trusted_keys: Vec<PathBuf>,
+    /// Deadline in seconds of a manifest fetch, a token request, a credential helper
+    /// (`--manifest-timeout`).
+    pub manifest_timeout: Option<u64>,
 }
 
 /// Where the config file is looked for when `--config` is not given.
@@ -39,7 +42,12 @@ pub fn load(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>), String
             _ => return Ok((Config::default(), None)),
         },
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = bootvault::read_local(&path, 1024 * 1024)
+        .and_then(|b| {
+            String::from_utf8(b)
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
+        })
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     // One line: the file, the line number and toml's message (its Display spans lines).
     let mut config: Config = toml::from_str(&text).map_err(|e| {
         let line = e
@@ -55,6 +63,12 @@ pub fn load(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>), String
     })?;
     if config.jobs == Some(0) {
         return Err(format!("{}: jobs must be at least 1", path.display()));
+    }
+    if config.manifest_timeout == Some(0) {
+        return Err(format!(
+            "{}: manifest_timeout must be at least 1",
+            path.display()
+        ));
     }
     let base = path.parent().unwrap_or(Path::new("."));
     let anchor = |p: &mut PathBuf| {

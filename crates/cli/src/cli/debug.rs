@@ -171,9 +171,12 @@ fn ls(a: LsArgs) -> CmdResult {
 fn check(a: ManifestOptArgs) -> CmdResult {
     let manifest = load(&a.manifest, &a.manifest_args)?;
     let store = a.store.open(Access::ReadLedger)?;
-    let manifest = targets(&store, manifest);
-    // Stat only: judge by stamp under the `cached` policy, whatever the asset's own.
-    let (inspections, _) = store.inspect(&manifest, Some(Policy::Cached));
+    // Stat only: judge by stamp under the `cached` policy, whatever the asset's own. Without a
+    // manifest, each record is judged as `debug why` judges it (the library's one rule).
+    let (inspections, _) = match &manifest {
+        Some(m) => store.inspect(m, Some(Policy::Cached)),
+        None => store.inspect_records(Policy::Cached),
+    };
     let rows: Vec<Value> = inspections
         .iter()
         .map(|i| {

@@ -38,7 +38,7 @@ impl Events {
 
     fn line(&self, mut v: Value) {
         v["t_ms"] = json!((self.start.elapsed().as_secs_f64() * 1e6).round() / 1e3);
-        let mut text = serde_json::to_string(&v).unwrap_or_default();
+        let mut text = bootvault::redact::text(&serde_json::to_string(&v).unwrap_or_default());
         text.push('\n');
         let mut out = std::io::stdout().lock();
         // A closed pipe must not stop the prepare; the exit code still tells the outcome.

@@ -36,6 +36,9 @@ pub fn run(a: GcArgs) -> CmdResult {
         out_json(&json!({
             "dry_run": a.dry_run, "files": report.files, "records": report.records,
             "partials": report.partials, "foreign": report.foreign, "changed": report.changed,
+            "skipped": report.skipped.iter()
+                .map(|(path, why)| json!({"path": path, "why": why}))
+                .collect::<Vec<_>>(),
         }))
     } else {
         let verb = if a.dry_run { "would remove" } else { "removed" };
@@ -58,6 +61,9 @@ pub fn run(a: GcArgs) -> CmdResult {
             s.push_str(&format!(
                 "kept changed file {f} (modified since bootvault recorded it)\n"
             ));
+        }
+        for (p, why) in &report.skipped {
+            s.push_str(&format!("skipped {p}: {why}\n"));
         }
         s.push_str(&format!(
             "{verb} {} files and {} records; kept {} foreign files",

@@ -130,6 +130,15 @@ impl StoreArgs {
             .or_else(|| config.state_dir.clone().filter(|_| root_from_config))
     }
 
+    /// The state dir this command uses (absolute; default ROOT/.bootvault).
+    pub fn state_path(&self) -> Result<PathBuf, Failure> {
+        let p = match self.state() {
+            Some(s) => s,
+            None => self.root()?.join(bootvault::STATE_DIR_NAME),
+        };
+        std::path::absolute(&p).map_err(|e| Failure::usage(format!("{}: {e}", p.display())))
+    }
+
     pub fn builder(&self) -> Result<bootvault::StoreBuilder, Failure> {
         let mut b = Store::builder(self.root()?);
         if let Some(s) = self.state() {
@@ -270,6 +279,8 @@ pub type CmdResult = Result<u8, Failure>;
 
 /// Writes to stdout; a closed pipe is not an error (`bootvault debug ls | head`).
 pub fn out(text: &str) -> std::io::Result<()> {
+    // No password in a URL (`https://user:pass@…`) reaches stdout (tables, JSON).
+    let text = &bootvault::redact::text(text);
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes())?;
     if !text.ends_with('\n') {

@@ -90,8 +90,13 @@ pub fn run(a: PrepareArgs) -> CmdResult {
     if let Some(s) = a.connect_timeout {
         fetch.connect_timeout = Duration::from_secs(s);
     }
-    let (manifest, provenance) =
+    let (manifest, provenance, signed) =
         super::remote::load(&a.manifest, &a.manifest_args, &fetch, &a.trust)?;
+    // Rollback protection: checked before anything is read or written for this manifest; the
+    // mark moves once the store is open for a real run (a dry run writes nothing).
+    if let Some(signed) = &signed {
+        signed.guard(&a.manifest, &a.store.state_path()?, &a.trust, false)?;
+    }
     if a.dry_run {
         // A plan is one document: `--message-format json` prints it as one JSON line.
         let line = a.message_format == MessageFormat::Json;
@@ -122,6 +127,9 @@ pub fn run(a: PrepareArgs) -> CmdResult {
             return Err(e);
         }
     };
+    if let Some(signed) = &signed {
+        signed.guard(&a.manifest, store.state_dir(), &a.trust, true)?;
+    }
     let token = bootvault::CancelToken::new();
     let interrupts = super::signals::Interrupts::watch(token.clone());
     let opts = bootvault::PrepareOptions::new()

@@ -24,6 +24,20 @@ pub struct PublishArgs {
     /// Where to publish: oci://HOST[:PORT]/REPO:TAG.
     #[arg(value_name = "TARGET")]
     pub target: String,
+    /// A minisign public key the attached signature must verify against (repeatable).
+    /// Default: the config file's trusted_keys. A signature that does not verify (stale,
+    /// garbage, another key) is refused: every host would refuse it.
+    #[arg(
+        long = "trusted-key",
+        value_name = "FILE",
+        env = "BOOTVAULT_TRUSTED_KEY",
+        value_delimiter = ','
+    )]
+    pub trusted_keys: Vec<PathBuf>,
+    /// Attach the signature without verifying it (to publish a deliberately bad one).
+    #[arg(long, env = "BOOTVAULT_NO_VERIFY_SIGNATURE",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_verify_signature: bool,
     #[command(flatten)]
     pub registry: super::remote::RegistryArgs,
     #[command(flatten)]
@@ -38,7 +52,7 @@ pub fn run(a: PublishArgs) -> CmdResult {
             a.target
         )));
     }
-    let bytes = std::fs::read(&a.manifest)
+    let bytes = bootvault::read_local(&a.manifest, bootvault::oci::MAX_DOCUMENT)
         .map_err(|e| Failure::usage(format!("{}: {e}", a.manifest.display())))?;
     let manifest = a.manifest_args.load(&a.manifest)?;
     let sig_path = a.signature.clone().or_else(|| {
@@ -49,11 +63,19 @@ pub fn run(a: PublishArgs) -> CmdResult {
     });
     let signature = match &sig_path {
         Some(p) => Some(
-            std::fs::read_to_string(p)
+            bootvault::read_local(p, bootvault::oci::MAX_DOCUMENT)
+                .and_then(|b| {
+                    String::from_utf8(b).map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::InvalidData, "not text")
+                    })
+                })
                 .map_err(|e| Failure::usage(format!("{}: {e}", p.display())))?,
         ),
         None => None,
     };
+    if let (Some(sig), Some(p)) = (&signature, &sig_path) {
+        check_signature(&a, &bytes, sig, p)?;
+    }
     let blobs: Vec<PublishBlob> = manifest
         .assets
         .iter()
@@ -152,4 +174,44 @@ pub fn run(a: PublishArgs) -> CmdResult {
         ))
     };
     finish_output(printed, 0)
+}
+
+/// The signature to attach must be one a host will accept: it decodes, and it verifies over
+/// these manifest bytes with a trusted key (`--trusted-key` or the config's `trusted_keys`).
+/// Without a key to check it against it is refused too, unless `--no-verify-signature`.
+fn check_signature(
+    a: &PublishArgs,
+    bytes: &[u8],
+    sig: &str,
+    path: &std::path::Path,
+) -> Result<(), Failure> {
+    let named = |why: String| {
+        Failure::usage(format!(
+            "signature {} for {}: {why}; not published",
+            path.display(),
+            a.manifest.display()
+        ))
+    };
+    if !bootvault::sign::is_signature(sig) {
+        return Err(named("not a minisign signature".into()));
+    }
+    if a.no_verify_signature {
+        return Ok(());
+    }
+    let trust = super::remote::TrustArgs {
+        trusted_keys: a.trusted_keys.clone(),
+        allow_downgrade: false,
+    };
+    let keys = trust.keys()?;
+    if keys.is_empty() {
+        return Err(named(
+            "no --trusted-key (or config trusted_keys) to verify it against; pass the public \
+             key, or --no-verify-signature to attach it unchecked"
+                .into(),
+        ));
+    }
+    let origin = a.manifest.display().to_string();
+    bootvault::sign::verify(bytes, sig, &keys, &origin)
+        .map(|_| ())
+        .map_err(|e| named(e.to_string()))
 }

@@ -28,12 +28,22 @@ pub struct RegistryArgs {
         value_delimiter = ','
     )]
     pub insecure: Vec<String>,
+    /// Total seconds for fetching a manifest (every try and mirror), for one registry token
+    /// request, and for one credential helper run (at least 1; default 60)
+    /// [config: manifest_timeout].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..),
+          env = "BOOTVAULT_MANIFEST_TIMEOUT")]
+    pub manifest_timeout: Option<u64>,
 }
 
 impl RegistryArgs {
     pub fn options(&self) -> Result<OciOptions, Failure> {
         let mut opts = OciOptions {
             insecure: self.insecure.clone(),
+            deadline: self
+                .manifest_timeout
+                .or(super::ui().config.manifest_timeout)
+                .map(std::time::Duration::from_secs),
             ..Default::default()
         };
         // Flags (or their variable) replace the config file's mirrors, as for every setting.
@@ -68,10 +78,15 @@ pub struct TrustArgs {
         value_delimiter = ','
     )]
     pub trusted_keys: Vec<PathBuf>,
+    /// Accept a signed manifest older than the newest this store accepted from the same
+    /// registry repository or URL (by the signature time); it becomes the new mark.
+    #[arg(long, env = "BOOTVAULT_ALLOW_DOWNGRADE",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_downgrade: bool,
 }
 
 impl TrustArgs {
-    fn keys(&self) -> Result<Vec<TrustedKey>, Failure> {
+    pub fn keys(&self) -> Result<Vec<TrustedKey>, Failure> {
         let keys = if self.trusted_keys.is_empty() {
             &super::ui().config.trusted_keys
         } else {
@@ -94,16 +109,58 @@ pub fn is_remote(spec: &str) -> bool {
 /// artifact `oci://HOST/REPO:TAG` / `@sha256:…` (whose assets are then also pulled from there).
 /// Where the manifest came from and which trusted key vouched for it go with it, for the
 /// ledger.
+/// What rollback protection needs of a signed manifest: the source its mark is kept for,
+/// and the manifest offered.
+pub struct Signed {
+    pub key: String,
+    pub offered: bootvault::rollback::Offered,
+}
+
+impl Signed {
+    /// Refuses a rollback (exit 2, naming both versions) unless `trust.allow_downgrade`;
+    /// with `remember`, moves the mark of this source (a read-only state dir keeps the old
+    /// mark, with a warning).
+    pub fn guard(
+        &self,
+        spec: &str,
+        state_dir: &Path,
+        trust: &TrustArgs,
+        remember: bool,
+    ) -> Result<(), Failure> {
+        use bootvault::rollback::{check, check_and_remember};
+        let run = if remember { check_and_remember } else { check };
+        match run(
+            state_dir,
+            spec,
+            &self.key,
+            &self.offered,
+            trust.allow_downgrade,
+        ) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_usage() => Err(Failure::usage(e.to_string())),
+            Err(e) if remember => {
+                tracing::warn!("rollback mark not recorded: {e}");
+                Ok(())
+            }
+            Err(e) => Err(Failure {
+                code: EXIT_FAILED,
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
 pub fn load(
     spec: &str,
     margs: &ManifestArgs,
     fetch: &bootvault::FetchOptions,
     trust: &TrustArgs,
-) -> Result<(Manifest, bootvault::Provenance), Failure> {
+) -> Result<(Manifest, bootvault::Provenance, Option<Signed>), Failure> {
     let keys = trust.keys()?;
     let provenance =
         |signed_by: Option<String>, oci_digest: Option<String>| bootvault::Provenance {
-            source: spec.to_string(),
+            // Stored in the ledger: never a password from the URL.
+            source: bootvault::redact::url(spec),
             signed_by,
             oci_digest,
             recorded_at_ns: std::time::SystemTime::now()
@@ -112,7 +169,7 @@ pub fn load(
                 .unwrap_or(0),
         };
     if !is_remote(spec) {
-        return Ok((margs.load(Path::new(spec))?, provenance(None, None)));
+        return Ok((margs.load(Path::new(spec))?, provenance(None, None), None));
     }
     let parse = |text: &str, origin: &str| margs.parse(text, origin);
     let loaded =
@@ -131,5 +188,16 @@ pub fn load(
         loaded.signed_by.clone(),
         loaded.digest.map(|d| format!("sha256:{d}")),
     );
-    Ok((loaded.manifest, p))
+    let signed = match (&loaded.signed_by, bootvault::rollback::key_for(spec)) {
+        (Some(by), Some(key)) => Some(Signed {
+            key,
+            offered: bootvault::rollback::Offered {
+                version: loaded.manifest.version.clone(),
+                signed_at: loaded.signed_at,
+                signed_by: by.clone(),
+            },
+        }),
+        _ => None,
+    };
+    Ok((loaded.manifest, p, signed))
 }

@@ -19,9 +19,13 @@ pub struct SignArgs {
 }
 
 pub fn run(a: SignArgs) -> CmdResult {
-    let bytes = std::fs::read(&a.manifest)
+    let bytes = bootvault::read_local(&a.manifest, bootvault::oci::MAX_DOCUMENT)
         .map_err(|e| Failure::usage(format!("{}: {e}", a.manifest.display())))?;
-    let key = std::fs::read_to_string(&a.key)
+    let key = bootvault::read_local(&a.key, bootvault::sign::MAX_KEY_FILE)
+        .and_then(|b| {
+            String::from_utf8(b)
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not text"))
+        })
         .map_err(|e| Failure::usage(format!("{}: {e}", a.key.display())))?;
     let password = std::env::var("BOOTVAULT_KEY_PASSWORD").ok();
     let origin = a.manifest.display().to_string();

@@ -48,7 +48,7 @@ pub struct GlobalArgs {
     /// The platform's config dir is $XDG_CONFIG_HOME/bootvault or ~/.config/bootvault on
     /// Linux, ~/Library/Application Support/bootvault on macOS. A missing default file is not
     /// an error, a missing --config file is. Keys: dir, state_dir, jobs, registry_mirrors,
-    /// trusted_keys (see docs/cli.md).
+    /// trusted_keys, manifest_timeout (see docs/cli.md).
     #[arg(long, global = true, value_name = "FILE", env = "BOOTVAULT_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -137,6 +137,9 @@ pub fn set_bars(bars: Option<MultiProgress>) {
 /// Writes `bytes` to stderr; while bars are drawn, clears them, writes, and redraws them, so
 /// a log line never lands in the middle of a bar (a torn line left in the scrollback).
 pub fn write_stderr(bytes: &[u8]) {
+    // No password in a URL (`https://user:pass@…`) reaches stderr: errors and log lines.
+    let text = bootvault::redact::text(&String::from_utf8_lossy(bytes));
+    let bytes = text.as_bytes();
     let bars = BARS.lock().unwrap_or_else(PoisonError::into_inner).clone();
     let write = || {
         let mut e = std::io::stderr().lock();
