@@ -5,7 +5,7 @@
 //! never followed (`O_NOFOLLOW`). A verified file reaches its path only by `rename` from a file
 //! on the same filesystem that nobody else could write: fsync the file, rename, fsync the dir.
 
-use crate::digest::{HASH_BUF, Sha256Digest};
+use crate::digest::Sha256Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::stamp::Stamp;
 use sha2::{Digest as _, Sha256};
@@ -127,7 +127,7 @@ pub struct Hashed {
 pub fn hash_in_place(path: &Path, name: &str, progress: &mut dyn FnMut(u64)) -> Result<Hashed> {
     let file = open_nofollow(path).at(path, "open for hashing")?;
     let before = Stamp::of_file(&file).at(path, "fstat")?;
-    let (digest, bytes) = crate::digest::hash_reader(&file, HASH_BUF, progress).at(path, "read")?;
+    let (digest, bytes) = crate::digest::hash_file(&file, progress).at(path, "read")?;
     let after = Stamp::of_file(&file).at(path, "fstat")?;
     if before != after || bytes != after.size {
         return Err(Error::Unstable {
@@ -382,19 +382,21 @@ fn copy_hashing(
 ) -> Result<(Sha256Digest, u64)> {
     let mut reader = file.try_clone().at(src, "dup")?;
     std::io::Seek::rewind(&mut reader).at(src, "rewind")?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; HASH_BUF];
-    let mut copied = 0u64;
-    loop {
-        let n = reader.read(&mut buf).at(src, "read")?;
-        if n == 0 {
-            return Ok((Sha256Digest::from_hasher(hasher), copied));
+    crate::digest::advise_sequential(&reader);
+    crate::digest::with_buf(|buf| {
+        let mut hasher = Sha256::new();
+        let mut copied = 0u64;
+        loop {
+            let n = reader.read(buf).at(src, "read")?;
+            if n == 0 {
+                return Ok((Sha256Digest::from_hasher(hasher), copied));
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n]).at(dest, "write copy")?;
+            copied += n as u64;
+            progress(copied);
         }
-        hasher.update(&buf[..n]);
-        out.write_all(&buf[..n]).at(dest, "write copy")?;
-        copied += n as u64;
-        progress(copied);
-    }
+    })
 }
 
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]

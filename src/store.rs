@@ -852,7 +852,7 @@ impl Store {
                 why: verdict.reason(),
             });
         }
-        let (digest, bytes) = crate::digest::hash_reader(&file, crate::digest::HASH_BUF, |_| {})
+        let (digest, bytes) = crate::digest::hash_file(&file, |_| {})
             .at(&path, "read")
             .map_err(|e| e.for_asset(&asset.name))?;
         let after = Stamp::of_file(&file)
