@@ -291,9 +291,9 @@ fn copy_across(
     name: &str,
 ) -> Result<(Stamp, u64)> {
     match copy_verified(file, src, parent, dest, mode, expected, name, &mut |_| {})? {
-        Ok(done) => {
+        Ok((stamp, bytes, _)) => {
             let _ = std::fs::remove_file(src);
-            Ok(done)
+            Ok((stamp, bytes))
         }
         Err((actual, _)) => Err(Error::Mismatch {
             name: name.into(),
@@ -309,8 +309,10 @@ fn copy_across(
 /// asset `rel` when the digest matches. Where the platform has anonymous files the copy is
 /// made beside the asset and stays invisible until placed; elsewhere it is written in
 /// `tmp_dir` (the state dir's, so a kill leaves nothing in ROOT) and placed as a download is.
-/// Returns the placed stamp and the bytes copied, or, on a mismatch, the digest found
-/// (nothing is placed).
+/// Where the filesystem has reflinks the fresh inode shares `src`'s blocks instead (no bytes
+/// written, and a write to `src` afterwards is copy-on-write, so it never reaches the copy),
+/// and the copy is what is hashed. Returns the placed stamp, the bytes hashed and how the
+/// fresh inode got its bytes, or, on a mismatch, the digest found (nothing is placed).
 #[allow(clippy::type_complexity, clippy::too_many_arguments)]
 pub fn copy_into_place(
     src: &File,
@@ -321,7 +323,7 @@ pub fn copy_into_place(
     expected: &Sha256Digest,
     name: &str,
     progress: &mut dyn FnMut(u64),
-) -> Result<std::result::Result<(Stamp, u64), (Sha256Digest, u64)>> {
+) -> Result<std::result::Result<(Stamp, u64, Fresh), (Sha256Digest, u64)>> {
     let dest = root.join(rel);
     let parent = open_parent(root, rel, name)?;
     if crate::sys::anonymous_file(&parent.fd).is_some() {
@@ -358,7 +360,8 @@ pub fn copy_into_place(
                 let _ = std::fs::remove_file(&tmp);
             }
             let (stamp, _) = placed?;
-            Ok(Ok((stamp, bytes)))
+            let no_reflink = "no anonymous file to clone into".to_string();
+            Ok(Ok((stamp, bytes, Fresh::Copied { no_reflink })))
         }
         Ok(Err(mismatch)) => {
             let _ = std::fs::remove_file(&tmp);
@@ -399,6 +402,18 @@ fn copy_hashing(
     })
 }
 
+/// How a fresh inode got its bytes (for the event's reason and `debug why`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fresh {
+    /// A reflink (`FICLONE`): no bytes written.
+    Reflinked,
+    /// Copied byte by byte; why no reflink.
+    Copied {
+        /// Why the filesystem gave no reflink.
+        no_reflink: String,
+    },
+}
+
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
 fn copy_verified(
     file: &File,
@@ -409,14 +424,25 @@ fn copy_verified(
     expected: &Sha256Digest,
     name: &str,
     progress: &mut dyn FnMut(u64),
-) -> Result<std::result::Result<(Stamp, u64), (Sha256Digest, u64)>> {
+) -> Result<std::result::Result<(Stamp, u64, Fresh), (Sha256Digest, u64)>> {
     let (mut out, tmp_name) = anonymous_or_named(parent, dest)?;
     let discard = |tmp: &Option<String>| {
         if let Some(t) = tmp {
             let _ = rustix::fs::unlinkat(&parent.fd, t.as_str(), rustix::fs::AtFlags::empty());
         }
     };
-    let (digest, copied) = match copy_hashing(file, src, &mut out, dest, progress) {
+    // The clone is hashed, not `file`: what is verified is the inode that gets placed.
+    let (fresh, hashed) = match crate::sys::reflink(file, &out) {
+        Ok(()) => (
+            Fresh::Reflinked,
+            crate::digest::hash_file(&out, progress).at(dest, "read clone"),
+        ),
+        Err(no_reflink) => (
+            Fresh::Copied { no_reflink },
+            copy_hashing(file, src, &mut out, dest, progress),
+        ),
+    };
+    let (digest, copied) = match hashed {
         Ok(done) => done,
         Err(e) => {
             discard(&tmp_name);
@@ -454,7 +480,7 @@ fn copy_verified(
             path: dest.into(),
         });
     }
-    Ok(Ok((after, copied)))
+    Ok(Ok((after, copied, fresh)))
 }
 
 fn temp_name() -> String {

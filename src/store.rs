@@ -37,6 +37,9 @@ pub(crate) struct Options {
     pub(crate) verify: Option<Policy>,
     pub(crate) fetch: FetchOptions,
     pub(crate) progress: Option<ProgressFn>,
+    /// Adopt a file only onto a fresh inode (reflink or copy), never in place under a read
+    /// lease: the tests run the mmap attack through both ways.
+    pub(crate) adopt_by_copy: bool,
 }
 
 /// Options of one prepare call (arcbox-boot passes progress per call, too).
@@ -153,6 +156,14 @@ impl StoreBuilder {
     /// Default progress callback (a call's [`PrepareOptions::progress`] replaces it).
     pub fn progress(mut self, f: ProgressFn) -> Self {
         self.opts.progress = Some(f);
+        self
+    }
+    /// Adopts files bootvault did not place only by reflink or copy, never in place under a
+    /// read lease (the workspace's tests take both ways; not for hosts).
+    #[cfg(feature = "__internals")]
+    #[doc(hidden)]
+    pub fn adopt_by_copy(mut self, copy: bool) -> Self {
+        self.opts.adopt_by_copy = copy;
         self
     }
     /// How long a ledger write waits for other writers.
@@ -310,6 +321,7 @@ impl Store {
                 verify: None,
                 fetch: FetchOptions::default(),
                 progress: None,
+                adopt_by_copy: false,
             },
             write_deadline: Duration::from_secs(10),
             client: None,
@@ -683,6 +695,12 @@ impl Store {
                     name: &asset.name,
                     outcome: done.outcome,
                 });
+                // The step's note (how a file was adopted, what was wrong) goes with the plan's
+                // reason into the report and the event, so `debug why` says which way was taken.
+                let why = match &done.note {
+                    Some(n) => format!("{reason}; {n}"),
+                    None => reason.to_string(),
+                };
                 let report = AssetReport {
                     name: asset.name.clone(),
                     path: self.inner.root.join(&asset.path),
@@ -692,12 +710,8 @@ impl Store {
                     bytes_hashed: done.bytes_hashed,
                     bytes_downloaded: done.bytes_downloaded,
                     bytes_copied: done.bytes_copied,
-                    reason: reason.to_string(),
+                    reason: why.clone(),
                     elapsed: t.elapsed(),
-                };
-                let why = match &done.note {
-                    Some(n) => format!("{reason}; {n}"),
-                    None => reason.to_string(),
                 };
                 // Nothing new to remember (`verify: always` on an unchanged file, a read-only
                 // store): no write transaction, no fsync.
