@@ -210,6 +210,7 @@ impl StoreBuilder {
                 ledger,
                 fetcher: OnceLock::new(),
                 verity: OnceLock::new(),
+                durability: place::Durability::default(),
                 opts: self.opts,
                 client: self.client,
             }),
@@ -261,6 +262,8 @@ pub(crate) struct Inner {
     fetcher: OnceLock<std::result::Result<Fetcher, String>>,
     /// Whether ROOT's filesystem supports fs-verity (probed on the first placement).
     pub(crate) verity: OnceLock<bool>,
+    /// Shared syncs for the placements of this store's workers.
+    pub(crate) durability: place::Durability,
     pub(crate) opts: Options,
     client: Option<reqwest::Client>,
 }
