@@ -9,6 +9,7 @@ use super::{
 use bootvault::{Policy, Report};
 use clap::Args;
 use clap::builder::BoolishValueParser;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Args, Debug)]
@@ -114,7 +115,16 @@ pub fn run(a: PrepareArgs) -> CmdResult {
     }
     let events = a.message_format == MessageFormat::Json;
     let reporter = Reporter::new(&manifest, events);
-    b = b.progress(reporter.callback());
+    let token = bootvault::CancelToken::new();
+    let interrupts = Arc::new(super::signals::Interrupts::new(token.clone()));
+    let report_progress = reporter.callback();
+    let arm = interrupts.clone();
+    b = b.progress(Arc::new(move |p: &bootvault::Progress<'_>| {
+        if super::signals::Interrupts::is_work(p) {
+            arm.arm();
+        }
+        report_progress(p)
+    }));
     let store = match a.store.open_builder(b, Access::Write) {
         Ok(s) => s,
         Err(e) => {
@@ -122,8 +132,6 @@ pub fn run(a: PrepareArgs) -> CmdResult {
             return Err(e);
         }
     };
-    let token = bootvault::CancelToken::new();
-    let interrupts = super::signals::Interrupts::watch(token.clone());
     let opts = bootvault::PrepareOptions::new()
         .cancel(token)
         .provenance(provenance);
