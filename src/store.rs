@@ -106,6 +106,7 @@ pub struct StoreBuilder {
     write_deadline: Duration,
     client: Option<reqwest::Client>,
     create: bool,
+    absent_root_ok: bool,
 }
 
 impl std::fmt::Debug for StoreBuilder {
@@ -177,12 +178,23 @@ impl StoreBuilder {
         self.create = create;
         self
     }
+    /// With `create(false)`, opens a store whose ROOT does not exist yet instead of failing:
+    /// it reads as empty (every asset absent, no ledger), so a plan shows what a prepare would
+    /// do there (`prepare --dry-run` on a new ROOT). Nothing is created.
+    pub fn absent_root_ok(mut self, ok: bool) -> Self {
+        self.absent_root_ok = ok;
+        self
+    }
     /// Opens the store: checks that ROOT (created when missing, see [`StoreBuilder::create`])
     /// and the state dir are usable directories, so a bad root fails here, once, and not once
     /// per asset. Creates no state: that happens on the first write.
     pub fn open(self) -> Result<Store> {
         let root = std::path::absolute(&self.root).at(&self.root, "resolve ROOT")?;
-        check_dir(&root, self.create)?;
+        let absent =
+            self.absent_root_ok && !self.create && std::fs::symlink_metadata(&root).is_err();
+        if !absent {
+            check_dir(&root, self.create)?;
+        }
         let explicit_state = self.state_dir.is_some();
         let state = match self.state_dir {
             Some(s) => std::path::absolute(&s).at(&s, "resolve state dir")?,
@@ -329,6 +341,7 @@ impl Store {
             write_deadline: Duration::from_secs(10),
             client: None,
             create: true,
+            absent_root_ok: false,
         }
     }
 

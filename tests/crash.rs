@@ -421,7 +421,9 @@ fn sigkill_during_batched_small_downloads_never_exposes_a_wrong_file() {
         }
         // Whatever is at an asset path is exactly the manifest's bytes.
         for rel in env.files() {
-            let want = expected.get(&rel).unwrap_or_else(|| panic!("stray file {rel}"));
+            let want = expected
+                .get(&rel)
+                .unwrap_or_else(|| panic!("stray file {rel}"));
             assert_eq!(&sha(&std::fs::read(env.path(&rel)).unwrap()), want, "{rel}");
         }
         // Every record is for a file that is there with its digest.
@@ -442,7 +444,8 @@ fn sigkill_during_batched_small_downloads_never_exposes_a_wrong_file() {
     let got = outcomes(&report(&env.prepare(&manifest, &[])));
     assert_eq!(got.len(), FILES);
     assert!(
-        got.values().all(|o| o == "downloaded" || o == "cached" || o == "verified"),
+        got.values()
+            .all(|o| o == "downloaded" || o == "cached" || o == "verified"),
         "{got:?}"
     );
     assert_eq!(env.record_digests(), expected);
