@@ -59,7 +59,9 @@ impl fmt::Debug for Sha256Digest {
     }
 }
 
-/// Hashes everything `reader` yields, calling `progress` with the running byte count.
+/// Hashes everything `reader` yields, calling `progress` with the running byte count (a
+/// generic reader with its own buffer: the benches sweep buffer sizes with it).
+#[cfg_attr(not(feature = "__internals"), allow(dead_code))]
 pub fn hash_reader(
     mut reader: impl Read,
     buf_size: usize,
@@ -86,7 +88,65 @@ pub fn hash_reader(
 #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
 pub fn hash_path(path: &std::path::Path) -> std::io::Result<(Sha256Digest, u64)> {
     let file = std::fs::File::open(path)?;
-    hash_reader(file, HASH_BUF, |_| {})
+    hash_file(&file, |_| {})
+}
+
+thread_local! {
+    /// One read buffer per worker thread, reused by every hash and copy on it: a fresh
+    /// `HASH_BUF` allocation is above malloc's mmap threshold, so each one was an `mmap`, a
+    /// page fault per 4 KiB touched and a `munmap` (thousands of small assets paid that per
+    /// file).
+    static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's reusable `HASH_BUF`-sized buffer (a nested call, which never
+/// happens today, gets a fresh one rather than a panic).
+pub(crate) fn with_buf<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    BUF.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() != HASH_BUF {
+                *buf = vec![0u8; HASH_BUF];
+            }
+            f(&mut buf)
+        }
+        Err(_) => f(&mut vec![0u8; HASH_BUF]),
+    })
+}
+
+/// Tells the kernel `file` is about to be read from start to end once: it doubles the
+/// readahead window, so an uncached file streams from disk while the CPU hashes. Advisory:
+/// an error (a filesystem without readahead) changes nothing.
+pub(crate) fn advise_sequential(file: &std::fs::File) {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::Sequential);
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    let _ = file;
+}
+
+/// Hashes `file` from its current offset to its end with the thread's reusable buffer and a
+/// sequential-read hint; the path every verification of a file on disk takes.
+pub fn hash_file(
+    file: &std::fs::File,
+    mut progress: impl FnMut(u64),
+) -> std::io::Result<(Sha256Digest, u64)> {
+    advise_sequential(file);
+    with_buf(|buf| {
+        let mut hasher = Sha256::new();
+        let mut total = 0u64;
+        let mut reader = file;
+        loop {
+            let n = match reader.read(buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            hasher.update(&buf[..n]);
+            total += n as u64;
+            progress(total);
+        }
+        Ok((Sha256Digest::from_hasher(hasher), total))
+    })
 }
 
 #[cfg(test)]

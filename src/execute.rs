@@ -48,6 +48,26 @@ impl Done {
     }
 }
 
+/// A file adopted (see [`Store::adopt`]).
+struct Adopted {
+    /// The stamp of the trusted inode at the asset path.
+    stamp: Stamp,
+    hashed: u64,
+    /// Bytes written to make a fresh inode (0 in place or by reflink).
+    copied: u64,
+    record: Option<Record>,
+    /// The way taken and why (the event's reason).
+    how: String,
+}
+
+/// How an adoption under a lease ended.
+enum Leased {
+    Proven(Adopted),
+    Mismatch(Sha256Digest, u64),
+    /// No proof after all (a writer showed up): copy instead.
+    Lost(&'static str),
+}
+
 /// What was wrong with the file at an asset path.
 enum Wrong {
     /// Its content hashed to another digest.
@@ -257,9 +277,10 @@ impl Store {
     }
 
     /// Hashes the file at `path`. A file whose record vouches for its inode (`verify: always`)
-    /// is hashed in place; any other file is copied onto a fresh inode while hashing and that
-    /// copy is placed, so the trust is on an inode nobody else holds open or mapped. On a
-    /// mismatch returns the digest (and bytes hashed) so the caller repairs it.
+    /// is hashed in place; any other file is adopted (see [`Store::adopt`]): in place only
+    /// where a read lease proves no writer exists, else onto a fresh inode nobody else holds
+    /// open or mapped. On a mismatch returns the digest (and bytes hashed) so the caller
+    /// repairs it.
     #[allow(clippy::type_complexity)]
     fn hash(
         &self,
@@ -274,12 +295,12 @@ impl Store {
         let in_place = *verdict == Verdict::Always || lock.is_none();
         if !in_place {
             match self.adopt(call, asset, path) {
-                Ok(Ok((stamp_placed, hashed))) => {
-                    let mut done = Done::new(Outcome::Verified, stamp_placed.size, lock);
-                    done.bytes_hashed = hashed;
-                    // The fresh inode is bootvault's: seal it as a download is sealed.
-                    done.record =
-                        self.sealed_record(asset, path, stamp_placed, version, Method::Hashed)?;
+                Ok(Ok(adopted)) => {
+                    let mut done = Done::new(Outcome::Verified, adopted.stamp.size, lock);
+                    done.bytes_hashed = adopted.hashed;
+                    done.bytes_copied = adopted.copied;
+                    done.record = adopted.record;
+                    done.note = Some(adopted.how);
                     return Ok(Ok(done));
                 }
                 Ok(Err((actual, hashed))) => return Ok(Err((actual, hashed, lock))),
@@ -314,17 +335,114 @@ impl Store {
         Ok(Ok(done))
     }
 
-    /// Copies the file at `path` onto a fresh inode beside it, hashing on the way, and places
-    /// the copy over it when it matches. `Ok(Err(actual, bytes))` on a mismatch.
+    /// Adopts the file at `path`, which bootvault did not place. A writable shared mapping
+    /// taken before verification could change its bytes afterwards without moving its times,
+    /// so the hash is trusted only on an inode no writer can hold:
+    /// 1. the file itself, under a read lease (Linux), which the kernel grants only while no
+    ///    descriptor or mapping of it is open for writing, and breaks when one is opened; the
+    ///    lease is held until the record is made, so a writer cannot slip in before it;
+    /// 2. else a reflink of it (a fresh inode sharing its blocks), hashed and placed;
+    /// 3. else a byte copy onto a fresh inode, hashed on the way and placed.
+    ///
+    /// `Ok(Err(actual, bytes))` on a mismatch. The way taken, and why the cheaper ones did not
+    /// apply, is in [`Adopted::how`] (the event's reason, so `debug why` shows it).
     #[allow(clippy::type_complexity)]
     fn adopt(
         &self,
         call: &Call<'_>,
         asset: &Asset,
         path: &Path,
-    ) -> Result<std::result::Result<(Stamp, u64), (Sha256Digest, u64)>> {
+    ) -> Result<std::result::Result<Adopted, (Sha256Digest, u64)>> {
         let src = place::open_nofollow(path).at(path, "open")?;
-        self.copy_onto_fresh_inode(call, asset, &src)
+        let no_lease = if self.inner.opts.adopt_by_copy {
+            "leases not used for this store".to_string()
+        } else {
+            match crate::sys::read_lease(&src) {
+                Ok(lease) => match self.adopt_leased(call, asset, path, &src, &lease)? {
+                    Leased::Proven(adopted) => return Ok(Ok(adopted)),
+                    Leased::Mismatch(actual, bytes) => return Ok(Err((actual, bytes))),
+                    Leased::Lost(why) => why.to_string(),
+                },
+                Err(why) => why,
+            }
+        };
+        tracing::debug!("asset {}: not adopted in place: {no_lease}", asset.name);
+        let (placed, bytes, fresh) = match self.copy_onto_fresh_inode(call, asset, &src)? {
+            Ok(done) => done,
+            Err(mismatch) => return Ok(Err(mismatch)),
+        };
+        drop(src);
+        let (how, copied) = match fresh {
+            place::Fresh::Reflinked => (
+                format!("adopted by reflink onto a fresh inode (no read lease: {no_lease})"),
+                0,
+            ),
+            place::Fresh::Copied { no_reflink } => (
+                format!(
+                    "adopted by copy onto a fresh inode (no read lease: {no_lease}; no reflink: \
+                     {no_reflink})"
+                ),
+                bytes,
+            ),
+        };
+        // The fresh inode is bootvault's: seal it as a download is sealed.
+        let version = &call.manifest.version;
+        let record = self.sealed_record(asset, path, placed, version, Method::Hashed)?;
+        Ok(Ok(Adopted {
+            stamp: placed,
+            hashed: bytes,
+            copied,
+            record,
+            how,
+        }))
+    }
+
+    /// Hashes `src` (open read-only at `path`) under `lease`, puts its mode right and makes its
+    /// record while the lease still holds. Any sign of a writer (the lease broken, the stamp
+    /// moved) makes the proof fail: the caller then copies.
+    fn adopt_leased(
+        &self,
+        call: &Call<'_>,
+        asset: &Asset,
+        path: &Path,
+        src: &std::fs::File,
+        lease: &crate::sys::ReadLease<'_>,
+    ) -> Result<Leased> {
+        use std::os::unix::fs::PermissionsExt;
+        let before = Stamp::of_file(src).at(path, "fstat")?;
+        let mut progress = verifying(call, asset);
+        let (digest, bytes) = crate::digest::hash_file(src, &mut progress).at(path, "read")?;
+        let after = Stamp::of_file(src).at(path, "fstat")?;
+        if !lease.held() {
+            return Ok(Leased::Lost("a writer opened the file during the hash"));
+        }
+        if before != after || bytes != after.size {
+            return Ok(Leased::Lost("the file changed during the hash"));
+        }
+        if digest != asset.sha256 {
+            return Ok(Leased::Mismatch(digest, bytes));
+        }
+        let mode = Expected::of(asset).mode;
+        if after.perm != mode {
+            // A failed chmod (another user's file) leaves the mode for the next look to put
+            // back; the content is vouched for either way.
+            if let Err(e) = src.set_permissions(std::fs::Permissions::from_mode(mode)) {
+                tracing::debug!("asset {}: mode not set on adoption: {e}", asset.name);
+            }
+        }
+        let stamp = Stamp::of_file(src).at(path, "fstat")?;
+        let version = &call.manifest.version;
+        let record = self.sealed_record(asset, path, stamp, version, Method::Hashed)?;
+        if !lease.held() {
+            return Ok(Leased::Lost("a writer opened the file before it was recorded"));
+        }
+        Ok(Leased::Proven(Adopted {
+            stamp,
+            hashed: bytes,
+            copied: 0,
+            record,
+            how: "adopted in place: a read lease proved no writer held it".into(),
+        }))
     }
 
     /// Copies `src` onto a fresh inode at the asset's path, hashing on the way, with the
@@ -335,7 +453,7 @@ impl Store {
         call: &Call<'_>,
         asset: &Asset,
         src: &std::fs::File,
-    ) -> Result<std::result::Result<(Stamp, u64), (Sha256Digest, u64)>> {
+    ) -> Result<std::result::Result<(Stamp, u64, place::Fresh), (Sha256Digest, u64)>> {
         let mut progress = verifying(call, asset);
         place::copy_into_place(
             src,
@@ -384,11 +502,16 @@ impl Store {
         let src = place::open_nofollow(from).at(from, "open donor")?;
         let path = self.inner.root.join(&asset.path);
         match self.copy_onto_fresh_inode(call, asset, &src)? {
-            Ok((placed, copied)) => {
+            Ok((placed, copied, fresh)) => {
                 let mut done = Done::new(Outcome::Linked, placed.size, None);
                 done.bytes_hashed = copied;
-                done.bytes_copied = copied;
-                done.note = Some(format!("copied from {}", from.display()));
+                let how = if fresh == place::Fresh::Reflinked {
+                    "reflinked"
+                } else {
+                    done.bytes_copied = copied;
+                    "copied"
+                };
+                done.note = Some(format!("{how} from {}", from.display()));
                 done.record = self.sealed_record(
                     asset,
                     &path,
@@ -536,6 +659,7 @@ impl Store {
             mode,
             &asset.sha256,
             name,
+            Some(&self.inner.durability),
         );
         if placed.is_err() {
             let _ = std::fs::remove_file(&fetched.path);

@@ -211,17 +211,19 @@ pub(crate) fn open_regular(opts: &mut OpenOptions, path: &Path) -> std::io::Resu
 /// Hashes the rest of `file` into `hasher`; returns the bytes read.
 fn hash_tail(file: &mut File, hasher: &mut Sha256) -> std::io::Result<u64> {
     use std::io::Read;
-    let mut buf = vec![0u8; crate::digest::HASH_BUF];
-    let mut n = 0u64;
-    loop {
-        match file.read(&mut buf)? {
-            0 => return Ok(n),
-            k => {
-                hasher.update(&buf[..k]);
-                n += k as u64;
+    crate::digest::advise_sequential(file);
+    crate::digest::with_buf(|buf| {
+        let mut n = 0u64;
+        loop {
+            match file.read(buf)? {
+                0 => return Ok(n),
+                k => {
+                    hasher.update(&buf[..k]);
+                    n += k as u64;
+                }
             }
         }
-    }
+    })
 }
 
 fn meta_of(partial: &Path) -> PathBuf {
@@ -810,13 +812,13 @@ fn copy_file(
     check_space(&p.path, meta.len(), reserve).map_err(TryError::Local)?;
     p.reset().map_err(TryError::Local)?;
     p.url = Some(url.to_string());
-    let mut buf = vec![0u8; crate::digest::HASH_BUF];
-    loop {
+    crate::digest::advise_sequential(&src);
+    crate::digest::with_buf(|buf| loop {
         if req.cancel.is_cancelled() {
             return Err(TryError::Cancelled);
         }
         let n = src
-            .read(&mut buf)
+            .read(buf)
             .map_err(|e| TryError::Permanent(format!("{}: {e}", path.display())))?;
         if n == 0 {
             return Ok(());
@@ -830,7 +832,7 @@ fn copy_file(
         }
         p.append(&buf[..n]).map_err(TryError::Local)?;
         (req.progress)(p.offset, req.size);
-    }
+    })
 }
 
 // ---- small documents (manifests) ---------------------------------------------------------------

@@ -178,10 +178,28 @@ impl Store {
         events: usize,
     ) -> Result<Option<Explanation>> {
         let asset = manifest.and_then(|m| m.find(target)).cloned();
-        let rel = asset
+        let mut rel = asset
             .as_ref()
             .map(|x| x.path.clone())
             .unwrap_or_else(|| target.trim_start_matches("./").to_string());
+        // Not a manifest asset, and nothing recorded or present at it as a path: an asset name
+        // the ledger's events know.
+        if asset.is_none()
+            && Stamp::of_path(&self.root().join(&rel))
+                .ok()
+                .flatten()
+                .is_none()
+            && self
+                .ledger()
+                .read_many(&[rel.as_str()])
+                .0
+                .pop()
+                .flatten()
+                .is_none()
+            && let Some(p) = self.ledger().path_of_name(target)
+        {
+            rel = p;
+        }
         crate::manifest::validate_path(&rel).map_err(|why| Error::Manifest {
             origin: "<debug>".into(),
             message: format!("{target}: {why}"),

@@ -917,6 +917,29 @@ impl Ledger {
         events
     }
 
+    /// The path of the asset last recorded under the name `name`, from the newest event that
+    /// names it (records are keyed by path; events carry the name), so `debug why NAME` works
+    /// without the manifest.
+    pub fn path_of_name(&self, name: &str) -> Option<String> {
+        let (found, _) = self.scan(|txn| {
+            let table = match txn.open_table(EVENTS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            for item in table.iter()?.rev() {
+                let (_, v) = item?;
+                if let Some(ev) = Event::decode(v.value())
+                    && ev.name == name
+                {
+                    return Ok(vec![ev.path]);
+                }
+            }
+            Ok(Vec::new())
+        });
+        found.into_iter().next()
+    }
+
     /// The schema version on disk (0 when absent or unreadable).
     pub fn schema_version(&self) -> u64 {
         let (v, _) = self.scan(|txn| Ok(vec![schema_version(txn)?]));

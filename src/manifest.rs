@@ -391,7 +391,9 @@ pub fn read_local(path: &std::path::Path, cap: u64) -> std::io::Result<Vec<u8>> 
             meta.len()
         )));
     }
-    let mut out = Vec::new();
+    // Sized from the fstat: one read for the whole file, not a doubling series from 32 bytes
+    // (`Take` hides the size hint). The file may still grow: the cap is checked again below.
+    let mut out = Vec::with_capacity(meta.len() as usize + 1);
     f.take(cap + 1).read_to_end(&mut out)?;
     if out.len() as u64 > cap {
         return Err(std::io::Error::other(format!(

@@ -37,6 +37,9 @@ pub(crate) struct Options {
     pub(crate) verify: Option<Policy>,
     pub(crate) fetch: FetchOptions,
     pub(crate) progress: Option<ProgressFn>,
+    /// Adopt a file only onto a fresh inode (reflink or copy), never in place under a read
+    /// lease: the tests run the mmap attack through both ways.
+    pub(crate) adopt_by_copy: bool,
 }
 
 /// Options of one prepare call (arcbox-boot passes progress per call, too).
@@ -103,6 +106,7 @@ pub struct StoreBuilder {
     write_deadline: Duration,
     client: Option<reqwest::Client>,
     create: bool,
+    absent_root_ok: bool,
 }
 
 impl std::fmt::Debug for StoreBuilder {
@@ -155,6 +159,14 @@ impl StoreBuilder {
         self.opts.progress = Some(f);
         self
     }
+    /// Adopts files bootvault did not place only by reflink or copy, never in place under a
+    /// read lease (the workspace's tests take both ways; not for hosts).
+    #[cfg(feature = "__internals")]
+    #[doc(hidden)]
+    pub fn adopt_by_copy(mut self, copy: bool) -> Self {
+        self.opts.adopt_by_copy = copy;
+        self
+    }
     /// How long a ledger write waits for other writers.
     pub fn write_deadline(mut self, d: Duration) -> Self {
         self.write_deadline = d;
@@ -166,12 +178,23 @@ impl StoreBuilder {
         self.create = create;
         self
     }
+    /// With `create(false)`, opens a store whose ROOT does not exist yet instead of failing:
+    /// it reads as empty (every asset absent, no ledger), so a plan shows what a prepare would
+    /// do there (`prepare --dry-run` on a new ROOT). Nothing is created.
+    pub fn absent_root_ok(mut self, ok: bool) -> Self {
+        self.absent_root_ok = ok;
+        self
+    }
     /// Opens the store: checks that ROOT (created when missing, see [`StoreBuilder::create`])
     /// and the state dir are usable directories, so a bad root fails here, once, and not once
     /// per asset. Creates no state: that happens on the first write.
     pub fn open(self) -> Result<Store> {
         let root = std::path::absolute(&self.root).at(&self.root, "resolve ROOT")?;
-        check_dir(&root, self.create)?;
+        let absent =
+            self.absent_root_ok && !self.create && std::fs::symlink_metadata(&root).is_err();
+        if !absent {
+            check_dir(&root, self.create)?;
+        }
         let explicit_state = self.state_dir.is_some();
         let state = match self.state_dir {
             Some(s) => std::path::absolute(&s).at(&s, "resolve state dir")?,
@@ -204,6 +227,7 @@ impl StoreBuilder {
                 ledger,
                 fetcher: OnceLock::new(),
                 verity: OnceLock::new(),
+                durability: place::Durability::default(),
                 opts: self.opts,
                 client: self.client,
             }),
@@ -319,6 +343,8 @@ pub(crate) struct Inner {
     fetcher: OnceLock<std::result::Result<Fetcher, String>>,
     /// Whether ROOT's filesystem supports fs-verity (probed on the first placement).
     pub(crate) verity: OnceLock<bool>,
+    /// Shared syncs for the placements of this store's workers.
+    pub(crate) durability: place::Durability,
     pub(crate) opts: Options,
     client: Option<reqwest::Client>,
 }
@@ -379,10 +405,12 @@ impl Store {
                 verify: None,
                 fetch: FetchOptions::default(),
                 progress: None,
+                adopt_by_copy: false,
             },
             write_deadline: Duration::from_secs(10),
             client: None,
             create: true,
+            absent_root_ok: false,
         }
     }
 
@@ -772,6 +800,12 @@ impl Store {
                     name: &asset.name,
                     outcome: done.outcome,
                 });
+                // The step's note (how a file was adopted, what was wrong) goes with the plan's
+                // reason into the report and the event, so `debug why` says which way was taken.
+                let why = match &done.note {
+                    Some(n) => format!("{reason}; {n}"),
+                    None => reason.to_string(),
+                };
                 let report = AssetReport {
                     name: asset.name.clone(),
                     path: self.inner.root.join(&asset.path),
@@ -781,12 +815,8 @@ impl Store {
                     bytes_hashed: done.bytes_hashed,
                     bytes_downloaded: done.bytes_downloaded,
                     bytes_copied: done.bytes_copied,
-                    reason: reason.to_string(),
+                    reason: why.clone(),
                     elapsed: t.elapsed(),
-                };
-                let why = match &done.note {
-                    Some(n) => format!("{reason}; {n}"),
-                    None => reason.to_string(),
                 };
                 // Nothing new to remember (`verify: always` on an unchanged file, a read-only
                 // store): no write transaction, no fsync.
@@ -972,7 +1002,7 @@ impl Store {
                 why: verdict.reason(),
             });
         }
-        let (digest, bytes) = crate::digest::hash_reader(&file, crate::digest::HASH_BUF, |_| {})
+        let (digest, bytes) = crate::digest::hash_file(&file, |_| {})
             .at(&path, "read")
             .map_err(|e| e.for_asset(&asset.name))?;
         let after = Stamp::of_file(&file)

@@ -354,8 +354,11 @@ fn a_drifted_mode_is_put_back_without_reading_the_content() {
     assert_eq!(again.assets[0].bytes_hashed, 0);
 }
 
-#[test]
-fn a_write_through_a_mapping_taken_before_verification_never_reaches_the_trusted_file() {
+/// The mmap attack: a shared writable mapping dirtied before verification, written through
+/// again after it (no new fault, so no mtime/ctime change). Run on each way of adopting: with
+/// leases allowed (the mapping keeps the file open for writing, so the lease is refused and
+/// the file is reflinked or copied) and with the copy forced.
+fn mapping_attack(by_copy: bool) -> String {
     use rustix::mm::{MapFlags, ProtFlags, mmap, munmap};
     let root = tempfile::tempdir().unwrap();
     let bytes = blob(8, 16384);
@@ -384,7 +387,10 @@ fn a_write_through_a_mapping_taken_before_verification_never_reaches_the_trusted
     let page = map as *mut u8;
     // SAFETY: within the mapping.
     unsafe { *page = bytes[0] };
-    let store = Store::open(root.path()).unwrap();
+    let store = Store::builder(root.path())
+        .adopt_by_copy(by_copy)
+        .open()
+        .unwrap();
     let first = store.prepare(&m).unwrap();
     assert_eq!(first.assets[0].outcome(), Some(Outcome::Verified));
     // Now write through the same mapping: no new fault, so no mtime/ctime change on that inode.
@@ -406,6 +412,146 @@ fn a_write_through_a_mapping_taken_before_verification_never_reaches_the_trusted
         matches!(verify[0].2, bootvault::VerifyState::Ok(_)),
         "{:?}",
         verify[0].2
+    );
+    first.assets[0].reason.clone()
+}
+
+#[test]
+fn a_write_through_a_mapping_taken_before_verification_never_reaches_the_trusted_file() {
+    let reason = mapping_attack(false);
+    assert!(!reason.contains("adopted in place"), "{reason}");
+    if bootvault::PLATFORM_FAMILY == "linux" {
+        // The writable mapping is a writer: the lease is refused for that reason.
+        assert!(reason.contains("open for writing elsewhere"), "{reason}");
+    }
+}
+
+#[test]
+fn the_mapping_attack_also_fails_on_the_forced_copy_path() {
+    let reason = mapping_attack(true);
+    assert!(reason.contains("leases not used"), "{reason}");
+    assert!(reason.contains("onto a fresh inode"), "{reason}");
+}
+
+/// Leases are a Linux family feature, granted only where enabled and to the file's owner (or
+/// CAP_LEASE): the tests that need one say so when the machine cannot give it.
+fn leases_work(dir: &Path) -> bool {
+    let probe = dir.join("lease-probe");
+    std::fs::write(&probe, b"x").unwrap();
+    let f = std::fs::File::open(&probe).unwrap();
+    // SAFETY: fcntl on a descriptor we own; F_SETLEASE = 1024, F_UNLCK = 2, F_RDLCK = 0.
+    let ok = unsafe { libc_fcntl(&f, 1024, 0) == 0 };
+    // SAFETY: as above.
+    unsafe { libc_fcntl(&f, 1024, 2) };
+    std::fs::remove_file(&probe).unwrap();
+    ok
+}
+
+unsafe extern "C" {
+    fn fcntl(fd: i32, cmd: i32, ...) -> i32;
+}
+
+unsafe fn libc_fcntl(f: &std::fs::File, cmd: i32, arg: i32) -> i32 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the caller passes a command whose argument is an int.
+    unsafe { fcntl(f.as_raw_fd(), cmd, arg) }
+}
+
+#[test]
+fn a_file_nobody_holds_for_writing_is_adopted_in_place_under_a_lease() {
+    let root = tempfile::tempdir().unwrap();
+    if bootvault::PLATFORM_FAMILY != "linux" || !leases_work(root.path()) {
+        eprintln!("no read leases here: the copy path is covered by the mapping attack tests");
+        return;
+    }
+    let bytes = blob(21, 300_000);
+    let path = root.path().join("kernel");
+    std::fs::write(&path, &bytes).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap());
+    let m = code_manifest(vec![code_asset("kernel", "kernel", &bytes, vec![])]);
+    let store = Store::open(root.path()).unwrap();
+    let first = store.prepare(&m).unwrap();
+    let a = &first.assets[0];
+    assert_eq!(a.outcome(), Some(Outcome::Verified), "{:?}", a.error());
+    assert!(a.reason.contains("adopted in place"), "{}", a.reason);
+    assert_eq!(a.bytes_copied, 0);
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&meta),
+        ino,
+        "the file was replaced"
+    );
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o444,
+        "manifest mode not applied"
+    );
+    let again = store.prepare(&m).unwrap();
+    assert!(again.all_cached(), "{again:?}");
+    // A writer after adoption moves the stamp: the next look hashes again and repairs nothing
+    // it cannot (no URL) but never trusts the changed bytes.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut w = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    std::io::Write::write_all(&mut w, b"evil").unwrap();
+    drop(w);
+    let after = store.prepare(&m).unwrap();
+    assert!(after.assets[0].result.is_err(), "{after:?}");
+}
+
+#[test]
+fn a_writer_opening_the_file_during_the_hash_breaks_the_lease_and_the_file_is_copied() {
+    let root = tempfile::tempdir().unwrap();
+    if bootvault::PLATFORM_FAMILY != "linux" || !leases_work(root.path()) {
+        eprintln!("no read leases here: the copy path is covered by the mapping attack tests");
+        return;
+    }
+    let bytes = blob(22, 8 << 20);
+    let path = root.path().join("rootfs");
+    std::fs::write(&path, &bytes).unwrap();
+    let m = code_manifest(vec![code_asset("rootfs", "rootfs", &bytes, vec![])]);
+    // On the first progress of the hash, a writer opens the file: its open starts the lease
+    // break and waits for the lease to go. It writes only after the prepare (through the
+    // descriptor it got), so the fallback copy is deterministic.
+    let started = Arc::new(std::sync::Once::new());
+    type Writer = Option<(std::thread::JoinHandle<()>, std::sync::mpsc::Sender<()>)>;
+    let writer: Arc<std::sync::Mutex<Writer>> = Arc::default();
+    let (p, s, w) = (path.clone(), started.clone(), writer.clone());
+    let progress: bootvault::ProgressFn = Arc::new(move |ev: &bootvault::Progress<'_>| {
+        if matches!(ev, bootvault::Progress::Verifying { .. }) {
+            s.call_once(|| {
+                let p = p.clone();
+                let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+                let handle = std::thread::spawn(move || {
+                    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+                    go_rx.recv().unwrap();
+                    std::os::unix::fs::FileExt::write_at(&f, b"evil", 0).unwrap();
+                });
+                *w.lock().unwrap() = Some((handle, go_tx));
+                // Give the writer time to reach its open and start the lease break.
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            });
+        }
+    });
+    let store = Store::open(root.path()).unwrap();
+    let report = store
+        .prepare_with(&m, &PrepareOptions::new().progress(progress))
+        .unwrap();
+    let (handle, go) = writer.lock().unwrap().take().unwrap();
+    go.send(()).unwrap();
+    handle.join().unwrap();
+    let a = &report.assets[0];
+    assert_eq!(a.outcome(), Some(Outcome::Verified), "{:?}", a.error());
+    assert!(
+        a.reason.contains("a writer opened the file"),
+        "{}",
+        a.reason
+    );
+    assert!(a.reason.contains("onto a fresh inode"), "{}", a.reason);
+    assert_eq!(
+        Sha256Digest::of(&std::fs::read(&path).unwrap()),
+        Sha256Digest::of(&bytes),
+        "the writer's bytes reached the trusted file"
     );
 }
 

@@ -2013,3 +2013,68 @@ fn regression_debug_check_without_a_manifest_agrees_with_debug_why() {
     why.assert_code(0);
     assert!(why.stdout.contains("fresh"), "{}", why.describe());
 }
+
+/// Issue: `prepare --dry-run` on a ROOT that does not exist yet exited 2 ("no such directory"),
+/// though prepare would create it. It shows the plan (every asset fetched) and creates nothing.
+#[test]
+fn prepare_dry_run_on_a_root_that_does_not_exist_yet_shows_the_plan() {
+    let env = Env::new();
+    let body = blob(43, 5000);
+    let url = env.source("kernel", &body);
+    let m = env.write_manifest(
+        "m.json",
+        "v1",
+        vec![asset_with_urls("kernel", "boot/kernel", &body, &[url])],
+    );
+    let root = env.outside("new-root");
+    let mut cmd = common::bootvault_cmd();
+    cmd.args(["prepare", "--dry-run", "--json", "--dir"])
+        .arg(&root)
+        .arg("--manifest")
+        .arg(&m);
+    let run = common::run_cmd(cmd);
+    assert_eq!(run.code, 0, "{}", run.describe());
+    let v = run.json();
+    assert_eq!(v["root_exists"], false, "{v}");
+    assert_eq!(v["assets"][0]["action"], "fetch", "{v}");
+    assert_eq!(v["bytes_to_fetch"], 5000, "{v}");
+    assert!(!root.exists(), "the dry run created ROOT");
+
+    let mut cmd = common::bootvault_cmd();
+    cmd.args(["prepare", "--dry-run", "--dir"])
+        .arg(&root)
+        .arg("--manifest")
+        .arg(&m);
+    let human = common::run_cmd(cmd);
+    assert_eq!(human.code, 0, "{}", human.describe());
+    assert!(
+        human.stdout.contains("does not exist yet"),
+        "{}",
+        human.stdout
+    );
+    assert!(!root.exists(), "the dry run created ROOT");
+}
+
+/// Issue: `debug why NAME` without `--manifest` said "no such asset" for a name the ledger
+/// knows (records are keyed by path); the events carry the name.
+#[test]
+fn debug_why_finds_an_asset_by_name_without_the_manifest() {
+    let env = Env::new();
+    let good = blob(44, 3000);
+    let url = env.source("containerd", &good);
+    let m = env.manifest_v1(vec![asset_with_urls(
+        "containerd",
+        "bin/containerd-1.7",
+        &good,
+        &[url],
+    )]);
+    env.prepare_ok(&m, &[]);
+    let run = env.debug("why", &["containerd"]);
+    assert_eq!(run.code, 0, "{}", run.describe());
+    let v = run.json();
+    assert_eq!(v["record"]["path"], "bin/containerd-1.7", "{v}");
+    assert_eq!(v["record"]["sha256"].as_str(), Some(sha(&good).as_str()));
+    // A name nobody knows is still an error.
+    let unknown = env.debug("why", &["nope"]);
+    assert_ne!(unknown.code, 0, "{}", unknown.describe());
+}

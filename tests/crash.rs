@@ -455,3 +455,70 @@ fn regression_a_lock_wait_is_interrupted_by_sigint_and_sigterm() {
         drop(held);
     }
 }
+
+/// Many small downloads share their syncs (one leader syncs a batch of files, renames them,
+/// then syncs each directory once). Kills at staggered moments of concurrent prepares of 600
+/// small `file://` assets must never leave a wrong or partial file at an asset path, nor a
+/// record for a file that is not there, and the next prepare completes the set.
+#[test]
+fn sigkill_during_batched_small_downloads_never_exposes_a_wrong_file() {
+    let _alone = ALONE.lock().unwrap_or_else(|p| p.into_inner());
+    const FILES: usize = 600;
+    let env = Env::new();
+    let src = env.outside("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut assets = Vec::new();
+    let mut expected = BTreeMap::new();
+    for i in 0..FILES {
+        let rel = format!("d{:02}/f{i:04}", i / 50);
+        let body = data(i as u64 + 500, 6000 + i);
+        let from = src.join(format!("f{i:04}"));
+        std::fs::write(&from, &body).unwrap();
+        expected.insert(rel.clone(), sha(&body));
+        let url = format!("file://{}", from.display());
+        assets.push(asset_with_urls(&format!("f{i:04}"), &rel, &body, &[url]));
+    }
+    let manifest = env.write_manifest("m.json", VERSION, assets);
+    let mut killed = 0;
+    for round in 0..6u64 {
+        let mut children: Vec<Child> = (0..2)
+            .map(|j| env.spawn_prepare(&manifest, &["--jobs", &(4 * (j + 1)).to_string()]))
+            .collect();
+        std::thread::sleep(Duration::from_millis(20 + 40 * round));
+        for child in &mut children {
+            if child.try_wait().unwrap().is_none() {
+                sigkill(child);
+                killed += 1;
+            }
+        }
+        // Whatever is at an asset path is exactly the manifest's bytes.
+        for rel in env.files() {
+            let want = expected
+                .get(&rel)
+                .unwrap_or_else(|| panic!("stray file {rel}"));
+            assert_eq!(&sha(&std::fs::read(env.path(&rel)).unwrap()), want, "{rel}");
+        }
+        // Every record is for a file that is there with its digest.
+        let records = if env.ledger().exists() {
+            env.record_digests()
+        } else {
+            BTreeMap::new()
+        };
+        for (rel, digest) in records {
+            assert_eq!(&digest, &expected[&rel], "{rel}");
+            assert!(env.path(&rel).exists(), "record without a file: {rel}");
+        }
+    }
+    assert!(
+        killed > 0,
+        "every prepare finished before its kill: the test proved nothing"
+    );
+    let got = outcomes(&report(&env.prepare(&manifest, &[])));
+    assert_eq!(got.len(), FILES);
+    assert!(
+        got.values()
+            .all(|o| o == "downloaded" || o == "cached" || o == "verified"),
+        "{got:?}"
+    );
+    assert_eq!(env.record_digests(), expected);
+}

@@ -193,3 +193,69 @@ fn no_progress_draws_no_bar_on_a_terminal() {
     // The download took about a second: the screen was looked at while it ran.
     assert!(samples >= 5, "{samples} samples");
 }
+
+/// Issue: on a terminal, a prepare of thousands of assets printed one row per asset. It prints
+/// the assets that were not `cached` and a summary with the counts; `--verbose` lists them all.
+#[test]
+fn a_prepare_on_a_terminal_lists_only_what_was_not_cached() {
+    let env = Env::new();
+    let mut assets = Vec::new();
+    for i in 0..300u64 {
+        let bytes = data(1000 + i, 64);
+        let name = format!("f{i:03}");
+        env.put(&name, &bytes);
+        assets.push(asset(&name, &name, &bytes));
+    }
+    let absent = data(2000, 64);
+    let src = env.outside("absent-src");
+    std::fs::write(&src, &absent).unwrap();
+    let url = format!("file://{}", src.display());
+    assets.push(asset_with_urls("absent", "absent", &absent, &[url]));
+    let m = env.write_manifest("m.json", "v1", assets);
+    // The first prepare adopts the 300 files; remove one so the second has one download.
+    env.prepare_ok(&m, &[]);
+    std::fs::remove_file(env.path("absent")).unwrap();
+    let screen_of = |extra: &str, tag: &str| {
+        let done = env.outside(&format!("done-{tag}"));
+        let script = format!(
+            "env -u BOOTVAULT_QUIET -u BOOTVAULT_VERBOSE {bin} prepare --no-progress {extra} \
+             --dir {root} --manifest {m}; echo \"EXIT=$?\"; touch {done}; sleep 60",
+            bin = env!("CARGO_BIN_EXE_bootvault"),
+            root = env.root.display(),
+            m = m.display(),
+            done = done.display(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let tmux = Tmux::start(dir.path(), 160, 40, &script);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "prepare did not finish:\n{}",
+                tmux.capture()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        tmux.capture()
+    };
+    let brief = screen_of("", "brief");
+    assert!(brief.contains("EXIT=0"), "{brief}");
+    let rows: Vec<&str> = brief.lines().filter(|l| l.starts_with("f")).collect();
+    assert!(rows.is_empty(), "cached assets listed:\n{brief}");
+    assert!(
+        brief
+            .lines()
+            .any(|l| l.starts_with("absent") && l.contains("downloaded")),
+        "{brief}"
+    );
+    assert!(
+        brief.contains("301 assets, manifest v1 (300 cached, 1 downloaded)"),
+        "{brief}"
+    );
+    std::fs::remove_file(env.path("absent")).unwrap();
+    let verbose = screen_of("--verbose", "verbose");
+    assert!(verbose.contains("EXIT=0"), "{verbose}");
+    let rows = verbose.lines().filter(|l| l.starts_with("f")).count();
+    assert_eq!(rows, 300, "--verbose lists every asset:\n{verbose}");
+}

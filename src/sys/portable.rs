@@ -27,3 +27,25 @@ pub(crate) fn link_anonymous(_file: &File, _dir: &impl AsFd, _name: &str) -> std
 
 /// fs-verity is a Linux feature.
 pub(crate) const VERITY: bool = false;
+
+/// No read leases here: adoption falls back to a reflink or a copy.
+pub(crate) struct ReadLease<'a> {
+    _file: &'a File,
+}
+
+/// Always refused on this platform family.
+pub(crate) fn read_lease(_file: &File) -> Result<ReadLease<'_>, String> {
+    Err("no read leases on this platform".into())
+}
+
+impl ReadLease<'_> {
+    /// Never reached (no lease is ever granted).
+    pub(crate) fn held(&self) -> bool {
+        false
+    }
+}
+
+/// No `FICLONE` here (`clonefile` clones by path, not into an open file): copy instead.
+pub(crate) fn reflink(_src: &File, _dst: &File) -> Result<(), String> {
+    Err("no reflink into an open file on this platform".into())
+}

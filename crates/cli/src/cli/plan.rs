@@ -12,8 +12,15 @@ pub fn dry_run(
     json: bool,
     one_line: bool,
 ) -> CmdResult {
-    // Look only: a missing ROOT is not created.
-    let store = store.open(super::Access::Read)?;
+    // Look only: a missing ROOT is not created, but a prepare would create it, so its plan is
+    // shown as for an empty ROOT (every asset fetched).
+    let root = store.root()?;
+    let absent = std::fs::symlink_metadata(&root).is_err();
+    let store = if absent {
+        store.builder()?.create(false).absent_root_ok(true).open()?
+    } else {
+        store.open(super::Access::Read)?
+    };
     let mut opts = PrepareOptions::new();
     if let Some(p) = verify.and_then(Policy::parse) {
         opts = opts.verify(p);
@@ -42,6 +49,7 @@ pub fn dry_run(
     let printed = if json {
         let v = json!({
             "dry_run": true,
+            "root_exists": !absent,
             "manifest_version": manifest.version,
             "bytes_to_hash": plan.bytes_to_hash(),
             "bytes_to_fetch": plan.bytes_to_fetch(),
@@ -81,6 +89,12 @@ pub fn dry_run(
                 .map(human_bytes)
                 .unwrap_or_else(|| "an unknown number of bytes".into())
         ));
+        if absent {
+            s.push_str(&format!(
+                "\n{} does not exist yet: prepare would create it",
+                root.display()
+            ));
+        }
         out(&s)
     };
     finish_output(printed, 0)

@@ -9,6 +9,8 @@ use super::{
 use bootvault::{Policy, Report};
 use clap::Args;
 use clap::builder::BoolishValueParser;
+use std::io::IsTerminal;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Args, Debug)]
@@ -119,7 +121,16 @@ pub fn run(a: PrepareArgs) -> CmdResult {
     }
     let events = a.message_format == MessageFormat::Json;
     let reporter = Reporter::new(&manifest, events);
-    b = b.progress(reporter.callback());
+    let token = bootvault::CancelToken::new();
+    let interrupts = Arc::new(super::signals::Interrupts::new(token.clone()));
+    let report_progress = reporter.callback();
+    let arm = interrupts.clone();
+    b = b.progress(Arc::new(move |p: &bootvault::Progress<'_>| {
+        if super::signals::Interrupts::is_work(p) {
+            arm.arm();
+        }
+        report_progress(p)
+    }));
     let store = match a.store.open_builder(b, Access::Write) {
         Ok(s) => s,
         Err(e) => {
@@ -130,8 +141,6 @@ pub fn run(a: PrepareArgs) -> CmdResult {
     if let Some(signed) = &signed {
         signed.guard(&a.manifest, store.state_dir(), &a.trust, true)?;
     }
-    let token = bootvault::CancelToken::new();
-    let interrupts = super::signals::Interrupts::watch(token.clone());
     let opts = bootvault::PrepareOptions::new()
         .cancel(token)
         .provenance(provenance);
@@ -166,10 +175,73 @@ pub fn run(a: PrepareArgs) -> CmdResult {
     } else if a.json {
         // The report carries the manifest's kernel_cmdline (arcbox-boot manifests) itself.
         out_json(&report_json(&report))
+    } else if std::io::stdout().is_terminal() && ui().verbose == 0 {
+        out(&report_brief(&report))
     } else {
         out(&report_table(&report))
     };
     finish_output(printed, code)
+}
+
+/// For a person at a terminal: a row for each asset that was not `cached` (what changed, what
+/// failed) and one summary line, so a prepare of thousands of assets fits on the screen.
+/// Pipes and `--verbose` get every row ([`report_table`]), `--json` the whole report.
+pub fn report_brief(report: &Report) -> String {
+    let listed: Vec<&bootvault::AssetReport> = report
+        .assets
+        .iter()
+        .filter(|a| a.outcome() != Some(bootvault::Outcome::Cached))
+        .collect();
+    let mut s = String::new();
+    if !listed.is_empty() {
+        let w = listed
+            .iter()
+            .map(|a| a.name.len())
+            .max()
+            .unwrap_or(0)
+            .max(24);
+        s.push_str(&format!(
+            "{:<w$} {:<11} {:>14} {:>14} {:>10}\n",
+            "ASSET", "OUTCOME", "HASHED", "DOWNLOADED", "TIME"
+        ));
+        for a in &listed {
+            s.push_str(&row(a, w));
+        }
+    }
+    // Counts per outcome, in the order outcomes are first met.
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for a in &report.assets {
+        let o = a.outcome().map(|o| o.as_str()).unwrap_or("failed");
+        match counts.iter_mut().find(|(k, _)| *k == o) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((o, 1)),
+        }
+    }
+    let counts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    s.push_str(&format!(
+        "{} assets, manifest {} ({}): {} hashed, {} downloaded in {:.2} ms",
+        report.assets.len(),
+        report.manifest_version,
+        counts.join(", "),
+        human_bytes(report.assets.iter().map(|a| a.bytes_hashed).sum()),
+        human_bytes(report.assets.iter().map(|a| a.bytes_downloaded).sum()),
+        report.elapsed.as_secs_f64() * 1e3
+    ));
+    if listed.len() < report.assets.len() {
+        s.push_str("\n(the cached ones are not listed: --verbose or --json lists every asset)");
+    }
+    s
+}
+
+fn row(a: &bootvault::AssetReport, w: usize) -> String {
+    format!(
+        "{:<w$} {:<11} {:>14} {:>14} {:>10}\n",
+        a.name,
+        a.outcome().map(|o| o.as_str()).unwrap_or("FAILED"),
+        human_bytes(a.bytes_hashed),
+        human_bytes(a.bytes_downloaded),
+        super::ui::human_duration(a.elapsed),
+    )
 }
 
 /// The contract's `prepare --json` object (the library's `Report` serialization).
@@ -191,14 +263,7 @@ pub fn report_table(report: &Report) -> String {
         "ASSET", "OUTCOME", "HASHED", "DOWNLOADED", "TIME"
     );
     for a in &report.assets {
-        s.push_str(&format!(
-            "{:<w$} {:<11} {:>14} {:>14} {:>10}\n",
-            a.name,
-            a.outcome().map(|o| o.as_str()).unwrap_or("FAILED"),
-            human_bytes(a.bytes_hashed),
-            human_bytes(a.bytes_downloaded),
-            super::ui::human_duration(a.elapsed),
-        ));
+        s.push_str(&row(a, w));
     }
     let hashed: u64 = report.assets.iter().map(|a| a.bytes_hashed).sum();
     let down: u64 = report.assets.iter().map(|a| a.bytes_downloaded).sum();

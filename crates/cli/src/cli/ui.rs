@@ -60,6 +60,8 @@ pub struct Ui {
     pub color: bool,
     /// Progress bars on stderr.
     pub progress: bool,
+    /// `-v` count: with any, a prepare on a terminal lists every asset.
+    pub verbose: u8,
     pub config: Config,
     /// The config file that was read, if any.
     pub config_path: Option<PathBuf>,
@@ -80,6 +82,7 @@ pub fn init(g: &GlobalArgs) -> Result<(), Failure> {
     let ui = Ui {
         color,
         progress: !g.no_progress && !g.quiet && std::io::stderr().is_terminal(),
+        verbose: g.verbose,
         config,
         config_path,
     };

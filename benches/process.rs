@@ -1,0 +1,80 @@
+//! The warm CLI process against the process floor, side by side in one run: an all-cached
+//! `bootvault prepare` of 20 assets against `bootvault --version` (same binary: loader, clap,
+//! runtime start-up). What the prepare adds is parsing the manifest, one read transaction and
+//! 20 `lstat`s; anything else (a signal thread, a runtime, a client) belongs to steps that work.
+//!
+//! Needs the release binary: `cargo build --release -p bootvault-cli && cargo bench --bench
+//! process` (or `BOOTVAULT_BIN=/path/to/bootvault`).
+
+use bootvault::Policy;
+use bootvault_testkit::demo::{self, DemoAsset};
+use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn bin() -> PathBuf {
+    std::env::var_os("BOOTVAULT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/bootvault")
+        })
+}
+
+fn run(cmd: &mut Command) {
+    let ok = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run bootvault (build it: cargo build --release -p bootvault-cli)")
+        .success();
+    assert!(ok, "{cmd:?} failed");
+}
+
+fn bench_process(c: &mut Criterion) {
+    let root = tempfile::Builder::new()
+        .prefix("bootvault-bench-process-")
+        .tempdir()
+        .expect("temp ROOT");
+    let set: Vec<DemoAsset> = (0..20)
+        .map(|i| DemoAsset {
+            name: format!("bin{i:02}"),
+            path: format!("bin/bin{i:02}"),
+            bytes: demo::pseudo_random(300 + i, 4096 + i as usize).into(),
+            verify: Policy::Cached,
+            mode: None,
+        })
+        .collect();
+    demo::write_all(root.path(), &set).expect("write the set");
+    let manifest = demo::manifest(&set, "process", |_| None);
+    let mfile = root.path().join("manifest.json");
+    std::fs::write(&mfile, manifest.to_json().to_string()).expect("write manifest");
+    let bin = bin();
+    let prepare = || {
+        let mut c = Command::new(&bin);
+        c.arg("prepare")
+            .arg("--dir")
+            .arg(root.path())
+            .arg("--manifest")
+            .arg(&mfile);
+        c
+    };
+    // Adopt once, outside timing; from then on every prepare is all `cached`.
+    run(&mut prepare());
+    let mut g = c.benchmark_group("warm_process_20");
+    g.sampling_mode(SamplingMode::Flat)
+        .sample_size(200)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    g.bench_function("bootvault_version", |b| {
+        b.iter(|| run(Command::new(&bin).arg("--version")))
+    });
+    g.bench_function("bootvault_prepare_all_cached", |b| {
+        b.iter(|| run(&mut prepare()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_process);
+criterion_main!(benches);
