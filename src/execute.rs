@@ -128,6 +128,13 @@ impl Store {
     /// The asset's lock: single flight across processes. `None` when the state dir cannot be
     /// written (a read-only mount, another user's store): the step then runs read-only.
     fn lock(&self, call: &Call<'_>, asset: &Asset) -> Result<Option<FileLock>> {
+        // ROOT on a read-only mount is a read-only store: verify, write nothing.
+        if rustix::fs::statvfs(&self.inner.root)
+            .is_ok_and(|st| st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
+        {
+            tracing::debug!("asset {}: ROOT is read-only; verifying read-only", asset.name);
+            return Ok(None);
+        }
         let locks = self.inner.state.join("locks");
         let key = asset.path.as_str();
         match FileLock::try_exclusive(&locks, key) {
@@ -560,7 +567,8 @@ impl Store {
                 asset,
                 path,
                 wrong,
-                "the state dir is not writable, so nothing can be downloaded",
+                "the store is read-only (a read-only mount, or a state dir that is not \
+                 writable), so nothing can be downloaded",
             ));
         }
         let outcome = if wrong.is_some() {

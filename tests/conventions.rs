@@ -703,8 +703,12 @@ fn a_bad_root_gives_one_line_and_exit_2_before_any_asset() {
     assert_eq!(r.code, 0, "{}", r.describe());
 }
 
+/// Issue 15 changed this: a read-only mount is a read-only store, not a bad `--dir` (exit 2
+/// before any asset). An empty read-only ROOT whose three assets would all need writing fails
+/// each of them, named, with exit 1; a correct store there verifies and exits 0
+/// (`readonly::regression_a_correct_store_on_a_read_only_mount_verifies`).
 #[test]
-fn a_root_on_a_read_only_mount_gives_one_line_and_exit_2() {
+fn a_root_on_a_read_only_mount_fails_only_the_assets_that_need_writing() {
     // A private mount namespace (unshare -m, as root) with a read-only tmpfs at ROOT.
     let env = Env::new();
     let m = three_assets(&env);
@@ -720,7 +724,16 @@ fn a_root_on_a_read_only_mount_gives_one_line_and_exit_2() {
         c.env_remove(k);
     }
     let r = go(c);
-    assert_one_line_exit_2(&r, "read-only filesystem");
+    assert_eq!(r.code, 1, "{}", r.describe());
+    for name in ["a0", "a1", "a2"] {
+        assert!(
+            r.stderr
+                .lines()
+                .any(|l| l.contains(&format!("asset {name}")) && l.contains("read-only")),
+            "{name}: {}",
+            r.stderr
+        );
+    }
 }
 
 #[test]

@@ -111,3 +111,95 @@ fn regression_a_store_the_user_cannot_write_is_still_verified() {
     assert!(run.stderr.contains("asset kernel"), "{}", run.stderr);
     chmod(&state, 0o755);
 }
+
+/// Runs the binary with `args` in a private mount namespace (`unshare -m`, as root) where
+/// `ro` is bind-mounted read-only onto itself.
+fn on_read_only_mount(ro: &Path, args: &[&str]) -> Run {
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    let script = format!(
+        "mount --bind {ro} {ro} && mount -o remount,bind,ro {ro} && exec {bin} {args}",
+        ro = ro.display(),
+        bin = env!("CARGO_BIN_EXE_bootvault"),
+        args = quoted.join(" ")
+    );
+    let mut c = Command::new("unshare");
+    c.args(["-m", "sh", "-c", &script]);
+    for k in ["NO_COLOR", "CLICOLOR_FORCE", "RUST_LOG", "BOOTVAULT_LOG"] {
+        c.env_remove(k);
+    }
+    run_cmd(c)
+}
+
+/// Issue 15, item 7: a read-only mount is a read-only store, not a usage error. A correct,
+/// verified store on a read-only filesystem (an image or an export of one) verifies, with
+/// `--verify always` too, and exits 0; only an asset that would need writing fails, exit 1,
+/// named. Before: every prepare on a read-only mount exited 2 (`store root is on a read-only
+/// filesystem`) before looking at any asset.
+#[test]
+fn regression_a_correct_store_on_a_read_only_mount_verifies() {
+    assert!(
+        is_root(),
+        "mount namespaces need root (the suite runs as root in CI)"
+    );
+    let env = Env::new();
+    let k = data(4, 64 * 1024);
+    let r = data(5, 96 * 1024);
+    env.put("kernel", &k);
+    env.put("rootfs", &r);
+    let m = env.write_manifest(
+        "m.json",
+        "v1",
+        vec![asset("kernel", "kernel", &k), asset("rootfs", "rootfs", &r)],
+    );
+    env.prepare_ok(&m, &[]);
+    let before = std::fs::read(env.ledger()).unwrap();
+    let (root, mp) = (env.root.to_str().unwrap(), m.to_str().unwrap());
+    let prepare = ["prepare", "--dir", root, "--manifest", mp, "--json"];
+    for (extra, want) in [
+        (&[][..], "cached"),
+        (&["--verify", "always"][..], "verified"),
+    ] {
+        let run = on_read_only_mount(&env.root, &[&prepare[..], extra].concat());
+        assert_eq!(run.code, 0, "{extra:?}: {}", run.describe());
+        for a in run.json()["assets"].as_array().unwrap() {
+            assert_eq!(a["outcome"], want, "{extra:?}: {}", run.stdout);
+        }
+    }
+    let check = on_read_only_mount(&env.root, &["debug", "check", "--dir", root, "--json"]);
+    assert_eq!(check.code, 0, "{}", check.describe());
+    // An asset that would need writing (absent, with a source) fails, named; the rest pass.
+    let src = env.outside("initrd");
+    let i = data(6, 4096);
+    std::fs::write(&src, &i).unwrap();
+    let m2 = env.write_manifest(
+        "m2.json",
+        "v1",
+        vec![
+            asset("kernel", "kernel", &k),
+            asset_with_urls("initrd", "initrd", &i, &[file_url(&src)]),
+        ],
+    );
+    let run = on_read_only_mount(
+        &env.root,
+        &[
+            "prepare",
+            "--dir",
+            root,
+            "--manifest",
+            m2.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(run.code, 1, "{}", run.describe());
+    assert!(
+        run.stderr.contains("asset initrd") && run.stderr.contains("read-only"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(run.outcome("kernel"), "cached", "{}", run.describe());
+    assert!(!env.path("initrd").exists());
+    assert!(
+        std::fs::read(env.ledger()).unwrap() == before,
+        "the ledger changed"
+    );
+}

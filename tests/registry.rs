@@ -1706,3 +1706,186 @@ fn regression_publish_refuses_a_stale_or_garbage_signature_and_names_a_missing_a
         r.describe()
     );
 }
+
+/// A CONNECT proxy on loopback that tunnels every `CONNECT HOST:PORT` to `127.0.0.1:PORT`,
+/// so a client reaches an HTTPS registry by a non-loopback name (`registry.test`).
+fn connect_proxy() -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut client) = conn else { break };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(client.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                }
+                let port = target.rsplit(':').next().unwrap_or("");
+                let Ok(upstream) = std::net::TcpStream::connect(format!("127.0.0.1:{port}")) else {
+                    let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n");
+                    return;
+                };
+                let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+                let (mut up_r, mut up_w) = (upstream.try_clone().unwrap(), upstream);
+                let mut down_w = client.try_clone().unwrap();
+                let t = std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut up_r, &mut down_w);
+                });
+                // Whatever the reader buffered beyond the headers is empty for CONNECT.
+                let _ = std::io::copy(&mut client, &mut up_w);
+                let _ = up_w.shutdown(std::net::Shutdown::Both);
+                let _ = t.join();
+            });
+        }
+    });
+    port
+}
+
+/// An HTTPS registry (the real `docker-registry` with TLS, reached as `registry.test` through
+/// a CONNECT proxy) whose Bearer challenge names a plain-HTTP token realm: the Basic
+/// credentials must not go there in cleartext. Before: the token request carried them.
+#[test]
+fn regression_an_https_registry_never_sends_credentials_to_a_cleartext_realm() {
+    assert!(Registry::available(), "docker-registry is not installed");
+    let env = Env::new();
+    let dir = env.outside("tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // A CA, and a leaf for registry.test signed by it.
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=bv-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=registry.test",
+        "-keyout",
+        "leaf.key",
+        "-out",
+        "leaf.csr",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:registry.test\nbasicConstraints=critical,CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "leaf.crt",
+    ]);
+    // The cleartext realm: records what it is sent.
+    let (realm_port, seen) =
+        recording_server(|_, _| ("401 Unauthorized".into(), String::new(), Vec::new()));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::create_dir_all(dir.join("storage")).unwrap();
+    let config = format!(
+        "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {d}/storage\n\
+         http:\n  addr: 127.0.0.1:{port}\n  secret: s\n  tls:\n    certificate: {d}/leaf.crt\n    key: {d}/leaf.key\n\
+         auth:\n  token:\n    realm: http://127.0.0.1:{realm_port}/token\n    service: t\n    issuer: t\n    rootcertbundle: {d}/ca.crt\n",
+        d = dir.display()
+    );
+    std::fs::write(dir.join("config.yml"), config).unwrap();
+    let mut registry = Command::new(bootvault_testkit::registry::REGISTRY_BIN)
+        .arg("serve")
+        .arg(dir.join("config.yml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "docker-registry did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let proxy = connect_proxy();
+    let host = format!("registry.test:{port}");
+    let docker = docker_config(&env, Some(&host));
+    let mut cmd = bootvault_cmd();
+    cmd.args([
+        "prepare",
+        "--dir",
+        env.root.to_str().unwrap(),
+        "--retries",
+        "0",
+    ])
+    .arg("--manifest")
+    .arg(format!("oci://{host}/fleet/boot:v1"))
+    .env("DOCKER_CONFIG", &docker)
+    .env_remove("REGISTRY_AUTH_FILE")
+    .env("HTTPS_PROXY", format!("http://127.0.0.1:{proxy}"))
+    .env("NO_PROXY", "127.0.0.1,localhost")
+    .env("SSL_CERT_FILE", dir.join("ca.crt"));
+    let r = run_cmd(cmd);
+    let _ = registry.kill();
+    let _ = registry.wait();
+    r.assert_code(1);
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        !seen.is_empty(),
+        "the HTTPS registry was reached and named its realm: {}",
+        r.describe()
+    );
+    for s in &seen {
+        assert_eq!(
+            s.authorization,
+            None,
+            "Basic credentials sent in cleartext to {}: {}",
+            s.host,
+            r.describe()
+        );
+    }
+    assert!(r.stderr.contains("withheld"), "{}", r.describe());
+}

@@ -190,13 +190,16 @@ pub fn check_root(store: &bootvault::Store, access: Access) -> Result<(), Failur
     match access {
         // Only what can never work is refused here: a store that merely is not ours to write
         // (another user's) is still verified read-only by the library, recording nothing.
+        // A read-only mount is a read-only store (an image or export of a verified store), not
+        // a bad root: the library verifies it read-only and fails, naming them, only the
+        // assets that would need writing.
         Access::Write => {
-            if read_only_mount(root) {
-                return Err(bad(root, "store root is on a read-only filesystem".into()));
-            }
-            if !state.exists() {
-                std::fs::create_dir_all(state)
-                    .map_err(|e| bad(state, format!("cannot create state dir: {e}")))?;
+            if !state.exists()
+                && let Err(e) = std::fs::create_dir_all(state)
+                && !read_only_mount(root)
+                && e.raw_os_error() != Some(rustix::io::Errno::ROFS.raw_os_error())
+            {
+                return Err(bad(state, format!("cannot create state dir: {e}")));
             }
         }
         Access::ReadLedger if !store.ledger_path().exists() => {
