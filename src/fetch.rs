@@ -404,6 +404,12 @@ impl Fetcher {
     }
 
     /// Fetches `req` into a verified partial file. Blocking; call from a worker thread.
+    /// The client and the runtime that drives it, for the delta module's Range requests
+    /// (`None` once the runtime is shut down).
+    pub(crate) fn http(&self) -> Option<(&reqwest::Client, &tokio::runtime::Runtime)> {
+        self.rt.as_ref().map(|rt| (&self.client, rt))
+    }
+
     pub fn fetch(&self, req: &Request<'_>) -> Result<Fetched> {
         if req.urls.is_empty() {
             return Err(Error::Fetch {

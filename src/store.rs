@@ -475,7 +475,7 @@ impl Store {
     pub fn plan(&self, manifest: &Manifest, opts: &PrepareOptions) -> Result<Plan> {
         let only = self.indexes(manifest, opts)?;
         let (observed, state) = self.observe(manifest);
-        Ok(self.plan_from(manifest, &observed, state, opts, only.as_deref()))
+        Ok(self.plan_from(manifest, &observed, state, opts, only.as_deref(), false))
     }
 
     fn plan_from(
@@ -485,9 +485,12 @@ impl Store {
         state: LedgerState,
         opts: &PrepareOptions,
         only: Option<&[usize]>,
+        cache: bool,
     ) -> Plan {
         let policy = opts.verify.or(self.inner.opts.verify);
-        let first = plan(manifest, observed, policy, &HashMap::new(), only, state);
+        let mut first = plan(manifest, observed, policy, &HashMap::new(), only, state);
+        // Only an indexed asset that must be fetched reads an index (never a warm prepare).
+        self.plan_patches(manifest, observed, &mut first, cache);
         if !first.steps.iter().any(|s| s.action == Action::Fetch) {
             return first;
         }
@@ -501,7 +504,9 @@ impl Store {
         if donors.is_empty() {
             return first;
         }
-        plan(manifest, observed, policy, &donors, only, state)
+        let mut second = plan(manifest, observed, policy, &donors, only, state);
+        self.plan_patches(manifest, observed, &mut second, cache);
+        second
     }
 
     /// Makes every asset of `manifest` present and verified. Per-asset failures are in the
@@ -527,7 +532,7 @@ impl Store {
             let _ = self.inner.ledger.write(|_| Ok(()));
             (observed, state) = self.observe(manifest);
         }
-        let plan = self.plan_from(manifest, &observed, state, opts, only.as_deref());
+        let plan = self.plan_from(manifest, &observed, state, opts, only.as_deref(), true);
         let call = Call {
             manifest,
             progress: opts.progress.as_ref().or(self.inner.opts.progress.as_ref()),
@@ -692,6 +697,7 @@ impl Store {
                     bytes_hashed: done.bytes_hashed,
                     bytes_downloaded: done.bytes_downloaded,
                     bytes_copied: done.bytes_copied,
+                    bytes_reused: done.bytes_reused,
                     reason: reason.to_string(),
                     elapsed: t.elapsed(),
                 };
@@ -724,6 +730,7 @@ impl Store {
                     bytes_hashed: 0,
                     bytes_downloaded: 0,
                     bytes_copied: 0,
+                    bytes_reused: 0,
                     reason: reason.to_string(),
                     elapsed: t.elapsed(),
                 }
@@ -779,6 +786,7 @@ impl Store {
             bytes_hashed: 0,
             bytes_downloaded: 0,
             bytes_copied: 0,
+            bytes_reused: 0,
             reason: String::new(),
             elapsed: Duration::ZERO,
         }

@@ -1,0 +1,375 @@
+//! Content-defined chunk indexes: what a delta upgrade needs to know about a file to rebuild
+//! it from the chunks of other files.
+//!
+//! A file is cut with FastCDC (the 2020 algorithm of the `fastcdc` crate) into chunks of
+//! [`MIN_CHUNK`]..=[`MAX_CHUNK`] bytes, [`AVG_CHUNK`] on average; the index lists each chunk's
+//! length and SHA-256, in file order. The same bytes cut with the same sizes give the same
+//! chunks wherever they sit in a file, so an index of the new file and an index of an old one
+//! tell which byte runs of the new file can be copied from the old one.
+//!
+//! Sizes (min 4 KiB, avg 16 KiB, max 64 KiB): smaller than casync's 16/64/256 KiB because
+//! boot images change in many small places (an EROFS image rewrites its inode and directory
+//! blocks besides the changed files), and every changed place costs about one chunk; the index
+//! of a 400 MB image is then about 0.9 MB (36 bytes a chunk). The sizes are written in the
+//! index, so a store chunks its seeds with the sizes of the index it is patching towards.
+//!
+//! The binary format (version 1, all integers little-endian), documented in DESIGN.md:
+//!
+//! ```text
+//! magic    8 bytes  "BVCINDEX"
+//! version  u16      1
+//! reserved u16      0
+//! min      u32      minimum chunk size
+//! avg      u32      average chunk size
+//! max      u32      maximum chunk size
+//! total    u64      file size (the sum of the chunk lengths)
+//! count    u64      number of chunks
+//! count x { length u32, sha256 [u8; 32] }
+//! ```
+//!
+//! Decoding never trusts `count`: it must equal what the remaining bytes hold, so nothing is
+//! allocated from an unchecked number; every length is 1..=max and the lengths sum to `total`.
+
+use crate::digest::Sha256Digest;
+use sha2::{Digest, Sha256};
+use std::io::Read;
+
+/// Minimum chunk size written by this version.
+pub const MIN_CHUNK: u32 = 4 * 1024;
+/// Average chunk size written by this version.
+pub const AVG_CHUNK: u32 = 16 * 1024;
+/// Maximum chunk size written by this version.
+pub const MAX_CHUNK: u32 = 64 * 1024;
+
+/// The first 8 bytes of every index.
+pub const MAGIC: &[u8; 8] = b"BVCINDEX";
+/// The format version this code writes and reads.
+pub const VERSION: u16 = 1;
+/// Bytes before the first chunk entry.
+pub const HEADER_LEN: usize = 8 + 2 + 2 + 4 * 3 + 8 + 8;
+/// Bytes of one chunk entry.
+pub const ENTRY_LEN: usize = 4 + 32;
+/// The largest index a store downloads or reads: 1.8 million chunks, a 30 GB file at the
+/// default sizes (a bigger one is a mistake or an attack, not a boot image).
+pub const MAX_INDEX_BYTES: u64 = 64 << 20;
+
+/// Why bytes are not a valid chunk index.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IndexError {
+    /// Too short for the header.
+    #[error("chunk index truncated: {0} bytes, header needs {HEADER_LEN}")]
+    Truncated(usize),
+    /// The magic is not `BVCINDEX`.
+    #[error("not a bootvault chunk index (bad magic)")]
+    Magic,
+    /// A version this code does not read.
+    #[error("chunk index version {0} is not supported (this bootvault reads {VERSION})")]
+    Version(u16),
+    /// The header is inconsistent (sizes, count, total).
+    #[error("chunk index header: {0}")]
+    Header(&'static str),
+    /// A chunk entry is invalid.
+    #[error("chunk index entry {index}: {why}")]
+    Entry {
+        /// The entry number.
+        index: u64,
+        /// What is wrong.
+        why: &'static str,
+    },
+}
+
+/// Where a manifest says an asset's chunk index is: as trusted as the manifest (its digest is
+/// part of what a signature covers), so a fetched index is used only when it hashes to `sha256`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexRef {
+    /// Absolute URLs of the index, tried in order.
+    pub urls: Vec<String>,
+    /// SHA-256 of the index file.
+    pub sha256: Sha256Digest,
+}
+
+impl IndexRef {
+    /// The native manifest form.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"urls": self.urls, "sha256": self.sha256.to_hex()})
+    }
+}
+
+/// One chunk: its length and digest (its offset is the sum of the lengths before it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    /// Length in bytes (1..=max).
+    pub len: u32,
+    /// SHA-256 of the chunk's bytes.
+    pub sha256: Sha256Digest,
+}
+
+/// The chunk index of one file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkIndex {
+    /// Minimum chunk size it was cut with.
+    pub min: u32,
+    /// Average chunk size it was cut with.
+    pub avg: u32,
+    /// Maximum chunk size it was cut with.
+    pub max: u32,
+    /// The chunks, in file order.
+    pub chunks: Vec<Chunk>,
+}
+
+/// What chunking a file found besides its index.
+#[derive(Debug)]
+pub struct Chunked {
+    /// The index.
+    pub index: ChunkIndex,
+    /// SHA-256 of the whole file (computed in the same pass).
+    pub sha256: Sha256Digest,
+}
+
+impl ChunkIndex {
+    /// The file size: the sum of the chunk lengths.
+    pub fn total(&self) -> u64 {
+        self.chunks.iter().map(|c| u64::from(c.len)).sum()
+    }
+
+    /// Whether `other` was cut with the same sizes (only then do equal bytes give equal chunks).
+    pub fn same_params(&self, other: &ChunkIndex) -> bool {
+        (self.min, self.avg, self.max) == (other.min, other.avg, other.max)
+    }
+
+    /// Each chunk with its offset.
+    pub fn with_offsets(&self) -> impl Iterator<Item = (u64, &Chunk)> {
+        self.chunks.iter().scan(0u64, |off, c| {
+            let at = *off;
+            *off += u64::from(c.len);
+            Some((at, c))
+        })
+    }
+
+    /// Cuts what `reader` yields with the default sizes, hashing the whole stream as well.
+    pub fn from_reader(reader: impl Read) -> std::io::Result<Chunked> {
+        Self::from_reader_with(reader, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK)
+    }
+
+    /// Cuts what `reader` yields with the given sizes (those of an index being patched
+    /// towards), hashing the whole stream as well. Sizes out of FastCDC's range are refused.
+    pub fn from_reader_with(
+        reader: impl Read,
+        min: u32,
+        avg: u32,
+        max: u32,
+    ) -> std::io::Result<Chunked> {
+        use fastcdc::v2020 as cdc;
+        if !valid_params(min, avg, max) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "chunk sizes out of range",
+            ));
+        }
+        let mut whole = Sha256::new();
+        let mut chunks = Vec::new();
+        for item in cdc::StreamCDC::new(reader, min, avg, max) {
+            let data = item.map_err(|e| match e {
+                cdc::Error::IoError(io) => io,
+                other => std::io::Error::other(other.to_string()),
+            })?;
+            whole.update(&data.data);
+            chunks.push(Chunk {
+                // StreamCDC never yields more than `max` (a u32) bytes.
+                len: data.length as u32,
+                sha256: Sha256Digest::of(&data.data),
+            });
+        }
+        Ok(Chunked {
+            index: ChunkIndex {
+                min,
+                avg,
+                max,
+                chunks,
+            },
+            sha256: Sha256Digest(whole.finalize().into()),
+        })
+    }
+
+    /// The binary form (see the module docs).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_LEN + self.chunks.len() * ENTRY_LEN);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&self.min.to_le_bytes());
+        out.extend_from_slice(&self.avg.to_le_bytes());
+        out.extend_from_slice(&self.max.to_le_bytes());
+        out.extend_from_slice(&self.total().to_le_bytes());
+        out.extend_from_slice(&(self.chunks.len() as u64).to_le_bytes());
+        for c in &self.chunks {
+            out.extend_from_slice(&c.len.to_le_bytes());
+            out.extend_from_slice(&c.sha256.0);
+        }
+        out
+    }
+
+    /// Parses the binary form, checking every bound before allocating (see the module docs).
+    pub fn decode(bytes: &[u8]) -> Result<ChunkIndex, IndexError> {
+        if bytes.len() < HEADER_LEN {
+            return Err(IndexError::Truncated(bytes.len()));
+        }
+        let (head, body) = bytes.split_at(HEADER_LEN);
+        if &head[..8] != MAGIC {
+            return Err(IndexError::Magic);
+        }
+        let u16_at = |i: usize| u16::from_le_bytes([head[i], head[i + 1]]);
+        let u32_at = |i: usize| u32::from_le_bytes(head[i..i + 4].try_into().unwrap_or([0; 4]));
+        let u64_at = |i: usize| u64::from_le_bytes(head[i..i + 8].try_into().unwrap_or([0; 8]));
+        let version = u16_at(8);
+        if version != VERSION {
+            return Err(IndexError::Version(version));
+        }
+        if u16_at(10) != 0 {
+            return Err(IndexError::Header("reserved field is not zero"));
+        }
+        let (min, avg, max) = (u32_at(12), u32_at(16), u32_at(20));
+        if !valid_params(min, avg, max) {
+            return Err(IndexError::Header("chunk sizes out of range"));
+        }
+        let total = u64_at(24);
+        let count = u64_at(32);
+        // The count must be exactly what the body holds: never allocate from it unchecked.
+        if body.len() % ENTRY_LEN != 0 || (body.len() / ENTRY_LEN) as u64 != count {
+            return Err(IndexError::Header("chunk count does not match the length"));
+        }
+        let mut chunks = Vec::with_capacity(body.len() / ENTRY_LEN);
+        let mut sum = 0u64;
+        for (i, e) in body.chunks_exact(ENTRY_LEN).enumerate() {
+            let len = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
+            if len == 0 || len > max {
+                return Err(IndexError::Entry {
+                    index: i as u64,
+                    why: "length is 0 or above the maximum chunk size",
+                });
+            }
+            sum = sum.checked_add(u64::from(len)).ok_or(IndexError::Entry {
+                index: i as u64,
+                why: "lengths overflow",
+            })?;
+            let mut d = [0u8; 32];
+            d.copy_from_slice(&e[4..]);
+            chunks.push(Chunk {
+                len,
+                sha256: Sha256Digest(d),
+            });
+        }
+        if sum != total {
+            return Err(IndexError::Header("chunk lengths do not sum to the total"));
+        }
+        Ok(ChunkIndex {
+            min,
+            avg,
+            max,
+            chunks,
+        })
+    }
+}
+
+/// The sizes FastCDC 2020 accepts (it panics outside them), ordered min <= avg <= max.
+pub fn valid_params(min: u32, avg: u32, max: u32) -> bool {
+    use fastcdc::v2020 as cdc;
+    (cdc::MINIMUM_MIN..=cdc::MINIMUM_MAX).contains(&min)
+        && (cdc::AVERAGE_MIN..=cdc::AVERAGE_MAX).contains(&avg)
+        && (cdc::MAXIMUM_MIN..=cdc::MAXIMUM_MAX).contains(&max)
+        && min <= avg
+        && avg <= max
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn chunks_cover_the_file_and_hash_it() {
+        let data = sample(300_000, 7);
+        let c = ChunkIndex::from_reader(&data[..]).unwrap();
+        assert_eq!(c.index.total(), data.len() as u64);
+        assert_eq!(c.sha256, Sha256Digest::of(&data));
+        for (off, ch) in c.index.with_offsets() {
+            let s = &data[off as usize..off as usize + ch.len as usize];
+            assert_eq!(Sha256Digest::of(s), ch.sha256);
+        }
+        assert!(c.index.chunks.iter().all(|ch| ch.len <= MAX_CHUNK));
+    }
+
+    #[test]
+    fn an_insertion_keeps_most_chunks() {
+        let old = sample(1 << 20, 9);
+        let mut new = old.clone();
+        new.splice(400_000..400_000, sample(1000, 3));
+        let a = ChunkIndex::from_reader(&old[..]).unwrap().index;
+        let b = ChunkIndex::from_reader(&new[..]).unwrap().index;
+        let have: std::collections::HashSet<_> = a.chunks.iter().map(|c| c.sha256).collect();
+        let reused: u64 = b
+            .chunks
+            .iter()
+            .filter(|c| have.contains(&c.sha256))
+            .map(|c| u64::from(c.len))
+            .sum();
+        // Only the chunks around the insertion differ.
+        assert!(reused > new.len() as u64 - 4 * u64::from(MAX_CHUNK), "{reused}");
+    }
+
+    #[test]
+    fn decode_refuses_lies() {
+        let idx = ChunkIndex::from_reader(&sample(100_000, 1)[..]).unwrap().index;
+        let good = idx.encode();
+        assert_eq!(ChunkIndex::decode(&good).unwrap(), idx);
+        assert_eq!(ChunkIndex::decode(&good[..10]), Err(IndexError::Truncated(10)));
+        let mut bad = good.clone();
+        bad[0] = b'X';
+        assert_eq!(ChunkIndex::decode(&bad), Err(IndexError::Magic));
+        let mut bad = good.clone();
+        bad[32..40].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(ChunkIndex::decode(&bad), Err(IndexError::Header(_))));
+        let mut bad = good.clone();
+        bad[24] ^= 1;
+        assert!(matches!(ChunkIndex::decode(&bad), Err(IndexError::Header(_))));
+        let mut bad = good.clone();
+        bad[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&0u32.to_le_bytes());
+        assert!(matches!(ChunkIndex::decode(&bad), Err(IndexError::Entry { index: 0, .. })));
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(lens in proptest::collection::vec(1u32..=MAX_CHUNK, 0..50), seed in any::<u8>()) {
+            let idx = ChunkIndex {
+                min: MIN_CHUNK,
+                avg: AVG_CHUNK,
+                max: MAX_CHUNK,
+                chunks: lens.iter().enumerate().map(|(i, &len)| Chunk {
+                    len,
+                    sha256: Sha256Digest([seed.wrapping_add(i as u8); 32]),
+                }).collect(),
+            };
+            prop_assert_eq!(ChunkIndex::decode(&idx.encode()).unwrap(), idx);
+        }
+
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Ok(idx) = ChunkIndex::decode(&bytes) {
+                prop_assert_eq!(idx.encode(), bytes);
+            }
+        }
+    }
+}
