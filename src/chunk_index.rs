@@ -7,11 +7,13 @@
 //! chunks wherever they sit in a file, so an index of the new file and an index of an old one
 //! tell which byte runs of the new file can be copied from the old one.
 //!
-//! Sizes (min 4 KiB, avg 16 KiB, max 64 KiB): smaller than casync's 16/64/256 KiB because
-//! boot images change in many small places (an EROFS image rewrites its inode and directory
-//! blocks besides the changed files), and every changed place costs about one chunk; the index
-//! of a 400 MB image is then about 0.9 MB (36 bytes a chunk). The sizes are written in the
-//! index, so a store chunks its seeds with the sizes of the index it is patching towards.
+//! Sizes ([`params_for`]: avg 16 KiB for files over 32 MiB, down to 4 KiB under 8 MiB; min =
+//! avg / 4, max = avg * 4): smaller than casync's 16/64/256 KiB because boot images change in
+//! many small places (an EROFS image rewrites its inode and directory blocks besides the
+//! changed files, a new release of a binary shifts code everywhere), and every changed place
+//! costs about one chunk; the index of a 400 MB image is then about 0.9 MB (36 bytes a chunk).
+//! The sizes are written in the index, so a store chunks its seeds with the sizes of the index
+//! it is patching towards.
 //!
 //! The binary format (version 1, all integers little-endian), documented in DESIGN.md:
 //!
@@ -40,6 +42,8 @@ pub const MIN_CHUNK: u32 = 4 * 1024;
 pub const AVG_CHUNK: u32 = 16 * 1024;
 /// Maximum chunk size written by this version.
 pub const MAX_CHUNK: u32 = 64 * 1024;
+/// The smallest average chunk size, for files under 8 MiB.
+pub const SMALL_AVG_CHUNK: u32 = 4 * 1024;
 
 /// The first 8 bytes of every index.
 pub const MAGIC: &[u8; 8] = b"BVCINDEX";
@@ -150,6 +154,12 @@ impl ChunkIndex {
     /// Cuts what `reader` yields with the default sizes, hashing the whole stream as well.
     pub fn from_reader(reader: impl Read) -> std::io::Result<Chunked> {
         Self::from_reader_with(reader, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK)
+    }
+
+    /// Cuts a file of `size` bytes with the sizes [`params_for`] picks for it.
+    pub fn from_reader_sized(reader: impl Read, size: u64) -> std::io::Result<Chunked> {
+        let (min, avg, max) = params_for(size);
+        Self::from_reader_with(reader, min, avg, max)
     }
 
     /// Cuts what `reader` yields with the given sizes (those of an index being patched
@@ -272,6 +282,15 @@ impl ChunkIndex {
     }
 }
 
+/// The chunk sizes for a file of `size` bytes: the average is about size / 2048, a power of two
+/// between [`SMALL_AVG_CHUNK`] and [`AVG_CHUNK`]; min = avg / 4, max = avg * 4.
+pub fn params_for(size: u64) -> (u32, u32, u32) {
+    let want = (size / 2048).clamp(u64::from(SMALL_AVG_CHUNK), u64::from(AVG_CHUNK));
+    // The largest power of two not above `want` (both bounds are powers of two).
+    let avg = 1u32 << (63 - want.leading_zeros());
+    (avg / 4, avg, avg * 4)
+}
+
 /// The sizes FastCDC 2020 accepts (it panics outside them), ordered min <= avg <= max.
 pub fn valid_params(min: u32, avg: u32, max: u32) -> bool {
     use fastcdc::v2020 as cdc;
@@ -348,6 +367,16 @@ mod tests {
         let mut bad = good.clone();
         bad[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&0u32.to_le_bytes());
         assert!(matches!(ChunkIndex::decode(&bad), Err(IndexError::Entry { index: 0, .. })));
+    }
+
+    #[test]
+    fn sizes_follow_the_file_size() {
+        assert_eq!(params_for(0), (1024, 4096, 16384));
+        assert_eq!(params_for(10 << 20), (1024, 4096, 16384));
+        assert_eq!(params_for(20 << 20), (2048, 8192, 32768));
+        assert_eq!(params_for(400 << 20), (MIN_CHUNK, AVG_CHUNK, MAX_CHUNK));
+        let (min, avg, max) = params_for(u64::MAX);
+        assert!(valid_params(min, avg, max));
     }
 
     proptest! {

@@ -753,7 +753,9 @@ fn adopt_killed(tmp_dir: &Path, key: &str) -> Option<PathBuf> {
 /// index bytes and the file's SHA-256, computed in the same pass.
 pub fn write_index(file: &Path, out: &Path) -> std::io::Result<(Vec<u8>, Sha256Digest)> {
     let f = File::open(file)?;
-    let chunked = ChunkIndex::from_reader(std::io::BufReader::with_capacity(1 << 20, f))?;
+    let size = f.metadata()?.len();
+    let chunked =
+        ChunkIndex::from_reader_sized(std::io::BufReader::with_capacity(1 << 20, f), size)?;
     let bytes = chunked.index.encode();
     let dir = out.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
