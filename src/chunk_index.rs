@@ -151,11 +151,6 @@ impl ChunkIndex {
         })
     }
 
-    /// Cuts what `reader` yields with the default sizes, hashing the whole stream as well.
-    pub fn from_reader(reader: impl Read) -> std::io::Result<Chunked> {
-        Self::from_reader_with(reader, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK)
-    }
-
     /// Cuts a file of `size` bytes with the sizes [`params_for`] picks for it.
     pub fn from_reader_sized(reader: impl Read, size: u64) -> std::io::Result<Chunked> {
         let (min, avg, max) = params_for(size);
@@ -288,7 +283,12 @@ pub fn params_for(size: u64) -> (u32, u32, u32) {
     let want = (size / 2048).clamp(u64::from(SMALL_AVG_CHUNK), u64::from(AVG_CHUNK));
     // The largest power of two not above `want` (both bounds are powers of two).
     let avg = 1u32 << (63 - want.leading_zeros());
-    (avg / 4, avg, avg * 4)
+    // The same ratios as the largest sizes.
+    (
+        avg / (AVG_CHUNK / MIN_CHUNK),
+        avg,
+        avg * (MAX_CHUNK / AVG_CHUNK),
+    )
 }
 
 /// The sizes FastCDC 2020 accepts (it panics outside them), ordered min <= avg <= max.
@@ -321,7 +321,7 @@ mod tests {
     #[test]
     fn chunks_cover_the_file_and_hash_it() {
         let data = sample(300_000, 7);
-        let c = ChunkIndex::from_reader(&data[..]).unwrap();
+        let c = ChunkIndex::from_reader_with(&data[..], MIN_CHUNK, AVG_CHUNK, MAX_CHUNK).unwrap();
         assert_eq!(c.index.total(), data.len() as u64);
         assert_eq!(c.sha256, Sha256Digest::of(&data));
         for (off, ch) in c.index.with_offsets() {
@@ -336,8 +336,8 @@ mod tests {
         let old = sample(1 << 20, 9);
         let mut new = old.clone();
         new.splice(400_000..400_000, sample(1000, 3));
-        let a = ChunkIndex::from_reader(&old[..]).unwrap().index;
-        let b = ChunkIndex::from_reader(&new[..]).unwrap().index;
+        let a = ChunkIndex::from_reader_with(&old[..], MIN_CHUNK, AVG_CHUNK, MAX_CHUNK).unwrap().index;
+        let b = ChunkIndex::from_reader_with(&new[..], MIN_CHUNK, AVG_CHUNK, MAX_CHUNK).unwrap().index;
         let have: std::collections::HashSet<_> = a.chunks.iter().map(|c| c.sha256).collect();
         let reused: u64 = b
             .chunks
@@ -351,7 +351,7 @@ mod tests {
 
     #[test]
     fn decode_refuses_lies() {
-        let idx = ChunkIndex::from_reader(&sample(100_000, 1)[..]).unwrap().index;
+        let idx = ChunkIndex::from_reader_with(&sample(100_000, 1)[..], MIN_CHUNK, AVG_CHUNK, MAX_CHUNK).unwrap().index;
         let good = idx.encode();
         assert_eq!(ChunkIndex::decode(&good).unwrap(), idx);
         assert_eq!(ChunkIndex::decode(&good[..10]), Err(IndexError::Truncated(10)));

@@ -488,9 +488,22 @@ impl Store {
         cache: bool,
     ) -> Plan {
         let policy = opts.verify.or(self.inner.opts.verify);
-        let mut first = plan(manifest, observed, policy, &HashMap::new(), only, state);
-        // Only an indexed asset that must be fetched reads an index (never a warm prepare).
-        self.plan_patches(manifest, observed, &mut first, cache);
+        let mut out = self.plan_with_donors(manifest, observed, state, policy, only);
+        // After donors (a local copy of the same digest beats a patch). Only an indexed asset
+        // that must still be fetched reads an index, so a warm prepare never does.
+        self.plan_patches(manifest, observed, &mut out, cache);
+        out
+    }
+
+    fn plan_with_donors(
+        &self,
+        manifest: &Manifest,
+        observed: &[Observed],
+        state: LedgerState,
+        policy: Option<Policy>,
+        only: Option<&[usize]>,
+    ) -> Plan {
+        let first = plan(manifest, observed, policy, &HashMap::new(), only, state);
         if !first.steps.iter().any(|s| s.action == Action::Fetch) {
             return first;
         }
@@ -504,9 +517,7 @@ impl Store {
         if donors.is_empty() {
             return first;
         }
-        let mut second = plan(manifest, observed, policy, &donors, only, state);
-        self.plan_patches(manifest, observed, &mut second, cache);
-        second
+        plan(manifest, observed, policy, &donors, only, state)
     }
 
     /// Makes every asset of `manifest` present and verified. Per-asset failures are in the

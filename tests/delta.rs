@@ -27,15 +27,27 @@ fn upgrade(v1: &[u8], regions: &[(usize, usize)], seed: u64) -> Vec<u8> {
 /// One release on the origin: `bytes` at `vN/rootfs.img` and, when `indexed`, its index
 /// beside it, written by `bootvault index`. Returns the manifest path.
 fn release(env: &Env, origin: &Origin, version: &str, bytes: &[u8], indexed: bool) -> PathBuf {
+    release_at(env, origin, version, ASSET, bytes, indexed)
+}
+
+/// As `release`, the asset at `path` under ROOT.
+fn release_at(
+    env: &Env,
+    origin: &Origin,
+    version: &str,
+    path: &str,
+    bytes: &[u8],
+    indexed: bool,
+) -> PathBuf {
     let src = env.outside(&format!("cdn-{version}"));
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join(ASSET), bytes).unwrap();
+    std::fs::create_dir_all(src.join(path).parent().unwrap()).unwrap();
+    std::fs::write(src.join(path), bytes).unwrap();
     let plain = env.outside(&format!("plain-{version}.json"));
     let m = json!({
         "version": version,
         "base_url": origin.base_url(),
         "assets": [{
-            "name": "rootfs", "path": ASSET, "sha256": sha(bytes), "size": bytes.len(),
+            "name": "rootfs", "path": path, "sha256": sha(bytes), "size": bytes.len(),
             "urls": [format!("{version}/{ASSET}")],
         }],
     });
@@ -55,7 +67,7 @@ fn release(env: &Env, origin: &Origin, version: &str, bytes: &[u8], indexed: boo
         .arg(&out);
     let r = run_cmd(cmd);
     r.assert_code(0);
-    let index = std::fs::read(src.join(format!("{ASSET}.cidx"))).unwrap();
+    let index = std::fs::read(src.join(format!("{path}.cidx"))).unwrap();
     let written: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(
         written["assets"][0]["index"],
@@ -157,6 +169,28 @@ fn upgrade_patches_from_the_previous_version_fetching_only_changed_chunks() {
     assert_eq!(rootfs(&warm)["outcome"], "cached");
     assert_eq!(rootfs(&warm)["bytes_reused"], 0);
     assert_eq!(origin.requests(&format!("v2/{ASSET}.cidx")), index_requests);
+}
+
+#[test]
+fn a_new_versioned_path_is_patched_from_the_same_file_name_under_the_old_one() {
+    let env = Env::new();
+    let origin = Origin::start().unwrap();
+    let v1 = data(6, 4 * MIB);
+    let v2 = upgrade(&v1, &[(2 * MIB, 32 * KIB)], 70);
+    let m1 = release_at(&env, &origin, "v1", "v1/rootfs.img", &v1, true);
+    let m2 = release_at(&env, &origin, "v2", "v2/rootfs.img", &v2, true);
+    env.prepare_ok(&m1, &[]);
+    let (_, plan) = dry_run(&env, &m2, true);
+    assert_eq!(plan["assets"][0]["action"], "patch", "{plan}");
+    assert_eq!(
+        plan["assets"][0]["patch_from"],
+        json!(env.path("v1/rootfs.img"))
+    );
+    let report = env.prepare_ok(&m2, &[]);
+    assert_eq!(rootfs(&report)["outcome"], "patched", "{report}");
+    assert!(rootfs(&report)["bytes_downloaded"].as_u64().unwrap() < v2.len() as u64 / 10);
+    assert_eq!(env.read("v2/rootfs.img"), v2);
+    assert_eq!(env.read("v1/rootfs.img"), v1, "the seed is only read");
 }
 
 #[test]
