@@ -73,16 +73,40 @@ enum Source {
     Fetched,
 }
 
-/// Whether an asset could be patched at all: an index, and an HTTP source for Range requests.
+/// Whether an asset could be patched at all: an index, and an HTTP or registry source for
+/// Range requests.
 fn patchable(asset: &Asset) -> bool {
-    asset.index.is_some() && http_urls(asset).next().is_some()
+    asset.index.is_some() && range_urls(asset).next().is_some()
 }
 
-fn http_urls(asset: &Asset) -> impl Iterator<Item = &String> {
-    asset
-        .urls
-        .iter()
-        .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+fn is_remote(u: &str) -> bool {
+    u.starts_with("http://") || u.starts_with("https://") || u.starts_with("oci://")
+}
+
+fn range_urls(asset: &Asset) -> impl Iterator<Item = &String> {
+    asset.urls.iter().filter(|u| is_remote(u))
+}
+
+/// A request target: the URL, and the `Authorization` to send with it (registries).
+type Target = (String, Option<String>);
+
+/// The HTTP target of `url` for the content `digest`: itself, or for `oci://HOST/REPO` the
+/// registry's blob URL with an authorization (the blob is named by its digest).
+async fn resolve(
+    registry: &crate::oci::Registry,
+    client: &reqwest::Client,
+    url: &str,
+    digest: &Sha256Digest,
+) -> Result<Target, String> {
+    if !url.starts_with("oci:") {
+        return Ok((url.to_string(), None));
+    }
+    let (target, host, repo) = registry.blob_url(url, digest)?;
+    let auth = registry
+        .authorization(client, &host, &repo, false)
+        .await
+        .map_err(|e| format!("{url}: {}", e.message))?;
+    Ok((target, auth))
 }
 
 /// Whether the record vouches for the live file's content (as the digest it records). Like
@@ -258,12 +282,15 @@ impl Store {
         for url in &r.urls {
             let got = if let Some(p) = url.strip_prefix("file://") {
                 read_capped(Path::new(p)).ok_or_else(|| "cannot read".to_string())
-            } else if url.starts_with("http://") || url.starts_with("https://") {
+            } else if is_remote(url) {
                 let fetcher = self.fetcher().map_err(|e| e.to_string())?;
                 let (client, rt) = fetcher.http().ok_or("fetch runtime is shut down")?;
-                rt.block_on(get_capped(client, url, None, MAX_INDEX_BYTES))
+                rt.block_on(async {
+                    let t = resolve(fetcher.registry(), client, url, &r.sha256).await?;
+                    get_capped(client, &t, None, MAX_INDEX_BYTES).await
+                })
             } else {
-                Err("only http(s) and file URLs can serve an index".into())
+                Err("only http(s), oci and file URLs can serve an index".into())
             };
             match got {
                 Ok(b) if Sha256Digest::of(&b) == r.sha256 => return Ok(b),
@@ -376,9 +403,9 @@ impl Store {
         record: Option<&Record>,
         live: Option<&Stamp>,
     ) -> Result<Done, String> {
-        let urls: Vec<String> = http_urls(asset).cloned().collect();
+        let urls: Vec<String> = range_urls(asset).cloned().collect();
         if urls.is_empty() {
-            return Err("no HTTP source for range requests".into());
+            return Err("no HTTP or registry source for range requests".into());
         }
         let Some(mut p) = self.propose(asset, record, live, true)? else {
             return Err("no verified local file shares a chunk with it".into());
@@ -509,6 +536,21 @@ impl Store {
         let runs = missing_runs(&chunks, &sources);
         let fetcher = self.fetcher().map_err(|e| e.to_string())?;
         let (client, rt) = fetcher.http().ok_or("fetch runtime is shut down")?;
+        // Registry sources become blob URLs with their authorization, once per patch.
+        let targets: Vec<Target> = rt.block_on(async {
+            let mut out = Vec::new();
+            for u in urls {
+                match resolve(fetcher.registry(), client, u, &asset.sha256).await {
+                    Ok(t) => out.push(t),
+                    Err(e) => tracing::info!("asset {}: {e}", asset.name),
+                }
+            }
+            out
+        });
+        if targets.is_empty() {
+            return Err("no source could be resolved for range requests".into());
+        }
+        let urls = &targets[..];
         let jobs = self.inner.opts.jobs.unwrap_or(4).max(1);
         let mut stats = Stats::default();
         // Phase 1: the missing runs, in parallel, each chunk checked as it arrives.
@@ -546,7 +588,10 @@ impl Store {
                             u64::from(c.len),
                         ))?;
                         if Sha256Digest::of(&got) != c.sha256 {
-                            return Err(format!("chunk at {off} from {}: wrong digest", urls[0]));
+                            return Err(format!(
+                                "chunk at {off} from {}: wrong digest",
+                                urls[0].0
+                            ));
                         }
                         stats.fetched += got.len() as u64;
                         b.copy_from_slice(&got);
@@ -637,15 +682,16 @@ fn missing_runs(
 /// patch (the whole download that follows is then the right thing).
 async fn fetch_run(
     client: &reqwest::Client,
-    urls: &[String],
+    urls: &[Target],
     chunks: &[(u64, crate::chunk_index::Chunk)],
     file: &File,
 ) -> Result<u64, String> {
     let start = chunks[0].0;
     let len: u64 = chunks.iter().map(|(_, c)| u64::from(c.len)).sum();
     let mut why = Vec::new();
-    for url in urls {
-        let body = match get_capped(client, url, Some((start, len)), len).await {
+    for t in urls {
+        let url = &t.0;
+        let body = match get_capped(client, t, Some((start, len)), len).await {
             Ok(b) => b,
             Err(e) if e.contains("ignored Range") => return Err(e),
             Err(e) => {
@@ -668,14 +714,18 @@ async fn fetch_run(
     Err(why.join("; "))
 }
 
-/// GETs `url` (the byte range `(start, len)` when given), refusing bodies over `cap` bytes.
+/// GETs `target` (the byte range `(start, len)` when given), refusing bodies over `cap` bytes.
 async fn get_capped(
     client: &reqwest::Client,
-    url: &str,
+    target: &Target,
     range: Option<(u64, u64)>,
     cap: u64,
 ) -> Result<Vec<u8>, String> {
+    let url = target.0.as_str();
     let mut rb = client.get(url);
+    if let Some(a) = &target.1 {
+        rb = rb.header(reqwest::header::AUTHORIZATION, a);
+    }
     if let Some((start, len)) = range {
         rb = rb.header(
             reqwest::header::RANGE,

@@ -410,6 +410,11 @@ impl Fetcher {
         self.rt.as_ref().map(|rt| (&self.client, rt))
     }
 
+    /// The registry client, to turn `oci://` sources into blob URLs with authorization.
+    pub(crate) fn registry(&self) -> &crate::oci::Registry {
+        &self.oci
+    }
+
     pub fn fetch(&self, req: &Request<'_>) -> Result<Fetched> {
         if req.urls.is_empty() {
             return Err(Error::Fetch {

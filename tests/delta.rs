@@ -367,3 +367,86 @@ fn index_validation_names_the_asset_and_field() {
         r.stderr
     );
 }
+
+/// Runs the binary with the docker config at `docker` (never the user's ~/.docker).
+fn bv(docker: &Path, args: &[&str]) -> common::Run {
+    let mut cmd = bootvault_cmd();
+    cmd.args(args)
+        .env("DOCKER_CONFIG", docker)
+        .env_remove("REGISTRY_AUTH_FILE");
+    run_cmd(cmd)
+}
+
+#[test]
+fn publish_then_upgrade_over_a_registry_with_basic_auth_patches_from_the_old_version() {
+    use bootvault_testkit::registry::{Registry, RegistryAuth};
+    assert!(
+        Registry::available(),
+        "docker-registry is not installed: apt-get install -y docker-registry (see .ci/run)"
+    );
+    let (user, password) = ("fleet", "s3cret-pass");
+    let reg = Registry::start(RegistryAuth::Basic {
+        user: user.into(),
+        password: password.into(),
+    })
+    .unwrap();
+    let env = Env::new();
+    let docker = env.outside("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    std::fs::write(
+        docker.join("config.json"),
+        json!({"auths": {reg.host(): {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let source = format!("oci://{}/fleet/boot", reg.host());
+    let v1 = data(7, 4 * MIB);
+    let v2 = upgrade(&v1, &[(MIB, 48 * KIB)], 80);
+    let mut manifests = Vec::new();
+    for (version, bytes) in [("v1", &v1), ("v2", &v2)] {
+        let src = env.outside(&format!("src-{version}"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join(ASSET), bytes).unwrap();
+        let plain = env.outside(&format!("plain-{version}.json"));
+        let m = json!({"version": version, "assets": [{
+            "name": "rootfs", "path": ASSET, "sha256": sha(bytes), "size": bytes.len(),
+            "urls": [source],
+        }]});
+        std::fs::write(&plain, m.to_string()).unwrap();
+        let out = env.outside(&format!("manifest-{version}.json"));
+        let (p, s, o) = (
+            plain.to_str().unwrap(),
+            src.to_str().unwrap(),
+            out.to_str().unwrap(),
+        );
+        bv(&docker, &["index", "--manifest", p, "--dir", s, "--out", o]).assert_code(0);
+        let written: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        assert_eq!(written["assets"][0]["index"]["urls"], json!([source]));
+        let tag = format!("{source}:{version}");
+        let r = bv(
+            &docker,
+            &["publish", "--manifest", o, "--dir", s, "--json", &tag],
+        );
+        r.assert_code(0);
+        manifests.push(tag);
+    }
+    let prepare = |m: &str| {
+        let root = env.root.to_str().unwrap();
+        let r = bv(
+            &docker,
+            &["prepare", "--dir", root, "--manifest", m, "--json"],
+        );
+        r.assert_code(0);
+        r.json()
+    };
+    assert_eq!(rootfs(&prepare(&manifests[0]))["outcome"], "downloaded");
+    let report = prepare(&manifests[1]);
+    let a = rootfs(&report);
+    assert_eq!(a["outcome"], "patched", "{report}");
+    assert!(
+        a["bytes_downloaded"].as_u64().unwrap() < v2.len() as u64 / 10,
+        "{report}"
+    );
+    assert_eq!(env.read(ASSET), v2);
+}

@@ -24,8 +24,13 @@ pub struct IndexArgs {
 /// The suffix of an index beside its asset.
 const SUFFIX: &str = ".cidx";
 
-/// `url` with the suffix appended to its path (before a query string or fragment).
+/// `url` with the suffix appended to its path (before a query string or fragment); an
+/// `oci://HOST/REPO` source stays as it is (the index is a blob of the same repository, named
+/// by its digest: `bootvault publish` pushes it).
 fn index_url(url: &str) -> String {
+    if url.starts_with("oci://") {
+        return url.to_string();
+    }
     match url.find(['?', '#']) {
         Some(i) => format!("{}{SUFFIX}{}", &url[..i], &url[i..]),
         None => format!("{url}{SUFFIX}"),
@@ -108,5 +113,6 @@ mod tests {
             index_url("https://cdn/x.img?sig=1"),
             "https://cdn/x.img.cidx?sig=1"
         );
+        assert_eq!(index_url("oci://reg/boot"), "oci://reg/boot");
     }
 }
