@@ -64,15 +64,6 @@ struct Proposal {
     reused: u64,
 }
 
-/// Where one chunk of the new file comes from.
-#[derive(Clone, Copy)]
-enum Source {
-    /// Seed number, offset in it.
-    Seed(usize, u64),
-    /// Fetched in the first phase.
-    Fetched,
-}
-
 /// Whether an asset could be patched at all: an index, and an HTTP or registry source for
 /// Range requests.
 fn patchable(asset: &Asset) -> bool {
@@ -333,6 +324,8 @@ impl Store {
             like.min,
             like.avg,
             like.max,
+            // A seed is matched by whole chunks; its bytes are read directly for cells.
+            0,
         )
         .ok()?;
         if chunked.sha256 != *digest {
@@ -422,6 +415,7 @@ impl Store {
                 p.index.min,
                 p.index.avg,
                 p.index.max,
+                0,
             )
         {
             p.seeds.insert(
@@ -498,8 +492,8 @@ impl Store {
         Ok(done)
     }
 
-    /// Builds the new file at `out`: missing runs fetched in parallel, then one pass that copies
-    /// the seed chunks (checked) and hashes the whole file.
+    /// Builds the new file at `out`: what no seed holds is fetched first (in parallel), then
+    /// one pass copies the seed bytes and checks and hashes every chunk, and the whole file.
     fn assemble(
         &self,
         call: &Call<'_>,
@@ -521,19 +515,12 @@ impl Store {
         let seeds: Vec<File> = p
             .seeds
             .iter()
-            .map(|s| place::open_nofollow(&s.path).map_err(|e| format!("seed {}: {e}", s.path.display())))
-            .collect::<Result<_, _>>()?;
-        let map = chunk_map(&p.seeds);
-        let chunks: Vec<(u64, crate::chunk_index::Chunk)> =
-            p.index.with_offsets().map(|(o, c)| (o, *c)).collect();
-        let sources: Vec<Source> = chunks
-            .iter()
-            .map(|(_, c)| match map.get(&c.sha256) {
-                Some(&(s, off)) => Source::Seed(s, off),
-                None => Source::Fetched,
+            .map(|s| {
+                place::open_nofollow(&s.path).map_err(|e| format!("seed {}: {e}", s.path.display()))
             })
-            .collect();
-        let runs = missing_runs(&chunks, &sources);
+            .collect::<Result<_, _>>()?;
+        let chunks = layout(&p.index, &p.seeds, &seeds);
+        let runs = fetch_runs(&chunks);
         let fetcher = self.fetcher().map_err(|e| e.to_string())?;
         let (client, rt) = fetcher.http().ok_or("fetch runtime is shut down")?;
         // Registry sources become blob URLs with their authorization, once per patch.
@@ -553,13 +540,11 @@ impl Store {
         let urls = &targets[..];
         let jobs = self.inner.opts.jobs.unwrap_or(4).max(1);
         let mut stats = Stats::default();
-        // Phase 1: the missing runs, in parallel, each chunk checked as it arrives.
+        // Phase 1: the missing byte runs, in parallel, written at their offsets.
         let fetched: Vec<Result<u64, String>> = rt.block_on(
-            futures_util::stream::iter(runs.iter().map(|run| {
-                fetch_run(client, urls, &chunks[run.clone()], &file)
-            }))
-            .buffer_unordered(jobs)
-            .collect(),
+            futures_util::stream::iter(runs.iter().map(|r| fetch_run(client, urls, r, &file)))
+                .buffer_unordered(jobs)
+                .collect(),
         );
         for r in fetched {
             stats.fetched += r?;
@@ -567,42 +552,66 @@ impl Store {
         if call.cancel.is_cancelled() {
             return Err("cancelled".into());
         }
-        // Phase 2: seed chunks copied (checked), the whole file hashed in order.
+        // Phase 2, in file order: each chunk is put together (seed bytes, fetched bytes),
+        // checked against its SHA-256 (a mismatch costs a fetch of the chunk, never trust),
+        // written, and fed to the whole-file hash.
         let mut whole = Sha256::new();
         let mut buf = vec![0u8; p.index.max as usize];
-        for ((off, c), src) in chunks.iter().zip(&sources) {
-            let b = &mut buf[..c.len as usize];
-            match *src {
-                Source::Fetched => file.read_exact_at(b, *off).map_err(|e| io("read", e))?,
-                Source::Seed(s, soff) => {
-                    let ok = seeds[s].read_exact_at(b, soff).is_ok() && Sha256Digest::of(b) == c.sha256;
-                    if ok {
-                        stats.reused += u64::from(c.len);
+        for pc in &chunks {
+            let (off, len) = (pc.off, pc.chunk.len as usize);
+            let b = &mut buf[..len];
+            let mut from_seed = 0u64;
+            // Fetched bytes are on disk already; seed bytes and re-fetched chunks are not.
+            let mut rewrite = pc.seed.is_some();
+            let mut good = match pc.seed {
+                Some((s, soff)) => {
+                    if seeds[s].read_exact_at(b, soff).is_err() {
+                        false
                     } else {
-                        // The seed changed since it was verified: fetch this chunk instead.
-                        stats.seed_misses += 1;
-                        let got = rt.block_on(get_capped(
-                            client,
-                            &urls[0],
-                            Some((*off, u64::from(c.len))),
-                            u64::from(c.len),
-                        ))?;
-                        if Sha256Digest::of(&got) != c.sha256 {
-                            return Err(format!(
-                                "chunk at {off} from {}: wrong digest",
-                                urls[0].0
-                            ));
+                        for &(a, e) in &pc.fetch {
+                            let at = (a - off) as usize..(e - off) as usize;
+                            file.read_exact_at(&mut b[at], a)
+                                .map_err(|e| io("read", e))?;
                         }
-                        stats.fetched += got.len() as u64;
-                        b.copy_from_slice(&got);
+                        from_seed = len as u64 - pc.fetch.iter().map(|(a, e)| e - a).sum::<u64>();
+                        Sha256Digest::of(b) == pc.chunk.sha256
                     }
-                    file.write_all_at(b, *off).map_err(|e| io("write", e))?;
                 }
+                None => {
+                    file.read_exact_at(b, off).map_err(|e| io("read", e))?;
+                    Sha256Digest::of(b) == pc.chunk.sha256
+                }
+            };
+            if !good {
+                // A seed that changed since it was verified, a sub-hash that lied, or bytes
+                // the server changed: fetch the chunk itself.
+                stats.seed_misses += 1;
+                from_seed = 0;
+                let got = rt.block_on(get_capped(
+                    client,
+                    &urls[0],
+                    Some((off, len as u64)),
+                    len as u64,
+                ))?;
+                stats.fetched += got.len() as u64;
+                b.copy_from_slice(&got);
+                rewrite = true;
+                good = Sha256Digest::of(b) == pc.chunk.sha256;
+            }
+            if !good {
+                return Err(format!(
+                    "chunk at {off} from {}: digest differs from the index",
+                    urls[0].0
+                ));
+            }
+            stats.reused += from_seed;
+            if rewrite {
+                file.write_all_at(b, off).map_err(|e| io("write", e))?;
             }
             whole.update(&*b);
             call.emit(Progress::Downloading {
                 name: &asset.name,
-                done: off + u64::from(c.len),
+                done: off + len as u64,
                 total: Some(total),
             });
             if call.cancel.is_cancelled() {
@@ -618,6 +627,91 @@ impl Store {
         }
         Ok((file, stats))
     }
+}
+
+/// Where the bytes of one chunk of the new file come from.
+struct Planned {
+    off: u64,
+    chunk: crate::chunk_index::Chunk,
+    /// A seed region of the chunk's length holding it (whole, or all but `fetch`).
+    seed: Option<(usize, u64)>,
+    /// Byte ranges `[a, e)` of the new file to fetch for this chunk (none: all from the seed).
+    fetch: Vec<(u64, u64)>,
+}
+
+/// Decides, chunk by chunk, what is copied and what is fetched. A chunk a seed holds is copied
+/// whole. A chunk no seed holds is looked for where the seed had the bytes around it (right
+/// after the previous chunk's seed region: a block rewritten in place in a filesystem image):
+/// the cells whose sub-hash matches the seed's bytes there are copied, the others fetched.
+fn layout(index: &ChunkIndex, seeds: &[Seed], files: &[File]) -> Vec<Planned> {
+    let map = chunk_map(seeds);
+    let sizes: Vec<u64> = seeds.iter().map(|s| s.index.total()).collect();
+    let mut out = Vec::with_capacity(index.chunks.len());
+    // Where the previous chunk's bytes sat in a seed, when they did.
+    let mut anchor: Option<(usize, u64)> = None;
+    let mut cell = Vec::new();
+    for (off, c, hashes) in index.with_blocks() {
+        let len = u64::from(c.len);
+        if let Some(&(s, soff)) = map.get(&c.sha256) {
+            out.push(Planned {
+                off,
+                chunk: *c,
+                seed: Some((s, soff)),
+                fetch: Vec::new(),
+            });
+            anchor = Some((s, soff + len));
+            continue;
+        }
+        let whole = vec![(off, off + len)];
+        let candidate = anchor.filter(|&(s, at)| {
+            !hashes.is_empty() && index.block > 0 && at + len <= sizes[s]
+        });
+        let Some((s, at)) = candidate else {
+            out.push(Planned {
+                off,
+                chunk: *c,
+                seed: None,
+                fetch: whole,
+            });
+            anchor = None;
+            continue;
+        };
+        let mut fetch: Vec<(u64, u64)> = Vec::new();
+        let ranges = crate::chunk_index::cells(off, c.len, index.block);
+        for ((a, e), h) in ranges.zip(hashes) {
+            cell.resize((e - a) as usize, 0);
+            let same = files[s].read_exact_at(&mut cell, at + (a - off)).is_ok()
+                && crate::chunk_index::sub_hash(&cell) == *h;
+            if !same {
+                match fetch.last_mut() {
+                    Some(last) if last.1 == a => last.1 = e,
+                    _ => fetch.push((a, e)),
+                }
+            }
+        }
+        let seed = (fetch != whole).then_some((s, at));
+        out.push(Planned {
+            off,
+            chunk: *c,
+            seed,
+            fetch: if seed.is_some() { fetch } else { whole },
+        });
+        anchor = Some((s, at + len));
+    }
+    out
+}
+
+/// The byte ranges to fetch: every chunk's, adjacent ones coalesced, at most [`MAX_RUN`] bytes
+/// each.
+fn fetch_runs(chunks: &[Planned]) -> Vec<(u64, u64)> {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for &(a, e) in chunks.iter().flat_map(|c| &c.fetch) {
+        match runs.last_mut() {
+            Some(r) if r.1 == a && e - r.0 <= MAX_RUN => r.1 = e,
+            _ => runs.push((a, e)),
+        }
+    }
+    runs
 }
 
 #[derive(Default)]
@@ -650,47 +744,18 @@ fn reuse(index: &ChunkIndex, seeds: &[Seed]) -> (u64, u64) {
     })
 }
 
-/// Ranges of chunk numbers to fetch: adjacent missing chunks coalesced, at most [`MAX_RUN`]
-/// bytes each.
-fn missing_runs(
-    chunks: &[(u64, crate::chunk_index::Chunk)],
-    sources: &[Source],
-) -> Vec<std::ops::Range<usize>> {
-    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
-    let mut run_bytes = 0u64;
-    for (i, src) in sources.iter().enumerate() {
-        if !matches!(src, Source::Fetched) {
-            continue;
-        }
-        let len = u64::from(chunks[i].1.len);
-        match runs.last_mut() {
-            Some(r) if r.end == i && run_bytes + len <= MAX_RUN => {
-                r.end = i + 1;
-                run_bytes += len;
-            }
-            _ => {
-                runs.push(i..i + 1);
-                run_bytes = len;
-            }
-        }
-    }
-    runs
-}
-
-/// Fetches one run of chunks with a Range request and writes it at its offset, every chunk
-/// checked against the index. Tries the URLs in order; a server that ignores Range fails the
-/// patch (the whole download that follows is then the right thing).
+/// Fetches one byte run with a Range request and writes it at its offset (the chunks are
+/// checked when the file is put together). Tries the sources in order; a server that ignores
+/// Range fails the patch (the whole download that follows is then the right thing).
 async fn fetch_run(
     client: &reqwest::Client,
     urls: &[Target],
-    chunks: &[(u64, crate::chunk_index::Chunk)],
+    run: &(u64, u64),
     file: &File,
 ) -> Result<u64, String> {
-    let start = chunks[0].0;
-    let len: u64 = chunks.iter().map(|(_, c)| u64::from(c.len)).sum();
+    let (start, len) = (run.0, run.1 - run.0);
     let mut why = Vec::new();
     for t in urls {
-        let url = &t.0;
         let body = match get_capped(client, t, Some((start, len)), len).await {
             Ok(b) => b,
             Err(e) if e.contains("ignored Range") => return Err(e),
@@ -699,14 +764,6 @@ async fn fetch_run(
                 continue;
             }
         };
-        let mut at = 0usize;
-        for (off, c) in chunks {
-            let piece = &body[at..at + c.len as usize];
-            if Sha256Digest::of(piece) != c.sha256 {
-                return Err(format!("{url}: chunk at {off}: digest differs from the index"));
-            }
-            at += c.len as usize;
-        }
         file.write_all_at(&body, start)
             .map_err(|e| format!("write: {e}"))?;
         return Ok(len);
@@ -810,6 +867,10 @@ pub fn write_index(file: &Path, out: &Path) -> std::io::Result<(Vec<u8>, Sha256D
     let dir = out.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     std::io::Write::write_all(&mut tmp, &bytes)?;
+    // Published beside the asset: readable like it (a temp file is created 0600).
+    use std::os::unix::fs::PermissionsExt;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
     tmp.persist(out).map_err(|e| e.error)?;
     Ok((bytes, chunked.sha256))
 }
@@ -819,29 +880,45 @@ mod tests {
     use super::*;
     use crate::chunk_index::Chunk;
 
-    fn ch(len: u32, b: u8) -> Chunk {
-        Chunk {
-            len,
-            sha256: Sha256Digest([b; 32]),
+    fn planned(off: u64, fetch: Vec<(u64, u64)>) -> Planned {
+        Planned {
+            off,
+            chunk: Chunk {
+                len: 10,
+                sha256: Sha256Digest([0; 32]),
+            },
+            seed: None,
+            fetch,
         }
     }
 
     #[test]
-    fn runs_coalesce_adjacent_missing_chunks_only() {
-        let idx = ChunkIndex {
-            min: 64,
-            avg: 256,
-            max: 1024,
-            chunks: vec![ch(10, 1), ch(10, 2), ch(10, 3), ch(10, 4), ch(10, 5)],
-        };
-        let chunks: Vec<_> = idx.with_offsets().map(|(o, c)| (o, *c)).collect();
-        let s = [
-            Source::Fetched,
-            Source::Fetched,
-            Source::Seed(0, 0),
-            Source::Fetched,
-            Source::Fetched,
+    fn runs_coalesce_adjacent_ranges_only() {
+        let chunks = [
+            planned(0, vec![(0, 10)]),
+            planned(10, vec![(10, 20)]),
+            planned(20, vec![]),
+            planned(30, vec![(30, 34), (36, 40)]),
+            planned(40, vec![(40, 50)]),
         ];
-        assert_eq!(missing_runs(&chunks, &s), vec![0..2, 3..5]);
+        assert_eq!(fetch_runs(&chunks), vec![(0, 20), (30, 34), (36, 50)]);
+    }
+
+    #[test]
+    fn a_block_rewritten_in_place_fetches_only_its_cells() {
+        let dir = tempfile::tempdir().unwrap();
+        let old: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut new = old.clone();
+        new[81_920..81_930].fill(0xEE); // inside the 4 KiB cell at 80 KiB
+        let (min, avg, max) = (1024, 4096, 16384);
+        let oi = ChunkIndex::from_reader_with(&old[..], min, avg, max, 0).unwrap().index;
+        let ni = ChunkIndex::from_reader_with(&new[..], min, avg, max, 4096).unwrap().index;
+        let path = dir.path().join("old");
+        std::fs::write(&path, &old).unwrap();
+        let seeds = [Seed { path: path.clone(), index: oi }];
+        let files = [File::open(&path).unwrap()];
+        let plan = layout(&ni, &seeds, &files);
+        let fetched: Vec<(u64, u64)> = fetch_runs(&plan);
+        assert_eq!(fetched, vec![(81_920, 86_016)], "one cell");
     }
 }
