@@ -24,6 +24,8 @@ pub(crate) struct Done {
     pub(crate) bytes_hashed: u64,
     pub(crate) bytes_downloaded: u64,
     pub(crate) bytes_copied: u64,
+    /// Bytes of a patch taken from seeds.
+    pub(crate) bytes_reused: u64,
     /// The record to write; `None` when there is nothing new to remember (or the file changed
     /// right after placement and cannot be vouched for).
     pub(crate) record: Option<Record>,
@@ -34,13 +36,14 @@ pub(crate) struct Done {
 }
 
 impl Done {
-    fn new(outcome: Outcome, size: u64, lock: Option<FileLock>) -> Done {
+    pub(crate) fn new(outcome: Outcome, size: u64, lock: Option<FileLock>) -> Done {
         Done {
             outcome,
             size,
             bytes_hashed: 0,
             bytes_downloaded: 0,
             bytes_copied: 0,
+            bytes_reused: 0,
             record: None,
             lock,
             note: None,
@@ -69,7 +72,7 @@ enum Leased {
 }
 
 /// What was wrong with the file at an asset path.
-enum Wrong {
+pub(crate) enum Wrong {
     /// Its content hashed to another digest.
     Digest(Sha256Digest),
     /// Its size contradicts the manifest (not hashed).
@@ -185,6 +188,32 @@ impl Store {
         }
         if let (Verdict::Mode { .. }, Some(rec), Some(live)) = (&verdict, &record, &live) {
             return self.chmod(call, asset, &path, rec, live, lock);
+        }
+        if let Action::Patch { .. } = &step.action {
+            // Still to be fetched under the lock (absent, the wrong size, or recorded as an
+            // older digest): patch it; anything else is handled as any step.
+            let wrong = match &verdict {
+                Verdict::Missing => Some(None),
+                Verdict::WrongSize { expected, actual } => Some(Some(Wrong::Size {
+                    expected: *expected,
+                    actual: *actual,
+                })),
+                Verdict::Stale(f) if f == &[crate::judge::Field::Digest] => {
+                    record.as_ref().map(|r| Some(Wrong::Digest(r.sha256)))
+                }
+                _ => None,
+            };
+            if let Some(wrong) = wrong {
+                return self.patch_step(
+                    call,
+                    asset,
+                    &path,
+                    wrong,
+                    record.as_ref(),
+                    live.as_ref(),
+                    lock,
+                );
+            }
         }
         let mut wrong: Option<Wrong> = None;
         match live.map(|l| l.kind) {
@@ -538,7 +567,7 @@ impl Store {
     }
 
     /// Downloads a good copy (the file is absent, or `wrong`) and places it.
-    fn fetch_step(
+    pub(crate) fn fetch_step(
         &self,
         call: &Call<'_>,
         asset: &Asset,
@@ -706,7 +735,7 @@ impl Store {
 
     /// Seals a file bootvault just placed (see [`Store::seal`]) and returns its record: the
     /// method is `verity` when the seal took, else `method`.
-    fn sealed_record(
+    pub(crate) fn sealed_record(
         &self,
         asset: &Asset,
         path: &Path,

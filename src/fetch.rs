@@ -409,6 +409,17 @@ impl Fetcher {
     }
 
     /// Fetches `req` into a verified partial file. Blocking; call from a worker thread.
+    /// The client and the runtime that drives it, for the delta module's Range requests
+    /// (`None` once the runtime is shut down).
+    pub(crate) fn http(&self) -> Option<(&reqwest::Client, &tokio::runtime::Runtime)> {
+        self.rt.as_ref().map(|rt| (&self.client, rt))
+    }
+
+    /// The registry client, to turn `oci://` sources into blob URLs with authorization.
+    pub(crate) fn registry(&self) -> &crate::oci::Registry {
+        &self.oci
+    }
+
     pub fn fetch(&self, req: &Request<'_>) -> Result<Fetched> {
         if req.urls.is_empty() {
             return Err(Error::Fetch {

@@ -255,6 +255,7 @@ impl Store {
                         urls: Vec::new(),
                         verify: policy,
                         mode: None,
+                        index: None,
                     },
                     path,
                     live,

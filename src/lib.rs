@@ -55,6 +55,8 @@ internal!(
     commit, digest, execute, fetch, judge, ledger, lock, manifest, place, plan, report, stamp,
     verity,
 );
+// Delta upgrades: the chunk index format, and seeds + patch steps.
+internal!(chunk_index, delta);
 mod cancel;
 mod error;
 mod inspect;
@@ -68,6 +70,8 @@ mod store;
 pub(crate) mod sys;
 
 pub use cancel::CancelToken;
+pub use chunk_index::IndexRef;
+pub use delta::write_index;
 pub use digest::Sha256Digest;
 pub use error::{Error, FetchAttempt, Result};
 pub use fetch::FetchOptions;

@@ -56,6 +56,9 @@ pub struct Asset {
     pub verify: Policy,
     /// Permission bits applied when placed (never group- or other-writable).
     pub mode: Option<u32>,
+    /// Where the asset's chunk index is (native `index` field): lets a prepare patch the asset
+    /// from verified local files instead of downloading it whole.
+    pub index: Option<crate::chunk_index::IndexRef>,
 }
 
 /// A validated manifest.
@@ -162,6 +165,9 @@ impl Manifest {
                 if let Some(mode) = a.mode {
                     m.insert("mode".into(), format!("{mode:04o}").into());
                 }
+                if let Some(ix) = &a.index {
+                    m.insert("index".into(), ix.to_json());
+                }
                 Value::Object(m)
             })
             .collect();
@@ -250,7 +256,7 @@ fn parse_native_asset(
     check_fields(
         cx,
         obj,
-        &["name", "path", "sha256", "size", "urls", "verify", "mode"],
+        &["name", "path", "sha256", "size", "urls", "verify", "mode", "index"],
         |_| format!("asset {name:?}"),
     )?;
     validate_name(&name).map_err(|why| cx.asset_err(&name, "name", why))?;
@@ -308,6 +314,10 @@ fn parse_native_asset(
             return Err(cx.asset_err(&name, "mode", "must be an octal string like \"0644\""));
         }
     };
+    let index = match obj.get("index") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(parse_index_ref(cx, &name, v, base)?),
+    };
     Ok(Asset {
         name,
         path,
@@ -316,7 +326,45 @@ fn parse_native_asset(
         urls,
         verify,
         mode,
+        index,
     })
+}
+
+/// The native `index` field: `{"urls": [...], "sha256": "..."}`, URLs resolved as `urls` are.
+fn parse_index_ref(
+    cx: &Ctx,
+    name: &str,
+    v: &Value,
+    base: Option<&reqwest::Url>,
+) -> Result<crate::chunk_index::IndexRef> {
+    let shape = "must be an object {\"urls\": [...], \"sha256\": \"...\"}";
+    let obj = v
+        .as_object()
+        .ok_or_else(|| cx.asset_err(name, "index", shape))?;
+    if let Some(k) = obj.keys().find(|k| !["urls", "sha256"].contains(&k.as_str())) {
+        return Err(cx.asset_err(name, "index", format!("unknown field \"{k}\"; {shape}")));
+    }
+    let list = match obj.get("urls") {
+        Some(Value::Array(list)) if !list.is_empty() => list,
+        Some(Value::Array(_)) => return Err(cx.asset_err(name, "index.urls", "must not be empty")),
+        Some(_) => return Err(cx.asset_err(name, "index.urls", "must be an array of strings")),
+        None => return Err(cx.asset_err(name, "index.urls", "required")),
+    };
+    let mut urls = Vec::with_capacity(list.len());
+    for u in list {
+        let s = u
+            .as_str()
+            .ok_or_else(|| cx.asset_err(name, "index.urls", "entries must be strings"))?;
+        urls.push(resolve_url(s, base).map_err(|why| cx.asset_err(name, "index.urls", why))?);
+    }
+    let sha256 = match obj.get("sha256") {
+        Some(Value::String(s)) => {
+            Sha256Digest::from_hex(s).map_err(|why| cx.asset_err(name, "index.sha256", why))?
+        }
+        Some(_) => return Err(cx.asset_err(name, "index.sha256", "must be a string")),
+        None => return Err(cx.asset_err(name, "index.sha256", "required")),
+    };
+    Ok(crate::chunk_index::IndexRef { urls, sha256 })
 }
 
 fn check_unique(cx: &Ctx, m: &Manifest) -> Result<()> {

@@ -34,6 +34,14 @@ pub enum Action {
     },
     /// The file is absent: download it.
     Fetch,
+    /// The file must be fetched, and its chunk index shows that verified local files hold some
+    /// of its chunks: copy those (each checked) and fetch only the rest with HTTP Range.
+    Patch {
+        /// The best seed (the previous version of the asset, when the store has it).
+        from: PathBuf,
+        /// Bytes the seeds hold.
+        bytes_reused: u64,
+    },
     /// The file is certainly wrong (wrong size, not a regular file): download a good copy.
     Repair,
 }
@@ -47,6 +55,7 @@ impl Action {
             Action::Hash => "hash",
             Action::Link { .. } => "link",
             Action::Fetch => "fetch",
+            Action::Patch { .. } => "patch",
             Action::Repair => "repair",
         }
     }
@@ -80,6 +89,12 @@ impl Step {
             Action::Link { from } => {
                 format!("{}; same digest at {}", self.verdict.reason(), from.display())
             }
+            Action::Patch { from, bytes_reused } => format!(
+                "{}; patch from seed {}: {bytes_reused} bytes reused, {} to fetch",
+                self.verdict.reason(),
+                from.display(),
+                self.bytes_to_fetch.unwrap_or(0)
+            ),
             _ => self.verdict.reason(),
         }
     }

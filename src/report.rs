@@ -25,6 +25,9 @@ pub enum Outcome {
     /// The file was absent and its bytes came from another verified file in the store with the
     /// same digest (copied, hashing on the way), instead of the network.
     Linked,
+    /// The file had to be fetched and was rebuilt from chunks of verified local files, only
+    /// the missing chunks fetched (HTTP Range), the whole file hashed before placing.
+    Patched,
 }
 
 impl Outcome {
@@ -36,6 +39,7 @@ impl Outcome {
             Outcome::Downloaded => "downloaded",
             Outcome::Repaired => "repaired",
             Outcome::Linked => "linked",
+            Outcome::Patched => "patched",
         }
     }
 }
@@ -116,6 +120,8 @@ pub struct AssetReport {
     pub bytes_downloaded: u64,
     /// Bytes copied from another verified file with the same digest (`linked`).
     pub bytes_copied: u64,
+    /// Bytes taken from chunks of verified local files instead of the network (`patched`).
+    pub bytes_reused: u64,
     /// Why the asset was not cached (the plan's reason), for humans; empty when cached.
     pub reason: String,
     /// Time spent on this asset.
@@ -153,6 +159,7 @@ impl Serialize for AssetReport {
         if self.bytes_copied > 0 {
             st.serialize_field("bytes_copied", &self.bytes_copied)?;
         }
+        st.serialize_field("bytes_reused", &self.bytes_reused)?;
         if let Err(e) = &self.result {
             st.serialize_field("error", &e.to_string())?;
             st.serialize_field("error_kind", e.kind())?;
@@ -208,6 +215,8 @@ impl Serialize for Report {
         if let Some(c) = &self.kernel_cmdline {
             st.serialize_field("kernel_cmdline", c)?;
         }
+        let reused: u64 = self.assets.iter().map(|a| a.bytes_reused).sum();
+        st.serialize_field("bytes_reused", &reused)?;
         st.serialize_field("assets", &self.assets)?;
         st.end()
     }

@@ -603,7 +603,7 @@ impl Store {
     pub fn plan(&self, manifest: &Manifest, opts: &PrepareOptions) -> Result<Plan> {
         let only = self.indexes(manifest, opts)?;
         let (observed, state) = self.observe(manifest);
-        Ok(self.plan_from(manifest, &observed, state, opts, only.as_deref()))
+        Ok(self.plan_from(manifest, &observed, state, opts, only.as_deref(), false))
     }
 
     fn plan_from(
@@ -613,8 +613,24 @@ impl Store {
         state: LedgerState,
         opts: &PrepareOptions,
         only: Option<&[usize]>,
+        cache: bool,
     ) -> Plan {
         let policy = opts.verify.or(self.inner.opts.verify);
+        let mut out = self.plan_with_donors(manifest, observed, state, policy, only);
+        // After donors (a local copy of the same digest beats a patch). Only an indexed asset
+        // that must still be fetched reads an index, so a warm prepare never does.
+        self.plan_patches(manifest, observed, &mut out, cache);
+        out
+    }
+
+    fn plan_with_donors(
+        &self,
+        manifest: &Manifest,
+        observed: &[Observed],
+        state: LedgerState,
+        policy: Option<Policy>,
+        only: Option<&[usize]>,
+    ) -> Plan {
         let first = plan(manifest, observed, policy, &HashMap::new(), only, state);
         if !first.steps.iter().any(|s| s.action == Action::Fetch) {
             return first;
@@ -644,7 +660,7 @@ impl Store {
         let start = Instant::now();
         let only = self.indexes(manifest, opts)?;
         let (observed, state) = self.observe(manifest);
-        let plan = self.plan_from(manifest, &observed, state, opts, only.as_deref());
+        let plan = self.plan_from(manifest, &observed, state, opts, only.as_deref(), true);
         let call = Call {
             manifest,
             progress: opts.progress.as_ref().or(self.inner.opts.progress.as_ref()),
@@ -815,6 +831,7 @@ impl Store {
                     bytes_hashed: done.bytes_hashed,
                     bytes_downloaded: done.bytes_downloaded,
                     bytes_copied: done.bytes_copied,
+                    bytes_reused: done.bytes_reused,
                     reason: why.clone(),
                     elapsed: t.elapsed(),
                 };
@@ -843,6 +860,7 @@ impl Store {
                     bytes_hashed: 0,
                     bytes_downloaded: 0,
                     bytes_copied: 0,
+                    bytes_reused: 0,
                     reason: reason.to_string(),
                     elapsed: t.elapsed(),
                 }
@@ -898,6 +916,7 @@ impl Store {
             bytes_hashed: 0,
             bytes_downloaded: 0,
             bytes_copied: 0,
+            bytes_reused: 0,
             reason: String::new(),
             elapsed: Duration::ZERO,
         }

@@ -23,6 +23,7 @@ fn code_asset(name: &str, path: &str, bytes: &[u8], urls: Vec<String>) -> Asset 
         size: Some(bytes.len() as u64),
         urls,
         verify: Policy::Cached,
+        index: None,
         mode: None,
     }
 }

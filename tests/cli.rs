@@ -1712,8 +1712,8 @@ fn read_only_debug_commands_write_nothing() {
 
 #[test]
 fn demo_runs_end_to_end_offline_and_checks_itself() {
-    // Small data: the demo's own checks (cold downloaded, warm cached, tamper repaired) decide
-    // its exit code.
+    // Small data: the demo's own checks (cold downloaded, warm cached, tamper repaired, upgrade
+    // patched) decide its exit code.
     let dir = tempfile::tempdir().unwrap();
     let out = assert_cmd::Command::cargo_bin("bootvault")
         .unwrap()
@@ -1746,9 +1746,16 @@ fn demo_runs_end_to_end_offline_and_checks_itself() {
     let outcomes: Vec<&str> = runc.iter().map(|cells| cells[1]).collect();
     assert_eq!(
         outcomes,
-        ["downloaded", "cached", "repaired", "cached"],
+        ["downloaded", "cached", "repaired", "cached", "cached"],
         "{stdout}"
     );
+    // The last step upgrades the rootfs by a patch from the old one.
+    let rootfs: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("rootfs "))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(rootfs.last(), Some(&"patched"), "{stdout}");
     // Every row ends with the time spent on that asset.
     for cells in &runc {
         assert!(

@@ -39,6 +39,7 @@ fn asset() -> impl Strategy<Value = Asset> {
                 Policy::Cached
             },
             mode,
+            index: None,
         })
 }
 

@@ -81,6 +81,8 @@ pub(crate) fn asset(
         urls: urls(src, base).map_err(|why| format!("{label}.{why}"))?,
         verify: Policy::Cached,
         mode: Some(mode),
+        // arcbox-boot manifests name no chunk index: upgrades copy unchanged files whole.
+        index: None,
     })
 }
 

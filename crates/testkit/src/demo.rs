@@ -118,6 +118,7 @@ pub fn manifest(
                 size: Some(a.bytes.len() as u64),
                 urls: url_of(a).into_iter().collect(),
                 verify: a.verify,
+                index: None,
                 mode: a.mode,
             })
             .collect(),

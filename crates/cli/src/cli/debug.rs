@@ -118,6 +118,7 @@ fn targets(store: &Store, manifest: Option<Manifest>) -> Manifest {
                     size: None,
                     urls: Vec::new(),
                     verify: Policy::Cached,
+                    index: None,
                     mode: None,
                 })
                 .collect(),
@@ -297,6 +298,7 @@ fn one(a: OneArgs, why: bool) -> CmdResult {
         "changed": verdict.changed(),
         "reason": verdict.reason(),
         "action": step.as_ref().map(|s| s.action.as_str()),
+        "plan_reason": step.as_ref().map(|s| s.reason()),
         "record": record.as_ref().map(|r| record_json(&rel, r)),
         "live": live.as_ref().map(stamp_json),
         "diff": diff,

@@ -1,5 +1,6 @@
 //! `bootvault demo`: cold download from a loopback origin, warm `cached`, a tamper with mtime
-//! put back, and the repair. No network: the origin runs in this process on 127.0.0.1.
+//! put back, the repair, and an upgrade whose rootfs is patched from the old one (delta). No
+//! network: the origin runs in this process on 127.0.0.1.
 
 use super::progress::Bars;
 use super::ui::{human_bytes, human_duration, ui};
@@ -119,10 +120,36 @@ pub fn run(a: DemoArgs) -> CmdResult {
     step("warm again", &|r| {
         r.outcome().is_some() && r.outcome() != Some(Outcome::Repaired)
     })?;
+    // Upgrade: a new rootfs that differs from the old one in a few places (three rewritten
+    // regions, one insertion), published with its chunk index: patched from the old rootfs.
+    let (manifest2, rootfs_size) = upgraded_manifest(&origin, &manifest, &set)?;
+    if let Some(bars) = &bars {
+        bars.restart(&format!("step {}", steps.len() + 1));
+    }
+    let before = origin.bytes_served("v2026.12.0/rootfs.erofs");
+    let report = open()?.prepare(&manifest2)?;
+    let served = origin.bytes_served("v2026.12.0/rootfs.erofs");
+    let ok = report.assets.iter().all(|r| match r.name.as_str() {
+        "rootfs" => r.outcome() == Some(Outcome::Patched),
+        _ => r.outcome().is_some(),
+    });
+    steps.push((
+        "upgrade to 2026.12.0: a rootfs with a few changed regions, patched from the old one"
+            .to_string(),
+        report,
+        ok,
+    ));
     if let Some(bars) = bars {
         bars.finish();
     }
     text.push_str(&steps_table(&steps));
+    text.push_str(&format!(
+        "
+the upgraded rootfs ({}) was rebuilt from the old one: the origin served {} of it
+",
+        human_bytes(rootfs_size),
+        human_bytes(served - before)
+    ));
     text.push_str(&format!(
         "\nthe tampered runc was detected by its ctime and re-fetched {refetched} time(s); origin served {} requests in all\n",
         origin.total_requests()
@@ -144,6 +171,52 @@ pub fn run(a: DemoArgs) -> CmdResult {
         text.push_str("demo: some steps did not go as expected (see UNEXPECTED above)\n");
     }
     finish_output(out(&text), if failed { EXIT_FAILED } else { 0 })
+}
+
+/// The next release: the same set, but a rootfs with three regions rewritten and 4 KB inserted,
+/// served with its chunk index (written by the library's `write_index`, as `bootvault index`).
+fn upgraded_manifest(
+    origin: &Origin,
+    manifest: &bootvault::Manifest,
+    set: &[bootvault_testkit::demo::DemoAsset],
+) -> Result<(bootvault::Manifest, u64), Failure> {
+    let version = "2026.12.0";
+    let old = &set
+        .iter()
+        .find(|x| x.name == "rootfs")
+        .ok_or_else(|| Failure::usage("demo set without rootfs"))?
+        .bytes;
+    let mut new = old.to_vec();
+    for (i, at) in [new.len() / 5, new.len() / 2, new.len() * 4 / 5]
+        .iter()
+        .enumerate()
+    {
+        let fresh = bootvault_testkit::demo::pseudo_random(900 + i as u64, 256 << 10);
+        new[*at..*at + fresh.len()].copy_from_slice(&fresh);
+    }
+    let at = new.len() / 3;
+    new.splice(at..at, bootvault_testkit::demo::pseudo_random(999, 4096));
+    let dir = tempfile::tempdir()?;
+    let (file, cidx) = (dir.path().join("rootfs"), dir.path().join("rootfs.cidx"));
+    std::fs::write(&file, &new)?;
+    let (index, sha) = bootvault::write_index(&file, &cidx)?;
+    let path = format!("v{version}/rootfs.erofs");
+    origin.add(&path, new.clone().into());
+    origin.add(&format!("{path}.cidx"), index.clone().into());
+    let mut m = manifest.clone();
+    m.version = version.into();
+    for a in &mut m.assets {
+        if a.name == "rootfs" {
+            a.sha256 = sha;
+            a.size = Some(new.len() as u64);
+            a.urls = vec![origin.url(&path)];
+            a.index = Some(bootvault::IndexRef {
+                urls: vec![origin.url(&format!("{path}.cidx"))],
+                sha256: bootvault::Sha256Digest::of(&index),
+            });
+        }
+    }
+    Ok((m, new.len() as u64))
 }
 
 /// One block per step: its title and totals, then one labelled row per asset (outcome, bytes

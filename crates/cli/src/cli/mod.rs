@@ -7,6 +7,7 @@ mod debug;
 mod demo;
 mod events;
 mod gc;
+mod index;
 mod man;
 mod migrate;
 mod plan;
@@ -68,6 +69,8 @@ enum Command {
     Arcbox(arcbox::ArcboxCommand),
     /// End-to-end demo on built-in data, served from a loopback origin (no network).
     Demo(demo::DemoArgs),
+    /// Write a chunk index beside each asset in SRC and OUT = IN plus each index reference.
+    Index(index::IndexArgs),
     /// Push a manifest's assets and the manifest to an OCI registry (oci://HOST/REPO:TAG).
     Publish(publish::PublishArgs),
     /// Sign a manifest with a minisign secret key (writes MANIFEST.minisig).
@@ -315,6 +318,7 @@ pub fn run() -> ExitCode {
         Command::Migrate(a) => migrate::run(a),
         Command::Gc(a) => gc::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Index(a) => index::run(a),
         Command::Publish(a) => publish::run(a),
         Command::Sign(a) => sign::run(a),
         Command::Arcbox(c) => arcbox::run(c),

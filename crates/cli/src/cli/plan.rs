@@ -43,6 +43,10 @@ pub fn dry_run(
             if let Action::Link { from } = &s.action {
                 v["link_from"] = json!(from);
             }
+            if let Action::Patch { from, bytes_reused } = &s.action {
+                v["patch_from"] = json!(from);
+                v["bytes_reused"] = json!(bytes_reused);
+            }
             v
         })
         .collect();

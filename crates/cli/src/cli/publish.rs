@@ -76,7 +76,7 @@ pub fn run(a: PublishArgs) -> CmdResult {
     if let (Some(sig), Some(p)) = (&signature, &sig_path) {
         check_signature(&a, &bytes, sig, p)?;
     }
-    let blobs: Vec<PublishBlob> = manifest
+    let mut blobs: Vec<PublishBlob> = manifest
         .assets
         .iter()
         .map(|asset| PublishBlob {
@@ -97,6 +97,30 @@ pub fn run(a: PublishArgs) -> CmdResult {
                 .map(|r| r.repository),
         })
         .collect();
+    // Chunk indexes (`bootvault index` wrote them beside the assets) are blobs of the same
+    // artifact, so an `oci://` index reference resolves in the asset's repository.
+    for asset in &manifest.assets {
+        if let Some(ix) = &asset.index {
+            let file = a.dir.join(format!("{}.cidx", asset.path));
+            let size = std::fs::metadata(&file)
+                .map_err(|e| {
+                    Failure::usage(format!(
+                        "asset {}: index {}: {e}",
+                        asset.name,
+                        file.display()
+                    ))
+                })?
+                .len();
+            blobs.push(PublishBlob {
+                name: format!("{}.cidx", asset.name),
+                path: format!("{}.cidx", asset.path),
+                file,
+                sha256: ix.sha256,
+                size: Some(size),
+                mount_from: None,
+            });
+        }
+    }
     let opts = bootvault::FetchOptions {
         oci: a.registry.options()?,
         ..Default::default()
