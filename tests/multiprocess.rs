@@ -93,6 +93,9 @@ fn regression_last_writer_wins_loses_no_record() {
         all_assets.extend(assets.iter().cloned());
         manifests.push(env.write_manifest(&format!("m{p}.json"), &format!("v{p}"), assets));
     }
+    // Files changed in the clock tick a prepare starts in are racy (re-hashed next time, as
+    // git does); adopted in place, these would be. Let the tick pass.
+    std::thread::sleep(std::time::Duration::from_millis(50));
     let children: Vec<Child> = manifests
         .iter()
         .map(|m| env.spawn_prepare(m, &[]))
