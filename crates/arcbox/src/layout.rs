@@ -3,7 +3,7 @@
 //! Two layouts. arcbox-boot's own, over two roots: the boot cache (ROOT = `cache_dir`, assets
 //! `VERSION/kernel` and `VERSION/rootfs.erofs`) and the share (ROOT = the parent of the bin
 //! dir, binaries at `BIN/NAME` or `INSTALL_DIR/NAME`). And the one-root layout of
-//! `bootvault prepare` on an arcbox-format manifest ([`one_root`]): ROOT is the data dir,
+//! `bootvault prepare` on an arcbox-format manifest ([`one_root_path`]): ROOT is the data dir,
 //! `boot/VERSION/{kernel,rootfs.erofs}`, `bin/NAME`, `INSTALL_DIR/NAME`.
 //!
 //! Kernel and rootfs are `verify: cached` and read-only (0444): the full stamp (ctime
