@@ -222,7 +222,6 @@ impl StoreBuilder {
                 ledger,
                 fetcher: OnceLock::new(),
                 verity: OnceLock::new(),
-                durability: place::Durability::default(),
                 opts: self.opts,
                 client: self.client,
             }),
@@ -274,8 +273,6 @@ pub(crate) struct Inner {
     fetcher: OnceLock<std::result::Result<Fetcher, String>>,
     /// Whether ROOT's filesystem supports fs-verity (probed on the first placement).
     pub(crate) verity: OnceLock<bool>,
-    /// Shared syncs for the placements of this store's workers.
-    pub(crate) durability: place::Durability,
     pub(crate) opts: Options,
     client: Option<reqwest::Client>,
 }
