@@ -633,7 +633,13 @@ impl Store {
                         let Some((slot, step)) = next else { break };
                         let asset = &call.manifest.assets[step.index];
                         let t = Instant::now();
-                        let reason = step.reason();
+                        // What the step will do, as the plan says it; a hash step's plan
+                        // text lists the ways to adopt, and its note says which was taken, so
+                        // the verdict alone goes before that note.
+                        let reason = match step.action {
+                            Action::Hash => step.verdict.reason(),
+                            _ => step.reason(),
+                        };
                         let done = if call.cancel.is_cancelled() {
                             Err(Error::Cancelled {
                                 name: asset.name.clone(),
