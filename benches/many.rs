@@ -1,5 +1,5 @@
 //! Many small files, cold: 5,000 assets of ~6 KB (28 MiB in all) fetched into a fresh ROOT by
-//! one prepare (hash as written, group-synced placement, group-committed records), from
+//! one prepare (hash as written, fsync, place, group-committed records), from
 //! `file://` sources and from a C HTTP server on loopback (`busybox httpd`, when installed),
 //! side by side with `cp -r` of the same tree followed by `sync`, in the same run.
 //!

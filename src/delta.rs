@@ -447,7 +447,6 @@ impl Store {
             mode,
             &asset.sha256,
             &asset.name,
-            Some(&self.inner.durability),
         );
         let (stamp_placed, rehashed) = match placed {
             Ok(ok) => ok,

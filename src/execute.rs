@@ -696,7 +696,6 @@ impl Store {
             mode,
             &asset.sha256,
             name,
-            Some(&self.inner.durability),
         );
         if placed.is_err() {
             let _ = std::fs::remove_file(&fetched.path);

@@ -246,13 +246,10 @@ pub fn open_parent(root: &Path, rel: &str, name: &str) -> Result<Parent> {
 /// Places the verified file `src` (open as `file`, in the state dir) at `dest` (the asset
 /// `rel` under `root`).
 ///
-/// On the same filesystem: chmod, fsync, rename, fsync the directory; with `batch`, the
-/// placements of concurrent workers share those syncs (see [`Durability`]). Across filesystems
-/// the bytes are copied into an anonymous file (`O_TMPFILE`) beside `dest`, hashed again on
-/// the way, linked under a temp name and renamed. Every name operation is relative to the
-/// parent descriptor from [`open_parent`]. Returns the stamp of the placed file and bytes
-/// re-hashed.
-#[allow(clippy::too_many_arguments)]
+/// On the same filesystem: chmod, fsync, rename, fsync the directory. Across filesystems the
+/// bytes are copied into an anonymous file (`O_TMPFILE`) beside `dest`, hashed again on the
+/// way, linked under a temp name and renamed. Every name operation is relative to the parent
+/// descriptor from [`open_parent`]. Returns the stamp of the placed file and bytes re-hashed.
 pub fn place(
     src: &Path,
     file: &File,
@@ -261,150 +258,22 @@ pub fn place(
     mode: u32,
     expected: &Sha256Digest,
     name: &str,
-    batch: Option<&Durability>,
 ) -> Result<(Stamp, u64)> {
     let dest = root.join(rel);
     let parent = open_parent(root, rel, name)?;
     file.set_permissions(std::fs::Permissions::from_mode(mode))
         .at(src, "chmod")?;
+    file.sync_all().at(src, "fsync")?;
     let parent_dev = rustix::fs::fstat(&parent.fd)
         .map_err(|e| Error::io(&dest, "stat directory", e.into()))?
         .st_dev as u64;
     if file.metadata().at(src, "fstat")?.dev() == parent_dev {
-        match batch {
-            Some(b) => b.place(file, src, parent, &dest)?,
-            None => {
-                file.sync_all().at(src, "fsync")?;
-                rustix::fs::renameat(rustix::fs::CWD, src, &parent.fd, parent.file_name.as_str())
-                    .map_err(|e| Error::io(&dest, "rename into place", e.into()))?;
-                rustix::fs::fsync(&parent.fd)
-                    .map_err(|e| Error::io(&dest, "fsync directory", e.into()))?;
-            }
-        }
+        rustix::fs::renameat(rustix::fs::CWD, src, &parent.fd, parent.file_name.as_str())
+            .map_err(|e| Error::io(&dest, "rename into place", e.into()))?;
+        rustix::fs::fsync(&parent.fd).map_err(|e| Error::io(&dest, "fsync directory", e.into()))?;
         return Ok((Stamp::of_file(file).at(&dest, "fstat")?, 0));
     }
-    file.sync_all().at(src, "fsync")?;
     copy_across(file, src, &parent, &dest, mode, expected, name)
-}
-
-/// Group durability for the placements of concurrent workers (many small downloads): each
-/// verified file must be durable before its name appears at the asset path, and the name
-/// durable before its record is written. One fsync for the file and one for the directory per
-/// asset made that two journal commits per 6 KB file. Here the first worker to arrive leads:
-/// it takes every placement queued so far, starts writeback of all their data, syncs each
-/// file (the first sync commits the journal for all of them, the rest find little left), then
-/// renames each, then syncs each directory touched once, and hands every worker its result.
-/// Workers that arrive meanwhile form the next batch. The order per file is unchanged: data
-/// durable, then rename, then the directory, then (in the committer) the record; a kill at any
-/// point leaves at most a durable temp file in the state dir, never an unverified or
-/// non-durable file at an asset path.
-#[derive(Default)]
-pub struct Durability {
-    queue: std::sync::Mutex<Queue>,
-    turn: std::sync::Condvar,
-}
-
-#[derive(Default)]
-struct Queue {
-    pending: Vec<std::sync::Arc<Job>>,
-    leading: bool,
-}
-
-/// A placement's outcome: the step that failed and why.
-type JobResult = std::result::Result<(), (&'static str, std::io::Error)>;
-
-struct Job {
-    file: File,
-    src: PathBuf,
-    parent: Parent,
-    result: std::sync::Mutex<Option<JobResult>>,
-}
-
-impl Durability {
-    fn place(&self, file: &File, src: &Path, parent: Parent, dest: &Path) -> Result<()> {
-        let job = std::sync::Arc::new(Job {
-            file: file.try_clone().at(src, "dup")?,
-            src: src.into(),
-            parent,
-            result: std::sync::Mutex::new(None),
-        });
-        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        q.pending.push(job.clone());
-        loop {
-            if let Some(r) = job.result.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                return r.map_err(|(what, e)| Error::io(dest, what, e));
-            }
-            if !q.leading {
-                q.leading = true;
-                let batch = std::mem::take(&mut q.pending);
-                drop(q);
-                run_batch(&batch);
-                q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-                q.leading = false;
-                self.turn.notify_all();
-                continue;
-            }
-            q = self.turn.wait(q).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-}
-
-/// Makes a batch durable and visible (see [`Durability`]); every job gets its result.
-fn run_batch(batch: &[std::sync::Arc<Job>]) {
-    let set = |job: &Job, r: JobResult| {
-        let mut slot = job.result.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() || r.is_err() {
-            *slot = Some(r);
-        }
-    };
-    // Writeback of every file starts before the first sync waits, so their block allocations
-    // land in one journal transaction.
-    #[cfg(target_os = "linux")]
-    for job in batch {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a descriptor we own; the whole file; flags from the man page. Advisory: the
-        // fsync below is what guarantees durability.
-        unsafe { libc::sync_file_range(job.file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
-    }
-    let mut dirs: Vec<(u64, u64, &Job)> = Vec::new();
-    for job in batch {
-        if let Err(e) = job.file.sync_all() {
-            set(job, Err(("fsync", e)));
-            continue;
-        }
-        let renamed = rustix::fs::renameat(
-            rustix::fs::CWD,
-            &job.src,
-            &job.parent.fd,
-            job.parent.file_name.as_str(),
-        );
-        if let Err(e) = renamed {
-            set(job, Err(("rename into place", e.into())));
-            continue;
-        }
-        match rustix::fs::fstat(&job.parent.fd) {
-            #[allow(clippy::unnecessary_cast)]
-            Ok(st) => dirs.push((st.st_dev as u64, st.st_ino as u64, job)),
-            Err(e) => set(job, Err(("stat directory", e.into()))),
-        }
-    }
-    dirs.sort_by_key(|(dev, ino, _)| (*dev, *ino));
-    let mut i = 0;
-    while i < dirs.len() {
-        let (dev, ino, first) = dirs[i];
-        let synced = rustix::fs::fsync(&first.parent.fd);
-        while i < dirs.len() && (dirs[i].0, dirs[i].1) == (dev, ino) {
-            let r = match &synced {
-                Ok(()) => Ok(()),
-                Err(e) => Err(("fsync directory", std::io::Error::from(*e))),
-            };
-            set(dirs[i].2, r);
-            i += 1;
-        }
-    }
-    for job in batch {
-        set(job, Ok(()));
-    }
 }
 
 fn copy_across(
@@ -481,7 +350,7 @@ pub fn copy_into_place(
     match copied {
         Ok(Ok(())) => {
             let bytes = out.metadata().at(&tmp, "fstat")?.len();
-            let placed = place(&tmp, &out, root, rel, mode, expected, name, None);
+            let placed = place(&tmp, &out, root, rel, mode, expected, name);
             if placed.is_err() {
                 let _ = std::fs::remove_file(&tmp);
             }

@@ -95,6 +95,13 @@ impl Step {
                 from.display(),
                 self.bytes_to_fetch.unwrap_or(0)
             ),
+            // A file bootvault did not place (or no longer vouches for): how it will be adopted
+            // depends on what the kernel grants at run time; the event says which way was taken.
+            Action::Hash if self.verdict != crate::judge::Verdict::Always => format!(
+                "{}; to adopt: in place under a read lease if no writer holds it, else a reflink \
+                 or a copy onto a fresh inode",
+                self.verdict.reason()
+            ),
             _ => self.verdict.reason(),
         }
     }

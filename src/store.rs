@@ -227,7 +227,6 @@ impl StoreBuilder {
                 ledger,
                 fetcher: OnceLock::new(),
                 verity: OnceLock::new(),
-                durability: place::Durability::default(),
                 opts: self.opts,
                 client: self.client,
             }),
@@ -343,8 +342,6 @@ pub(crate) struct Inner {
     fetcher: OnceLock<std::result::Result<Fetcher, String>>,
     /// Whether ROOT's filesystem supports fs-verity (probed on the first placement).
     pub(crate) verity: OnceLock<bool>,
-    /// Shared syncs for the placements of this store's workers.
-    pub(crate) durability: place::Durability,
     pub(crate) opts: Options,
     client: Option<reqwest::Client>,
 }
@@ -741,7 +738,13 @@ impl Store {
                         let Some((slot, step)) = next else { break };
                         let asset = &call.manifest.assets[step.index];
                         let t = Instant::now();
-                        let reason = step.reason();
+                        // What the step will do, as the plan says it; a hash step's plan
+                        // text lists the ways to adopt, and its note says which was taken, so
+                        // the verdict alone goes before that note.
+                        let reason = match step.action {
+                            Action::Hash => step.verdict.reason(),
+                            _ => step.reason(),
+                        };
                         let done = if call.cancel.is_cancelled() {
                             Err(Error::Cancelled {
                                 name: asset.name.clone(),

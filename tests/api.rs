@@ -472,10 +472,24 @@ fn a_file_nobody_holds_for_writing_is_adopted_in_place_under_a_lease() {
     let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap());
     let m = code_manifest(vec![code_asset("kernel", "kernel", &bytes, vec![])]);
     let store = Store::open(root.path()).unwrap();
+    // The plan (`prepare --dry-run`, `debug why`) says how an unrecorded file will be adopted.
+    let plan = store.plan(&m, &PrepareOptions::new()).unwrap();
+    assert!(
+        plan.steps[0].reason().contains("read lease"),
+        "{}",
+        plan.steps[0].reason()
+    );
     let first = store.prepare(&m).unwrap();
     let a = &first.assets[0];
     assert_eq!(a.outcome(), Some(Outcome::Verified), "{:?}", a.error());
     assert!(a.reason.contains("adopted in place"), "{}", a.reason);
+    // And the event `debug why` prints says which way was taken.
+    let events = store.ledger().events(Some("kernel"), 5);
+    assert!(
+        events[0].reason.contains("adopted in place: a read lease"),
+        "{:?}",
+        events[0]
+    );
     assert_eq!(a.bytes_copied, 0);
     let meta = std::fs::metadata(&path).unwrap();
     assert_eq!(

@@ -283,17 +283,8 @@ fn parent_swapped_for_a_symlink_after_the_check_cannot_redirect_placement() {
         .open(&src)
         .unwrap();
     let digest = bootvault::Sha256Digest::of(&bytes);
-    let err = bootvault::place::place(
-        &src,
-        &file,
-        dir.path(),
-        "bin/runc",
-        0o444,
-        &digest,
-        "runc",
-        None,
-    )
-    .expect_err("placement through an escaping parent must fail");
+    let err = bootvault::place::place(&src, &file, dir.path(), "bin/runc", 0o444, &digest, "runc")
+        .expect_err("placement through an escaping parent must fail");
     assert!(matches!(err, Error::UnsafePath { .. }), "{err}");
     assert_eq!(
         std::fs::read_dir(outside.path()).unwrap().count(),

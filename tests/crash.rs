@@ -456,12 +456,12 @@ fn regression_a_lock_wait_is_interrupted_by_sigint_and_sigterm() {
     }
 }
 
-/// Many small downloads share their syncs (one leader syncs a batch of files, renames them,
-/// then syncs each directory once). Kills at staggered moments of concurrent prepares of 600
-/// small `file://` assets must never leave a wrong or partial file at an asset path, nor a
-/// record for a file that is not there, and the next prepare completes the set.
+/// Many small downloads placed by concurrent workers of concurrent processes: kills at
+/// staggered moments of prepares of 600 small `file://` assets must never leave a wrong or
+/// partial file at an asset path, nor a record for a file that is not there, and the next
+/// prepare completes the set. (The guard for any change to how placements are synced.)
 #[test]
-fn sigkill_during_batched_small_downloads_never_exposes_a_wrong_file() {
+fn sigkill_during_many_small_downloads_never_exposes_a_wrong_file() {
     let _alone = ALONE.lock().unwrap_or_else(|p| p.into_inner());
     const FILES: usize = 600;
     let env = Env::new();
