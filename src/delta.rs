@@ -38,7 +38,6 @@ use crate::report::{Outcome, Progress};
 use crate::stamp::Stamp;
 use crate::store::{Call, Store};
 use futures_util::StreamExt;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -555,7 +554,7 @@ impl Store {
         // Phase 2, in file order: each chunk is put together (seed bytes, fetched bytes),
         // checked against its SHA-256 (a mismatch costs a fetch of the chunk, never trust),
         // written, and fed to the whole-file hash.
-        let mut whole = Sha256::new();
+        let mut whole = crate::chunk_index::BackgroundHash::start();
         let mut buf = vec![0u8; p.index.max as usize];
         for pc in &chunks {
             let (off, len) = (pc.off, pc.chunk.len as usize);
@@ -608,7 +607,7 @@ impl Store {
             if rewrite {
                 file.write_all_at(b, off).map_err(|e| io("write", e))?;
             }
-            whole.update(&*b);
+            whole.update(b.to_vec());
             call.emit(Progress::Downloading {
                 name: &asset.name,
                 done: off + len as u64,
@@ -618,7 +617,7 @@ impl Store {
                 return Err("cancelled".into());
             }
         }
-        let digest = Sha256Digest(whole.finalize().into());
+        let digest = whole.finish().ok_or("the hashing thread failed")?;
         if digest != asset.sha256 {
             return Err(format!(
                 "the assembled file hashes to {digest}, not the manifest's {}",
