@@ -383,7 +383,7 @@ fn bv(docker: &Path, args: &[&str]) -> common::Run {
 }
 
 #[test]
-fn publish_then_upgrade_over_a_registry_with_basic_auth_patches_from_the_old_version() {
+fn signed_publish_then_upgrade_over_a_registry_with_basic_auth_patches_from_the_old_version() {
     use bootvault_testkit::registry::{Registry, RegistryAuth};
     assert!(
         Registry::available(),
@@ -406,6 +406,17 @@ fn publish_then_upgrade_over_a_registry_with_basic_auth_patches_from_the_old_ver
     )
     .unwrap();
     let source = format!("oci://{}/fleet/boot", reg.host());
+    // Signed: the index digests are covered by the manifest's signature.
+    let (public, secret) = (env.outside("release.pub"), env.outside("release.key"));
+    let keygen = std::process::Command::new("minisign")
+        .args(["-G", "-W", "-p"])
+        .arg(&public)
+        .arg("-s")
+        .arg(&secret)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("minisign is not installed: apt-get install -y minisign (see .ci/run)");
+    assert!(keygen.status.success());
     let v1 = data(7, 4 * MIB);
     let v2 = upgrade(&v1, &[(MIB, 48 * KIB)], 80);
     let mut manifests = Vec::new();
@@ -428,6 +439,8 @@ fn publish_then_upgrade_over_a_registry_with_basic_auth_patches_from_the_old_ver
         bv(&docker, &["index", "--manifest", p, "--dir", s, "--out", o]).assert_code(0);
         let written: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
         assert_eq!(written["assets"][0]["index"]["urls"], json!([source]));
+        let key = secret.to_str().unwrap();
+        bv(&docker, &["sign", o, "--key", key]).assert_code(0);
         let tag = format!("{source}:{version}");
         let r = bv(
             &docker,
@@ -438,10 +451,18 @@ fn publish_then_upgrade_over_a_registry_with_basic_auth_patches_from_the_old_ver
     }
     let prepare = |m: &str| {
         let root = env.root.to_str().unwrap();
-        let r = bv(
-            &docker,
-            &["prepare", "--dir", root, "--manifest", m, "--json"],
-        );
+        let trusted = public.to_str().unwrap();
+        let args = [
+            "prepare",
+            "--dir",
+            root,
+            "--manifest",
+            m,
+            "--json",
+            "--trusted-key",
+            trusted,
+        ];
+        let r = bv(&docker, &args);
         r.assert_code(0);
         r.json()
     };
@@ -452,6 +473,46 @@ fn publish_then_upgrade_over_a_registry_with_basic_auth_patches_from_the_old_ver
     assert!(
         a["bytes_downloaded"].as_u64().unwrap() < v2.len() as u64 / 10,
         "{report}"
+    );
+    assert_eq!(env.read(ASSET), v2);
+}
+
+#[test]
+fn two_processes_patching_the_same_asset_fetch_it_once() {
+    let env = Env::new();
+    let origin = Origin::start().unwrap();
+    let v1 = data(8, 4 * MIB);
+    let v2 = upgrade(&v1, &[(MIB, 256 * KIB), (3 * MIB, 256 * KIB)], 90);
+    let m1 = release(&env, &origin, "v1", &v1, true);
+    let m2 = release(&env, &origin, "v2", &v2, true);
+    env.prepare_ok(&m1, &[]);
+    let path = format!("v2/{ASSET}");
+    // Slow enough that the second process arrives while the first holds the lock.
+    origin.set_fault(&path, throttled(512 * KIB));
+    let a = env.spawn_prepare(&m2, &[]);
+    let b = env.spawn_prepare(&m2, &[]);
+    let (a, b) = (common::wait(a), common::wait(b));
+    let mut outcomes = vec![a.outcome("rootfs"), b.outcome("rootfs")];
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        ["cached", "patched"],
+        "{}\n{}",
+        a.stdout,
+        b.stdout
+    );
+    let patched = if a.outcome("rootfs") == "patched" {
+        &a
+    } else {
+        &b
+    };
+    let fetched = rootfs(&patched.json())["bytes_downloaded"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        origin.bytes_served(&path),
+        fetched,
+        "one fetch of the changed bytes"
     );
     assert_eq!(env.read(ASSET), v2);
 }
