@@ -168,6 +168,11 @@ impl Store {
         let Some(r) = &asset.index else {
             return Ok(None);
         };
+        // No verified file to seed from (a first install): the index would buy nothing.
+        let candidates = self.seed_candidates(asset, record, live);
+        if candidates.is_empty() {
+            return Ok(None);
+        }
         let index = self.target_index(r, cache)?;
         if asset.size.is_some_and(|s| s != index.total()) {
             return Err(format!(
@@ -177,7 +182,7 @@ impl Store {
             ));
         }
         let mut seeds = Vec::new();
-        for (path, digest, preferred) in self.seed_candidates(asset, record, live) {
+        for (path, digest, preferred) in candidates {
             let on_demand = preferred;
             if let Some(si) = self.seed_index(&path, &digest, &index, on_demand, cache) {
                 seeds.push(Seed { path, index: si });
@@ -351,6 +356,27 @@ impl Store {
         if let Err(e) = write() {
             tracing::debug!("{}: not remembered: {e}", path.display());
         }
+    }
+
+    /// After a whole download of an indexed asset: its index, if this prepare downloaded it
+    /// (it is as trusted as the manifest that names it, and every chunk read through it is
+    /// checked), is remembered as the index of the new file, so the next upgrade does not chunk
+    /// it.
+    pub(crate) fn remember_downloaded_index(&self, asset: &Asset) {
+        let Some(r) = &asset.index else { return };
+        let cached = self.chunks_dir().join(format!("ref-{}.cidx", r.sha256));
+        let Some(bytes) = read_capped(&cached).filter(|b| Sha256Digest::of(b) == r.sha256) else {
+            return;
+        };
+        let Ok(ix) = ChunkIndex::decode(&bytes) else { return };
+        if asset.size.is_some_and(|s| s != ix.total()) {
+            return;
+        }
+        let key = self.chunks_dir().join(format!(
+            "{}-{}-{}-{}.cidx",
+            asset.sha256, ix.min, ix.avg, ix.max
+        ));
+        self.remember(&key, &bytes);
     }
 
     /// Runs a `patch` step under the asset's lock; any failure downloads the whole file, with

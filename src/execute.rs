@@ -469,6 +469,7 @@ impl Store {
             Outcome::Downloaded
         };
         let mut done = self.fetch_and_place(call, asset, &usable, path)?;
+        self.remember_downloaded_index(asset);
         done.outcome = outcome;
         done.bytes_hashed += hashed;
         done.lock = lock;

@@ -299,6 +299,16 @@ fn a_server_that_ignores_range_gets_a_whole_download_with_the_reason_logged() {
             .any(|r| r.contains("patch abandoned") && r.contains("ignored Range")),
         "{reasons:?}"
     );
+    // The index it downloaded is remembered as the new file's: the next upgrade seeds from
+    // it without chunking it.
+    let remembered: Vec<String> = std::fs::read_dir(env.state().join("chunks"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        remembered.iter().any(|n| n.starts_with(&sha(&v2))),
+        "{remembered:?}"
+    );
 }
 
 #[test]
