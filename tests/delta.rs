@@ -191,9 +191,31 @@ fn a_new_versioned_path_is_patched_from_the_same_file_name_under_the_old_one() {
         plan["assets"][0]["patch_from"],
         json!(env.path("v1/rootfs.img"))
     );
-    let report = env.prepare_ok(&m2, &[]);
-    assert_eq!(rootfs(&report)["outcome"], "patched", "{report}");
-    assert!(rootfs(&report)["bytes_downloaded"].as_u64().unwrap() < v2.len() as u64 / 10);
+    // The streaming events: `ready` with `patched`, and the summary's `bytes_reused`.
+    let mut cmd = bootvault_cmd();
+    cmd.args(["prepare", "--message-format", "json", "--dir"])
+        .arg(&env.root)
+        .arg("--manifest")
+        .arg(&m2);
+    let r = run_cmd(cmd);
+    r.assert_code(0);
+    let lines: Vec<Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|e| e["event"] == "ready" && e["outcome"] == "patched"),
+        "{}",
+        r.stdout
+    );
+    let report = lines.last().unwrap();
+    assert_eq!(report["event"], "summary");
+    assert_eq!(rootfs(report)["outcome"], "patched", "{report}");
+    assert!(report["bytes_reused"].as_u64().unwrap() > v2.len() as u64 / 2);
+    assert!(rootfs(report)["bytes_downloaded"].as_u64().unwrap() < v2.len() as u64 / 10);
     assert_eq!(env.read("v2/rootfs.img"), v2);
     assert_eq!(env.read("v1/rootfs.img"), v1, "the seed is only read");
 }
