@@ -406,6 +406,7 @@ impl Store {
         tracing::info!("asset {}: patch abandoned ({why}); downloading whole", asset.name);
         let mut done = self.fetch_step(call, asset, path, wrong, 0, lock)?;
         let n = format!("patch abandoned ({why}); downloaded whole");
+        done.patch_fallback = Some(why);
         done.note = Some(match done.note.take() {
             Some(prev) => format!("{prev}; {n}"),
             None => n,

@@ -709,6 +709,7 @@ impl Store {
                     bytes_downloaded: done.bytes_downloaded,
                     bytes_copied: done.bytes_copied,
                     bytes_reused: done.bytes_reused,
+                    patch_fallback: done.patch_fallback.clone(),
                     reason: reason.to_string(),
                     elapsed: t.elapsed(),
                 };
@@ -742,6 +743,7 @@ impl Store {
                     bytes_downloaded: 0,
                     bytes_copied: 0,
                     bytes_reused: 0,
+                    patch_fallback: None,
                     reason: reason.to_string(),
                     elapsed: t.elapsed(),
                 }
@@ -798,6 +800,7 @@ impl Store {
             bytes_downloaded: 0,
             bytes_copied: 0,
             bytes_reused: 0,
+            patch_fallback: None,
             reason: String::new(),
             elapsed: Duration::ZERO,
         }

@@ -313,6 +313,13 @@ fn a_server_that_ignores_range_gets_a_whole_download_with_the_reason_logged() {
         "{report}"
     );
     assert_eq!(a["bytes_reused"], 0);
+    assert!(
+        a["patch_fallback"]
+            .as_str()
+            .unwrap()
+            .contains("ignored Range"),
+        "{report}"
+    );
     assert_eq!(env.read(ASSET), v2);
     let reasons = event_reasons(&env, &m2);
     assert!(
