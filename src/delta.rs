@@ -132,7 +132,10 @@ impl Store {
         for step in &mut plan.steps {
             let asset = &manifest.assets[step.index];
             let wanted = match (&step.action, &step.verdict) {
-                (Action::Fetch | Action::Repair, _) => true,
+                (Action::Fetch, _) => true,
+                // A file of the wrong size (not a symlink or a directory: those are replaced,
+                // never read) may be the previous version.
+                (Action::Repair, Verdict::WrongSize { .. }) => true,
                 // The record vouches for the file as an older digest: it is the old version.
                 (Action::Hash, Verdict::Stale(f)) => f == &[crate::judge::Field::Digest],
                 _ => false,
