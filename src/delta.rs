@@ -155,7 +155,10 @@ impl Store {
                     step.bytes_to_hash = total;
                 }
                 Ok(None) => {}
-                Err(why) => tracing::info!("asset {}: no patch: {why}", asset.name),
+                Err(why) => {
+                    tracing::info!("asset {}: no patch: {why}", asset.name);
+                    step.no_patch = Some(why);
+                }
             }
         }
     }

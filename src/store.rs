@@ -640,6 +640,13 @@ impl Store {
                                 })
                             })
                         };
+                        // An index that could not be used: the whole download says why.
+                        let done = done.map(|mut d| {
+                            if d.patch_fallback.is_none() && d.bytes_downloaded > 0 {
+                                d.patch_fallback = step.no_patch.clone();
+                            }
+                            d
+                        });
                         let report = self.finish_step(call, asset, &reason, done, t, &committer);
                         results
                             .lock()

@@ -237,8 +237,23 @@ fn a_tampered_index_is_refused_and_the_asset_downloaded_whole() {
     origin.add(&path, bad.into());
     let (_, plan) = dry_run(&env, &m2, true);
     assert_ne!(plan["assets"][0]["action"], "patch", "{plan}");
+    assert!(
+        plan["assets"][0]["no_patch"]
+            .as_str()
+            .unwrap()
+            .contains("the manifest says"),
+        "{plan}"
+    );
     let report = env.prepare_ok(&m2, &[]);
     assert_ne!(rootfs(&report)["outcome"], "patched");
+    let why = rootfs(&report)["patch_fallback"].as_str().unwrap();
+    assert!(why.contains("index hashes to"), "{report}");
+    assert!(
+        event_reasons(&env, &m2)
+            .iter()
+            .any(|r| r.contains("no patch: ") && r.contains("index hashes to")),
+        "the event log says why"
+    );
     assert!(origin.requests(&path) >= 1, "the index was tried");
     assert_eq!(env.read(ASSET), v2);
     assert_eq!(env.record_digests()[ASSET], sha(&v2));
