@@ -138,6 +138,58 @@ pub struct ChunkIndex {
     pub blocks: Vec<[u8; 8]>,
 }
 
+/// The SHA-256 of a stream of buffers, computed on its own thread so that it overlaps the
+/// caller's work (chunking and hashing each chunk; putting a patched file together): a file is
+/// then read once and hashed twice in about the time of one hash.
+pub struct BackgroundHash {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    handle: Option<std::thread::JoinHandle<Sha256Digest>>,
+}
+
+impl BackgroundHash {
+    /// Starts the hashing thread.
+    pub fn start() -> BackgroundHash {
+        // A few MiB in flight at most: the hash keeps up with the reads.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(64);
+        let handle = std::thread::spawn(move || {
+            let mut h = Sha256::new();
+            for buf in rx {
+                h.update(&buf);
+            }
+            Sha256Digest(h.finalize().into())
+        });
+        BackgroundHash {
+            tx: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    /// Hashes `buf` next.
+    pub fn update(&mut self, buf: Vec<u8>) {
+        if let Some(tx) = &self.tx
+            && tx.send(buf).is_err()
+        {
+            // The thread is gone (it panicked): `finish` says so.
+            self.tx = None;
+        }
+    }
+
+    /// The digest of everything sent; `None` if the hashing thread failed.
+    pub fn finish(mut self) -> Option<Sha256Digest> {
+        drop(self.tx.take());
+        self.handle.take()?.join().ok()
+    }
+}
+
+impl Drop for BackgroundHash {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 /// The first 8 bytes of the SHA-256 of `bytes`: a sub-hash.
 pub fn sub_hash(bytes: &[u8]) -> [u8; 8] {
     let d = Sha256Digest::of(bytes);
@@ -226,7 +278,7 @@ impl ChunkIndex {
                 "chunk sizes out of range",
             ));
         }
-        let mut whole = Sha256::new();
+        let mut whole = BackgroundHash::start();
         let mut chunks = Vec::new();
         let mut blocks = Vec::new();
         for item in cdc::StreamCDC::new(reader, min, avg, max) {
@@ -234,7 +286,6 @@ impl ChunkIndex {
                 cdc::Error::IoError(io) => io,
                 other => std::io::Error::other(other.to_string()),
             })?;
-            whole.update(&data.data);
             for (a, b) in cells(data.offset, data.length as u32, block) {
                 let (a, b) = ((a - data.offset) as usize, (b - data.offset) as usize);
                 blocks.push(sub_hash(&data.data[a..b]));
@@ -244,6 +295,7 @@ impl ChunkIndex {
                 len: data.length as u32,
                 sha256: Sha256Digest::of(&data.data),
             });
+            whole.update(data.data);
         }
         Ok(Chunked {
             index: ChunkIndex {
@@ -254,7 +306,9 @@ impl ChunkIndex {
                 chunks,
                 blocks,
             },
-            sha256: Sha256Digest(whole.finalize().into()),
+            sha256: whole
+                .finish()
+                .ok_or_else(|| std::io::Error::other("the hashing thread failed"))?,
         })
     }
 

@@ -38,7 +38,6 @@ use crate::report::{Outcome, Progress};
 use crate::stamp::Stamp;
 use crate::store::{Call, Store};
 use futures_util::StreamExt;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -133,7 +132,10 @@ impl Store {
         for step in &mut plan.steps {
             let asset = &manifest.assets[step.index];
             let wanted = match (&step.action, &step.verdict) {
-                (Action::Fetch | Action::Repair, _) => true,
+                (Action::Fetch, _) => true,
+                // A file of the wrong size (not a symlink or a directory: those are replaced,
+                // never read) may be the previous version.
+                (Action::Repair, Verdict::WrongSize { .. }) => true,
                 // The record vouches for the file as an older digest: it is the old version.
                 (Action::Hash, Verdict::Stale(f)) => f == &[crate::judge::Field::Digest],
                 _ => false,
@@ -153,7 +155,10 @@ impl Store {
                     step.bytes_to_hash = total;
                 }
                 Ok(None) => {}
-                Err(why) => tracing::info!("asset {}: no patch: {why}", asset.name),
+                Err(why) => {
+                    tracing::info!("asset {}: no patch: {why}", asset.name);
+                    step.no_patch = Some(why);
+                }
             }
         }
     }
@@ -169,6 +174,11 @@ impl Store {
         let Some(r) = &asset.index else {
             return Ok(None);
         };
+        // No verified file to seed from (a first install): the index would buy nothing.
+        let candidates = self.seed_candidates(asset, record, live);
+        if candidates.is_empty() {
+            return Ok(None);
+        }
         let index = self.target_index(r, cache)?;
         if asset.size.is_some_and(|s| s != index.total()) {
             return Err(format!(
@@ -178,7 +188,7 @@ impl Store {
             ));
         }
         let mut seeds = Vec::new();
-        for (path, digest, preferred) in self.seed_candidates(asset, record, live) {
+        for (path, digest, preferred) in candidates {
             let on_demand = preferred;
             if let Some(si) = self.seed_index(&path, &digest, &index, on_demand, cache) {
                 seeds.push(Seed { path, index: si });
@@ -354,6 +364,27 @@ impl Store {
         }
     }
 
+    /// After a whole download of an indexed asset: its index, if this prepare downloaded it
+    /// (it is as trusted as the manifest that names it, and every chunk read through it is
+    /// checked), is remembered as the index of the new file, so the next upgrade does not chunk
+    /// it.
+    pub(crate) fn remember_downloaded_index(&self, asset: &Asset) {
+        let Some(r) = &asset.index else { return };
+        let cached = self.chunks_dir().join(format!("ref-{}.cidx", r.sha256));
+        let Some(bytes) = read_capped(&cached).filter(|b| Sha256Digest::of(b) == r.sha256) else {
+            return;
+        };
+        let Ok(ix) = ChunkIndex::decode(&bytes) else { return };
+        if asset.size.is_some_and(|s| s != ix.total()) {
+            return;
+        }
+        let key = self.chunks_dir().join(format!(
+            "{}-{}-{}-{}.cidx",
+            asset.sha256, ix.min, ix.avg, ix.max
+        ));
+        self.remember(&key, &bytes);
+    }
+
     /// Runs a `patch` step under the asset's lock; any failure downloads the whole file, with
     /// the reason in the note (report and event log).
     #[allow(clippy::too_many_arguments)]
@@ -381,6 +412,7 @@ impl Store {
         tracing::info!("asset {}: patch abandoned ({why}); downloading whole", asset.name);
         let mut done = self.fetch_step(call, asset, path, wrong, 0, lock)?;
         let n = format!("patch abandoned ({why}); downloaded whole");
+        done.patch_fallback = Some(why);
         done.note = Some(match done.note.take() {
             Some(prev) => format!("{prev}; {n}"),
             None => n,
@@ -555,7 +587,7 @@ impl Store {
         // Phase 2, in file order: each chunk is put together (seed bytes, fetched bytes),
         // checked against its SHA-256 (a mismatch costs a fetch of the chunk, never trust),
         // written, and fed to the whole-file hash.
-        let mut whole = Sha256::new();
+        let mut whole = crate::chunk_index::BackgroundHash::start();
         let mut buf = vec![0u8; p.index.max as usize];
         for pc in &chunks {
             let (off, len) = (pc.off, pc.chunk.len as usize);
@@ -608,7 +640,7 @@ impl Store {
             if rewrite {
                 file.write_all_at(b, off).map_err(|e| io("write", e))?;
             }
-            whole.update(&*b);
+            whole.update(b.to_vec());
             call.emit(Progress::Downloading {
                 name: &asset.name,
                 done: off + len as u64,
@@ -618,7 +650,7 @@ impl Store {
                 return Err("cancelled".into());
             }
         }
-        let digest = Sha256Digest(whole.finalize().into());
+        let digest = whole.finish().ok_or("the hashing thread failed")?;
         if digest != asset.sha256 {
             return Err(format!(
                 "the assembled file hashes to {digest}, not the manifest's {}",

@@ -26,6 +26,8 @@ pub(crate) struct Done {
     pub(crate) bytes_copied: u64,
     /// Bytes of a patch taken from seeds.
     pub(crate) bytes_reused: u64,
+    /// Why a planned patch became a whole download.
+    pub(crate) patch_fallback: Option<String>,
     /// The record to write; `None` when there is nothing new to remember (or the file changed
     /// right after placement and cannot be vouched for).
     pub(crate) record: Option<Record>,
@@ -44,6 +46,7 @@ impl Done {
             bytes_downloaded: 0,
             bytes_copied: 0,
             bytes_reused: 0,
+            patch_fallback: None,
             record: None,
             lock,
             note: None,
@@ -606,6 +609,7 @@ impl Store {
             Outcome::Downloaded
         };
         let mut done = self.fetch_and_place(call, asset, &usable, path)?;
+        self.remember_downloaded_index(asset);
         done.outcome = outcome;
         done.bytes_hashed += hashed;
         done.lock = lock;

@@ -80,6 +80,9 @@ pub struct Step {
     pub bytes_to_hash: u64,
     /// Bytes the step will download at most (`None`: unknown, the manifest has no size).
     pub bytes_to_fetch: Option<u64>,
+    /// Why an asset that names a chunk index is fetched whole although seeds exist (the index
+    /// could not be downloaded, did not hash to the manifest's digest, or did not decode).
+    pub no_patch: Option<String>,
 }
 
 impl Step {
@@ -102,7 +105,10 @@ impl Step {
                  or a copy onto a fresh inode",
                 self.verdict.reason()
             ),
-            _ => self.verdict.reason(),
+            _ => match &self.no_patch {
+                Some(why) => format!("{}; no patch: {why}", self.verdict.reason()),
+                None => self.verdict.reason(),
+            },
         }
     }
 }
@@ -214,6 +220,7 @@ fn step(
         live: seen.live,
         bytes_to_hash,
         bytes_to_fetch,
+        no_patch: None,
     }
 }
 

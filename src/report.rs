@@ -122,6 +122,9 @@ pub struct AssetReport {
     pub bytes_copied: u64,
     /// Bytes taken from chunks of verified local files instead of the network (`patched`).
     pub bytes_reused: u64,
+    /// Why a planned patch was abandoned for a whole download (the outcome is then
+    /// `downloaded` or `repaired`).
+    pub patch_fallback: Option<String>,
     /// Why the asset was not cached (the plan's reason), for humans; empty when cached.
     pub reason: String,
     /// Time spent on this asset.
@@ -160,6 +163,9 @@ impl Serialize for AssetReport {
             st.serialize_field("bytes_copied", &self.bytes_copied)?;
         }
         st.serialize_field("bytes_reused", &self.bytes_reused)?;
+        if let Some(why) = &self.patch_fallback {
+            st.serialize_field("patch_fallback", why)?;
+        }
         if let Err(e) = &self.result {
             st.serialize_field("error", &e.to_string())?;
             st.serialize_field("error_kind", e.kind())?;

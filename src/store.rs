@@ -760,6 +760,13 @@ impl Store {
                                 })
                             })
                         };
+                        // An index that could not be used: the whole download says why.
+                        let done = done.map(|mut d| {
+                            if d.patch_fallback.is_none() && d.bytes_downloaded > 0 {
+                                d.patch_fallback = step.no_patch.clone();
+                            }
+                            d
+                        });
                         let report = self.finish_step(call, asset, &reason, done, t, &committer);
                         results
                             .lock()
@@ -835,6 +842,7 @@ impl Store {
                     bytes_downloaded: done.bytes_downloaded,
                     bytes_copied: done.bytes_copied,
                     bytes_reused: done.bytes_reused,
+                    patch_fallback: done.patch_fallback.clone(),
                     reason: why.clone(),
                     elapsed: t.elapsed(),
                 };
@@ -864,6 +872,7 @@ impl Store {
                     bytes_downloaded: 0,
                     bytes_copied: 0,
                     bytes_reused: 0,
+                    patch_fallback: None,
                     reason: reason.to_string(),
                     elapsed: t.elapsed(),
                 }
@@ -920,6 +929,7 @@ impl Store {
             bytes_downloaded: 0,
             bytes_copied: 0,
             bytes_reused: 0,
+            patch_fallback: None,
             reason: String::new(),
             elapsed: Duration::ZERO,
         }

@@ -191,9 +191,31 @@ fn a_new_versioned_path_is_patched_from_the_same_file_name_under_the_old_one() {
         plan["assets"][0]["patch_from"],
         json!(env.path("v1/rootfs.img"))
     );
-    let report = env.prepare_ok(&m2, &[]);
-    assert_eq!(rootfs(&report)["outcome"], "patched", "{report}");
-    assert!(rootfs(&report)["bytes_downloaded"].as_u64().unwrap() < v2.len() as u64 / 10);
+    // The streaming events: `ready` with `patched`, and the summary's `bytes_reused`.
+    let mut cmd = bootvault_cmd();
+    cmd.args(["prepare", "--message-format", "json", "--dir"])
+        .arg(&env.root)
+        .arg("--manifest")
+        .arg(&m2);
+    let r = run_cmd(cmd);
+    r.assert_code(0);
+    let lines: Vec<Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|e| e["event"] == "ready" && e["outcome"] == "patched"),
+        "{}",
+        r.stdout
+    );
+    let report = lines.last().unwrap();
+    assert_eq!(report["event"], "summary");
+    assert_eq!(rootfs(report)["outcome"], "patched", "{report}");
+    assert!(report["bytes_reused"].as_u64().unwrap() > v2.len() as u64 / 2);
+    assert!(rootfs(report)["bytes_downloaded"].as_u64().unwrap() < v2.len() as u64 / 10);
     assert_eq!(env.read("v2/rootfs.img"), v2);
     assert_eq!(env.read("v1/rootfs.img"), v1, "the seed is only read");
 }
@@ -215,8 +237,23 @@ fn a_tampered_index_is_refused_and_the_asset_downloaded_whole() {
     origin.add(&path, bad.into());
     let (_, plan) = dry_run(&env, &m2, true);
     assert_ne!(plan["assets"][0]["action"], "patch", "{plan}");
+    assert!(
+        plan["assets"][0]["no_patch"]
+            .as_str()
+            .unwrap()
+            .contains("the manifest says"),
+        "{plan}"
+    );
     let report = env.prepare_ok(&m2, &[]);
     assert_ne!(rootfs(&report)["outcome"], "patched");
+    let why = rootfs(&report)["patch_fallback"].as_str().unwrap();
+    assert!(why.contains("index hashes to"), "{report}");
+    assert!(
+        event_reasons(&env, &m2)
+            .iter()
+            .any(|r| r.contains("no patch: ") && r.contains("index hashes to")),
+        "the event log says why"
+    );
     assert!(origin.requests(&path) >= 1, "the index was tried");
     assert_eq!(env.read(ASSET), v2);
     assert_eq!(env.record_digests()[ASSET], sha(&v2));
@@ -291,6 +328,13 @@ fn a_server_that_ignores_range_gets_a_whole_download_with_the_reason_logged() {
         "{report}"
     );
     assert_eq!(a["bytes_reused"], 0);
+    assert!(
+        a["patch_fallback"]
+            .as_str()
+            .unwrap()
+            .contains("ignored Range"),
+        "{report}"
+    );
     assert_eq!(env.read(ASSET), v2);
     let reasons = event_reasons(&env, &m2);
     assert!(
@@ -298,6 +342,16 @@ fn a_server_that_ignores_range_gets_a_whole_download_with_the_reason_logged() {
             .iter()
             .any(|r| r.contains("patch abandoned") && r.contains("ignored Range")),
         "{reasons:?}"
+    );
+    // The index it downloaded is remembered as the new file's: the next upgrade seeds from
+    // it without chunking it.
+    let remembered: Vec<String> = std::fs::read_dir(env.state().join("chunks"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        remembered.iter().any(|n| n.starts_with(&sha(&v2))),
+        "{remembered:?}"
     );
 }
 
@@ -383,7 +437,7 @@ fn bv(docker: &Path, args: &[&str]) -> common::Run {
 }
 
 #[test]
-fn publish_then_upgrade_over_a_registry_with_basic_auth_patches_from_the_old_version() {
+fn signed_publish_then_upgrade_over_a_registry_with_basic_auth_patches_from_the_old_version() {
     use bootvault_testkit::registry::{Registry, RegistryAuth};
     assert!(
         Registry::available(),
@@ -406,6 +460,17 @@ fn publish_then_upgrade_over_a_registry_with_basic_auth_patches_from_the_old_ver
     )
     .unwrap();
     let source = format!("oci://{}/fleet/boot", reg.host());
+    // Signed: the index digests are covered by the manifest's signature.
+    let (public, secret) = (env.outside("release.pub"), env.outside("release.key"));
+    let keygen = std::process::Command::new("minisign")
+        .args(["-G", "-W", "-p"])
+        .arg(&public)
+        .arg("-s")
+        .arg(&secret)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("minisign is not installed: apt-get install -y minisign (see .ci/run)");
+    assert!(keygen.status.success());
     let v1 = data(7, 4 * MIB);
     let v2 = upgrade(&v1, &[(MIB, 48 * KIB)], 80);
     let mut manifests = Vec::new();
@@ -428,6 +493,8 @@ fn publish_then_upgrade_over_a_registry_with_basic_auth_patches_from_the_old_ver
         bv(&docker, &["index", "--manifest", p, "--dir", s, "--out", o]).assert_code(0);
         let written: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
         assert_eq!(written["assets"][0]["index"]["urls"], json!([source]));
+        let key = secret.to_str().unwrap();
+        bv(&docker, &["sign", o, "--key", key]).assert_code(0);
         let tag = format!("{source}:{version}");
         let r = bv(
             &docker,
@@ -438,10 +505,18 @@ fn publish_then_upgrade_over_a_registry_with_basic_auth_patches_from_the_old_ver
     }
     let prepare = |m: &str| {
         let root = env.root.to_str().unwrap();
-        let r = bv(
-            &docker,
-            &["prepare", "--dir", root, "--manifest", m, "--json"],
-        );
+        let trusted = public.to_str().unwrap();
+        let args = [
+            "prepare",
+            "--dir",
+            root,
+            "--manifest",
+            m,
+            "--json",
+            "--trusted-key",
+            trusted,
+        ];
+        let r = bv(&docker, &args);
         r.assert_code(0);
         r.json()
     };
@@ -452,6 +527,46 @@ fn publish_then_upgrade_over_a_registry_with_basic_auth_patches_from_the_old_ver
     assert!(
         a["bytes_downloaded"].as_u64().unwrap() < v2.len() as u64 / 10,
         "{report}"
+    );
+    assert_eq!(env.read(ASSET), v2);
+}
+
+#[test]
+fn two_processes_patching_the_same_asset_fetch_it_once() {
+    let env = Env::new();
+    let origin = Origin::start().unwrap();
+    let v1 = data(8, 4 * MIB);
+    let v2 = upgrade(&v1, &[(MIB, 256 * KIB), (3 * MIB, 256 * KIB)], 90);
+    let m1 = release(&env, &origin, "v1", &v1, true);
+    let m2 = release(&env, &origin, "v2", &v2, true);
+    env.prepare_ok(&m1, &[]);
+    let path = format!("v2/{ASSET}");
+    // Slow enough that the second process arrives while the first holds the lock.
+    origin.set_fault(&path, throttled(512 * KIB));
+    let a = env.spawn_prepare(&m2, &[]);
+    let b = env.spawn_prepare(&m2, &[]);
+    let (a, b) = (common::wait(a), common::wait(b));
+    let mut outcomes = vec![a.outcome("rootfs"), b.outcome("rootfs")];
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        ["cached", "patched"],
+        "{}\n{}",
+        a.stdout,
+        b.stdout
+    );
+    let patched = if a.outcome("rootfs") == "patched" {
+        &a
+    } else {
+        &b
+    };
+    let fetched = rootfs(&patched.json())["bytes_downloaded"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        origin.bytes_served(&path),
+        fetched,
+        "one fetch of the changed bytes"
     );
     assert_eq!(env.read(ASSET), v2);
 }

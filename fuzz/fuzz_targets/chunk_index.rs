@@ -3,12 +3,19 @@
 //! an unchecked count, and whatever decodes re-encodes to the same bytes.
 #![no_main]
 
-use bootvault::chunk_index::ChunkIndex;
+use bootvault::chunk_index::{self, ChunkIndex};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(index) = ChunkIndex::decode(data) {
         assert_eq!(index.encode(), data, "chunk index round trip");
-        assert_eq!(index.total(), index.with_offsets().map(|(_, c)| u64::from(c.len)).sum());
+        let sum: u64 = index.with_offsets().map(|(_, c)| u64::from(c.len)).sum();
+        assert_eq!(index.total(), sum);
+        // Every chunk has exactly its cells' sub-hashes.
+        let cells: usize = index
+            .with_offsets()
+            .map(|(off, c)| chunk_index::cells(off, c.len, index.block).count())
+            .sum();
+        assert_eq!(cells, index.blocks.len());
     }
 });

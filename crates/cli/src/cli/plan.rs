@@ -43,6 +43,9 @@ pub fn dry_run(
             if let Action::Link { from } = &s.action {
                 v["link_from"] = json!(from);
             }
+            if let Some(why) = &s.no_patch {
+                v["no_patch"] = json!(why);
+            }
             if let Action::Patch { from, bytes_reused } = &s.action {
                 v["patch_from"] = json!(from);
                 v["bytes_reused"] = json!(bytes_reused);

@@ -265,6 +265,14 @@ pub fn report_table(report: &Report) -> String {
     for a in &report.assets {
         s.push_str(&row(a, w));
     }
+    for a in &report.assets {
+        if let Some(why) = &a.patch_fallback {
+            s.push_str(&format!(
+                "{}: patch abandoned ({why}); downloaded whole\n",
+                a.name
+            ));
+        }
+    }
     let hashed: u64 = report.assets.iter().map(|a| a.bytes_hashed).sum();
     let down: u64 = report.assets.iter().map(|a| a.bytes_downloaded).sum();
     s.push_str(&format!(
