@@ -496,9 +496,21 @@ fn signed_publish_then_upgrade_over_a_registry_with_basic_auth_patches_from_the_
         let key = secret.to_str().unwrap();
         bv(&docker, &["sign", o, "--key", key]).assert_code(0);
         let tag = format!("{source}:{version}");
+        // publish checks the signature it attaches against the public key.
+        let trusted = public.to_str().unwrap();
         let r = bv(
             &docker,
-            &["publish", "--manifest", o, "--dir", s, "--json", &tag],
+            &[
+                "publish",
+                "--manifest",
+                o,
+                "--dir",
+                s,
+                "--trusted-key",
+                trusted,
+                "--json",
+                &tag,
+            ],
         );
         r.assert_code(0);
         manifests.push(tag);
