@@ -27,7 +27,7 @@
 
 use crate::chunk_index::{ChunkIndex, IndexRef, MAX_INDEX_BYTES};
 use crate::digest::Sha256Digest;
-use crate::execute::{Done, Wrong};
+use crate::store::execute::{Done, Wrong};
 use crate::judge::{Expected, Verdict, judge};
 use crate::ledger::{Method, Record};
 use crate::lock::FileLock;

@@ -9,6 +9,9 @@
 //! re-read the prefix.
 
 use crate::digest::Sha256Digest;
+pub use crate::http::FetchOptions;
+pub(crate) use crate::http::build_client;
+pub(crate) use crate::fsutil::open_regular;
 use crate::cancel::CancelToken;
 use crate::error::{Error, FetchAttempt, IoContext, Result};
 use futures_util::StreamExt;
@@ -20,48 +23,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// Network behaviour of a store.
-#[derive(Clone, Debug)]
-pub struct FetchOptions {
-    /// Rounds over the URL list after the first (so `retries + 1` tries per URL at most).
-    pub retries: u32,
-    /// TCP/TLS connect timeout.
-    pub connect_timeout: Duration,
-    /// Longest silence while reading a response.
-    pub idle_timeout: Duration,
-    /// First backoff delay; doubled each round, with full jitter.
-    pub backoff: Duration,
-    /// Largest backoff delay (and cap on Retry-After).
-    pub max_backoff: Duration,
-    /// Extra trusted CA certificates (PEM files), on top of the OS trust store and the
-    /// bundled web roots: for a host behind a corporate CA or a private registry.
-    pub ca_certificates: Vec<PathBuf>,
-    /// Largest download of an asset whose manifest gives no size (a lying `Content-Length`
-    /// or an endless body is cut off here).
-    pub max_size: u64,
-    /// Free space kept on the state dir's filesystem: a download that would leave less fails
-    /// (checked before it starts, with the announced size, and every 64 MiB while it runs).
-    pub min_free_bytes: u64,
-    /// OCI registries (`oci://` sources): mirrors, plain-HTTP hosts, credentials.
-    pub oci: crate::oci::OciOptions,
-}
-
-impl Default for FetchOptions {
-    fn default() -> Self {
-        FetchOptions {
-            retries: 4,
-            connect_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(30),
-            backoff: Duration::from_millis(250),
-            max_backoff: Duration::from_secs(10),
-            ca_certificates: Vec::new(),
-            max_size: 16 << 30,
-            min_free_bytes: 64 << 20,
-            oci: crate::oci::OciOptions::default(),
-        }
-    }
-}
 
 /// How often the partial is synced and its hash state checkpointed.
 const CHECKPOINT_EVERY: u64 = 64 * 1024 * 1024;
@@ -196,18 +157,6 @@ fn check_space(partial: &Path, need: u64, reserve: u64) -> Result<()> {
     Ok(())
 }
 
-/// Opens a file of the state dir without following a symlink and without blocking on a fifo,
-/// and refuses anything but a regular file.
-pub(crate) fn open_regular(opts: &mut OpenOptions, path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
-    let file = opts.custom_flags(flags.bits() as i32).open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    Ok(file)
-}
-
 /// Hashes the rest of `file` into `hasher`; returns the bytes read.
 fn hash_tail(file: &mut File, hasher: &mut Sha256) -> std::io::Result<u64> {
     use std::io::Read;
@@ -249,7 +198,7 @@ pub(crate) fn drop_dead_partials(tmp_dir: &Path, key: &str) {
             continue;
         };
         let pid = rest.split('.').next().unwrap_or("");
-        if !crate::inspect::pid_alive(pid) {
+        if !crate::fsutil::pid_alive(pid) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -753,25 +702,6 @@ impl Fetcher {
         }
         Ok(())
     }
-}
-
-/// The default client: connect and idle timeouts, the OS trust store plus the bundled web
-/// roots, and any extra CA of `opts`.
-pub(crate) fn build_client(opts: &FetchOptions) -> std::result::Result<reqwest::Client, String> {
-    let mut b = reqwest::Client::builder()
-        .connect_timeout(opts.connect_timeout)
-        .read_timeout(opts.idle_timeout)
-        .user_agent(concat!("bootvault/", env!("CARGO_PKG_VERSION")));
-    for path in &opts.ca_certificates {
-        let pem = crate::manifest::read_text(path, 1 << 20)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-            .map_err(|e| format!("{}: not a PEM certificate bundle: {e}", path.display()))?;
-        for cert in certs {
-            b = b.add_root_certificate(cert);
-        }
-    }
-    b.build().map_err(|e| e.to_string())
 }
 
 /// The error and its causes on one line, without the URL (the attempt already names it).

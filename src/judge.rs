@@ -27,7 +27,7 @@ impl Expected {
         Expected {
             sha256: asset.sha256,
             size: asset.size,
-            mode: crate::place::effective_mode(asset.mode),
+            mode: crate::fsutil::effective_mode(asset.mode),
         }
     }
 }

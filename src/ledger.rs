@@ -10,6 +10,11 @@
 //! corrupt or newer ledger degrades to "no records": it never fails a prepare and never yields
 //! trust. A corrupt one is moved aside and recreated; a newer one is left untouched.
 
+
+// The schema steps of this ledger (numbered, never reordered or edited once shipped).
+#[path = "../migrations/mod.rs"]
+pub mod migrations;
+
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::stamp::Stamp;
@@ -175,6 +180,20 @@ impl Record {
             method: v.method,
             racy: v.racy,
             verity,
+        }
+    }
+
+    /// The stamp this record vouches for (type and permission bits, which a record does not
+    /// hold, taken from `live`).
+    pub fn stamp_for(&self, live: &Stamp) -> Stamp {
+        Stamp {
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+            ctime_ns: self.ctime_ns,
+            ino: self.ino,
+            dev: self.dev,
+            kind: live.kind,
+            perm: live.perm,
         }
     }
 
@@ -491,7 +510,7 @@ impl Ledger {
                 .begin_read()
                 .map_err(|e| redb_err(&self.path, "begin read", e))?;
             let version = schema_version(&txn).map_err(|e| redb_err(&self.path, "meta", e))?;
-            if version > crate::migrations::CURRENT {
+            if version > migrations::CURRENT {
                 return Ok(None);
             }
             let table = match txn.open_table(RECORDS) {
@@ -634,7 +653,7 @@ impl Ledger {
         *h = Handle::Closed;
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create state dir", e))?;
-            crate::store::record_root(dir, &self.root);
+            crate::state::record_root(dir, &self.root);
         }
         let db = match self.open_rw()? {
             Some(db) => db,
@@ -724,10 +743,10 @@ impl Ledger {
                 .map_err(|e| redb_err(&self.path, "begin read", e))?;
             schema_version(&txn).map_err(|e| redb_err(&self.path, "meta", e))?
         };
-        if version == crate::migrations::CURRENT {
+        if version == migrations::CURRENT {
             return Ok(true);
         }
-        if version > crate::migrations::CURRENT {
+        if version > migrations::CURRENT {
             return Ok(false);
         }
         // A fresh ledger starts empty: nothing inside ROOT (a `.verified.json` the guest could
@@ -738,10 +757,10 @@ impl Ledger {
                 let meta = txn.open_table(META)?;
                 meta.get(SCHEMA_KEY)?.map(|v| v.value()).unwrap_or(0)
             };
-            if now > crate::migrations::CURRENT {
+            if now > migrations::CURRENT {
                 return Ok(false);
             }
-            crate::migrations::apply(txn, now)?;
+            migrations::apply(txn, now)?;
             Ok(true)
         })
     }
@@ -847,8 +866,8 @@ impl Ledger {
     }
 
     /// Imports an arcbox-boot `.verified.json` (see `migrations::legacy`).
-    pub fn import_legacy(&self, legacy: &Path) -> Result<crate::migrations::legacy::ImportReport> {
-        let (records, report) = crate::migrations::legacy::plan(&self.root, legacy)?;
+    pub fn import_legacy(&self, legacy: &Path) -> Result<migrations::legacy::ImportReport> {
+        let (records, report) = migrations::legacy::plan(&self.root, legacy)?;
         let written = self.write(|txn| {
             let mut t = txn.open_table(RECORDS)?;
             for (rel, r) in &records {
@@ -1116,6 +1135,6 @@ mod tests {
         let events = l.events(Some("a"), usize::MAX);
         assert_eq!(events.len() as u64, EVENT_CAP);
         assert_eq!(events[0].at_ns, EVENT_CAP as i64 + 9);
-        assert_eq!(l.schema_version(), crate::migrations::CURRENT);
+        assert_eq!(l.schema_version(), migrations::CURRENT);
     }
 }

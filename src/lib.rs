@@ -27,15 +27,24 @@
 //! in [`PrepareOptions`]; [`Store::open_verified`] hands out a descriptor of exactly the
 //! verified inode.
 //!
-//! The modules, one per concept (most are private): `manifest` parses and validates the
-//! native manifest format; `digest` hashes with SHA-256; `stamp` is the stat signature and the
-//! racy-clean rule; `judge` is the one pure trust decision behind prepare, `open_verified`
-//! and `debug`; `plan` turns it into a step per asset; `execute` runs the steps on workers;
-//! `commit` writes results in batched transactions; `ledger` holds the redb tables, upgraded
-//! by the steps in [`migrations`]; `lock` gives single flight across processes; `fetch`
-//! downloads with retries and resume; `place` keeps paths inside ROOT and places files
-//! atomically; `verity` is the fs-verity tier; `sys` holds what differs per platform;
-//! `store` is the facade and `inspect` the read-only views and `gc`.
+//! The modules, one per concept (most are private), in layers that only import downwards (no
+//! import cycle; `.ci/run` checks it):
+//!
+//! - at the bottom, plain data and helpers that know no store: `digest` (SHA-256), `error`,
+//!   `cancel`, `fsutil` (regular-file opens, modes, pid liveness), `sys` (per platform),
+//!   `reference` (`oci://` references), `oci_options` and `http` (network settings and the one
+//!   client builder), `state` (names in the state dir shared by several layers);
+//! - `stamp` (the stat signature and the racy-clean rule), `manifest` (the native format),
+//!   `lock` (single flight across processes), `place` (paths kept inside ROOT, atomic
+//!   placement), `verity` (the fs-verity tier);
+//! - `ledger` (the redb tables, upgraded by the steps of [`migrations`], its submodule);
+//! - `judge` (the one pure trust decision behind prepare, `open_verified` and `debug`) and
+//!   `plan` (a step per asset);
+//! - `sign`, `rollback`, `oci` (the registry client) and `fetch` (downloads with retries and
+//!   resume), `chunk_index` and `delta` (delta upgrades);
+//! - at the top `store`: the facade, with its stages as submodules (`store::execute` runs the
+//!   steps on workers, `store::commit` writes results in batched transactions,
+//!   `store::inspect` holds the read-only views and `gc`).
 
 #![warn(missing_docs)]
 
@@ -52,16 +61,18 @@ macro_rules! internal {
 }
 
 internal!(
-    commit, digest, execute, fetch, judge, ledger, lock, manifest, place, plan, report, stamp,
-    verity,
+    digest, fetch, judge, ledger, lock, manifest, place, plan, report, stamp, verity,
 );
 // Delta upgrades: the chunk index format, and seeds + patch steps.
 internal!(chunk_index, delta);
 mod cancel;
 mod error;
-mod inspect;
-#[path = "../migrations/mod.rs"]
-pub mod migrations;
+mod fsutil;
+mod http;
+mod oci_options;
+mod reference;
+mod state;
+pub use ledger::migrations;
 pub mod oci;
 pub mod redact;
 pub mod rollback;
@@ -75,7 +86,6 @@ pub use delta::write_index;
 pub use digest::Sha256Digest;
 pub use error::{Error, FetchAttempt, Result};
 pub use fetch::FetchOptions;
-pub use inspect::{Explanation, GcReport, Inspection, Usage, VerifyState};
 pub use judge::{Field, Verdict};
 pub use ledger::{Event, LedgerState, Method, Provenance, Record};
 pub use manifest::{
@@ -84,6 +94,7 @@ pub use manifest::{
 pub use plan::{Action, Plan, Step};
 pub use report::{AssetReport, Outcome, Progress, ProgressFn, Report};
 pub use stamp::{FileKind, Stamp};
+pub use store::inspect::{Explanation, GcReport, Inspection, Usage, VerifyState};
 pub use store::{PrepareOptions, Store, StoreBuilder, VerifiedFile};
 pub use sys::FAMILY as PLATFORM_FAMILY;
 

@@ -83,7 +83,7 @@ impl FileLock {
     fn open_named(dir: &Path, name: &str) -> Result<(File, PathBuf)> {
         state_subdir(dir)?;
         let path = dir.join(name);
-        let file = crate::fetch::open_regular(
+        let file = crate::fsutil::open_regular(
             OpenOptions::new().create(true).truncate(false).write(true),
             &path,
         )

@@ -569,12 +569,12 @@ fn resolve_url(s: &str, base: Option<&reqwest::Url>) -> std::result::Result<Stri
         Ok(url) => match url.scheme() {
             "http" | "https" | "file" => Ok(url.to_string()),
             // A registry repository: the blob is the asset's digest (see `oci`).
-            "oci" => match crate::oci::Reference::parse(s) {
+            "oci" => match crate::reference::parse(s) {
                 Ok(r) if r.tag.is_none() && r.digest.is_none() => Ok(r.repository_url()),
                 Ok(_) => Err(format!(
                     "{s:?}: an oci:// source names a repository, without tag or digest"
                 )),
-                Err(e) => Err(e.to_string()),
+                Err(why) => Err(crate::reference::describe_error(s, &why)),
             },
             other => Err(format!(
                 "{s:?}: unsupported scheme {other:?} (http, https, file or oci)"

@@ -22,6 +22,8 @@
 //! the host itself, so a pull-through cache or a peer-to-peer layer works unchanged.
 
 use crate::digest::Sha256Digest;
+pub use crate::oci_options::{Credential, DEFAULT_DEADLINE, OciOptions};
+pub use crate::reference::Reference;
 use base64::Engine as _;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -105,48 +107,6 @@ fn reg_err(what: impl Into<String>, why: impl Into<String>) -> OciError {
     }
 }
 
-/// A user name and password (or token) for one registry.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credential {
-    /// User name (or `<token>` for an identity token, as helpers return it).
-    pub username: String,
-    /// Password or token; never printed.
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credential {
-    // Never print the secret.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credential({}, ***)", self.username)
-    }
-}
-
-/// Registry settings of a store (part of [`crate::fetch::FetchOptions`]).
-#[derive(Clone, Debug, Default)]
-pub struct OciOptions {
-    /// `(registry host, mirror)`: the mirror (`host[:port]`, or with an `http://`/`https://`
-    /// prefix to choose the scheme) is tried before the registry, in the order given.
-    pub mirrors: Vec<(String, String)>,
-    /// Hosts (`host[:port]` or `host`) spoken to over plain HTTP.
-    pub insecure: Vec<String>,
-    /// Credentials per host, before any config file.
-    pub credentials: Vec<(String, Credential)>,
-    /// Total deadline of one manifest fetch (every try, mirror and document of it), one token
-    /// request and one credential-helper run; `None`: [`DEFAULT_DEADLINE`]. The idle timeout
-    /// alone does not bound them: a server trickling a byte a second never goes idle.
-    pub deadline: Option<std::time::Duration>,
-}
-
-/// Default of [`OciOptions::deadline`].
-pub const DEFAULT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
-
-impl OciOptions {
-    /// The deadline in force.
-    pub fn deadline(&self) -> std::time::Duration {
-        self.deadline.unwrap_or(DEFAULT_DEADLINE)
-    }
-}
-
 /// `what` did not finish within `d`.
 fn late(what: &str, d: std::time::Duration) -> String {
     format!(
@@ -155,109 +115,13 @@ fn late(what: &str, d: std::time::Duration) -> String {
     )
 }
 
-/// `oci://HOST[:PORT]/REPO[:TAG|@sha256:DIGEST]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Reference {
-    /// `host[:port]`.
-    pub registry: String,
-    /// Repository path, e.g. `boot/assets`.
-    pub repository: String,
-    /// Tag, when given.
-    pub tag: Option<String>,
-    /// Digest pin, when given (`@sha256:…`).
-    pub digest: Option<Sha256Digest>,
-}
-
 impl Reference {
     /// Parses a reference; the `oci://` prefix is required.
     pub fn parse(s: &str) -> Result<Reference, OciError> {
-        let bad = |why: &str| OciError::Reference {
+        crate::reference::parse(s).map_err(|why| OciError::Reference {
             reference: s.to_string(),
-            why: why.to_string(),
-        };
-        let rest = s
-            .strip_prefix("oci://")
-            .ok_or_else(|| bad("must start with oci://"))?;
-        let (registry, path) = rest
-            .split_once('/')
-            .ok_or_else(|| bad("no repository after the host"))?;
-        if registry.is_empty()
-            || !registry
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
-        {
-            return Err(bad("invalid registry host"));
-        }
-        let (path, digest) = match path.split_once('@') {
-            Some((p, d)) => {
-                let hex = d
-                    .strip_prefix("sha256:")
-                    .ok_or_else(|| bad("a digest must be sha256:<64 hex>"))?;
-                let digest = Sha256Digest::from_hex(hex).map_err(|e| bad(&e))?;
-                (p, Some(digest))
-            }
-            None => (path, None),
-        };
-        // A tag follows the last ':' after the last '/'.
-        let (repository, tag) = match path.rsplit_once(':') {
-            Some((r, t)) if !t.contains('/') => (r, Some(t.to_string())),
-            _ => (path, None),
-        };
-        if repository.is_empty()
-            || repository.split('/').any(|c| {
-                c.is_empty()
-                    || !c.chars().all(|ch| {
-                        ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch)
-                    })
-            })
-        {
-            return Err(bad(
-                "repository must be lower-case [a-z0-9._-] components separated by /",
-            ));
-        }
-        if let Some(t) = &tag
-            && (t.is_empty()
-                || t.len() > 128
-                || t.starts_with(['.', '-'])
-                || !t
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
-        {
-            return Err(bad("tag must be [A-Za-z0-9_][A-Za-z0-9._-]{0,127}"));
-        }
-        Ok(Reference {
-            registry: registry.to_string(),
-            repository: repository.to_string(),
-            tag,
-            digest,
+            why,
         })
-    }
-
-    /// `oci://HOST/REPO` (no tag or digest): the asset source URL of this repository.
-    pub fn repository_url(&self) -> String {
-        format!("oci://{}/{}", self.registry, self.repository)
-    }
-
-    /// What to ask `/manifests/` for: the digest when pinned, else the tag, else `latest`.
-    fn manifest_ref(&self) -> String {
-        match (&self.digest, &self.tag) {
-            (Some(d), _) => format!("sha256:{}", d.to_hex()),
-            (None, Some(t)) => t.clone(),
-            (None, None) => "latest".into(),
-        }
-    }
-}
-
-impl std::fmt::Display for Reference {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "oci://{}/{}", self.registry, self.repository)?;
-        if let Some(t) = &self.tag {
-            write!(f, ":{t}")?;
-        }
-        if let Some(d) = &self.digest {
-            write!(f, "@sha256:{}", d.to_hex())?;
-        }
-        Ok(())
     }
 }
 
@@ -896,7 +760,7 @@ async fn read_bounded(resp: reqwest::Response, limit: u64) -> Result<Vec<u8>, St
 /// The store's client settings (timeouts, extra CA certificates), so that a manifest or a
 /// publish reaches the registries the downloads reach.
 fn client(opts: &crate::FetchOptions) -> Result<reqwest::Client, OciError> {
-    crate::fetch::build_client(opts).map_err(|e| reg_err("HTTP client", e))
+    crate::http::build_client(opts).map_err(|e| reg_err("HTTP client", e))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, OciError> {

@@ -15,13 +15,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// Default permission bits of a placed file: read-only (see SECURITY.md).
-pub const DEFAULT_MODE: u32 = 0o444;
 
-/// The permission bits to apply: the manifest's, never group- or other-writable.
-pub fn effective_mode(mode: Option<u32>) -> u32 {
-    mode.map(|m| m & 0o755).unwrap_or(DEFAULT_MODE)
-}
 
 /// Checks every parent of `rel` under `root`: a symlinked parent must stay inside ROOT.
 /// Returns the absolute asset path (not followed).
@@ -331,7 +325,7 @@ pub fn copy_into_place(
         crate::lock::file_key(rel),
         std::process::id()
     ));
-    let mut out = crate::fetch::open_regular(
+    let mut out = crate::fsutil::open_regular(
         OpenOptions::new()
             .read(true)
             .write(true)
@@ -549,6 +543,7 @@ mod tests {
 
     #[test]
     fn modes_are_never_group_or_other_writable() {
+        use crate::fsutil::effective_mode;
         assert_eq!(effective_mode(None), 0o444);
         assert_eq!(effective_mode(Some(0o666)), 0o644);
         assert_eq!(effective_mode(Some(0o777)), 0o755);

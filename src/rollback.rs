@@ -82,7 +82,7 @@ impl RollbackError {
 /// `None` for a reference pinned by digest or a local file.
 pub fn key_for(spec: &str) -> Option<String> {
     if spec.starts_with("oci://") {
-        let r = crate::oci::Reference::parse(spec).ok()?;
+        let r = crate::reference::parse(spec).ok()?;
         return r.digest.is_none().then(|| r.repository_url());
     }
     if spec.starts_with("https://") || spec.starts_with("http://") {
@@ -130,7 +130,7 @@ fn io_err(path: &Path, why: impl std::fmt::Display) -> RollbackError {
 
 fn read_marks(state: &Path) -> Result<Marks, RollbackError> {
     let path = state.join(FILE_NAME);
-    let file = match crate::fetch::open_regular(std::fs::OpenOptions::new().read(true), &path) {
+    let file = match crate::fsutil::open_regular(std::fs::OpenOptions::new().read(true), &path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Marks::default()),
         Err(e) => return Err(io_err(&path, e)),
@@ -180,7 +180,7 @@ pub fn check_and_remember(
     }
     std::fs::create_dir_all(state).map_err(|e| io_err(state, e))?;
     let lock_path = state.join(LOCK_NAME);
-    let lock = crate::fetch::open_regular(
+    let lock = crate::fsutil::open_regular(
         std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -213,7 +213,7 @@ pub fn check_and_remember(
     let path = state.join(FILE_NAME);
     let tmp = state.join(format!("{FILE_NAME}.{}.tmp", std::process::id()));
     let write = || -> std::io::Result<()> {
-        let mut f = crate::fetch::open_regular(
+        let mut f = crate::fsutil::open_regular(
             std::fs::OpenOptions::new()
                 .create(true)
                 .truncate(true)

@@ -76,20 +76,6 @@ impl Stamp {
         }
     }
 
-    /// The stamp a ledger record vouches for (type and permission bits, which a record does
-    /// not hold, taken from `live`).
-    pub fn from_record(r: &crate::ledger::Record, live: &Stamp) -> Stamp {
-        Stamp {
-            size: r.size,
-            mtime_ns: r.mtime_ns,
-            ctime_ns: r.ctime_ns,
-            ino: r.ino,
-            dev: r.dev,
-            kind: live.kind,
-            perm: live.perm,
-        }
-    }
-
     /// `lstat` of a path; `None` when nothing is there.
     pub fn of_path(path: &Path) -> std::io::Result<Option<Stamp>> {
         match std::fs::symlink_metadata(path) {

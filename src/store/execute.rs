@@ -138,7 +138,10 @@ impl Store {
         if rustix::fs::statvfs(&self.inner.root)
             .is_ok_and(|st| st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
         {
-            tracing::debug!("asset {}: ROOT is read-only; verifying read-only", asset.name);
+            tracing::debug!(
+                "asset {}: ROOT is read-only; verifying read-only",
+                asset.name
+            );
             return Ok(None);
         }
         let locks = self.inner.state.join("locks");
@@ -344,7 +347,10 @@ impl Store {
                 }
                 Ok(Err((actual, hashed))) => return Ok(Err((actual, hashed, lock))),
                 Err(e) if is_read_only(&e) => {
-                    tracing::debug!("asset {}: cannot place a copy ({e}); hashing in place", asset.name);
+                    tracing::debug!(
+                        "asset {}: cannot place a copy ({e}); hashing in place",
+                        asset.name
+                    );
                 }
                 Err(e) => return Err(e),
             }
@@ -356,7 +362,7 @@ impl Store {
         let mut done = Done::new(Outcome::Verified, hashed.stamp.size, lock);
         done.bytes_hashed = bytes;
         let unchanged = record.is_some_and(|r| {
-            r.sha256 == hashed.digest && !r.racy && Stamp::from_record(r, &hashed.stamp) == hashed.stamp
+            r.sha256 == hashed.digest && !r.racy && r.stamp_for(&hashed.stamp) == hashed.stamp
         });
         if done.lock.is_none() || unchanged {
             // `verify: always` on an unchanged file: nothing new to remember, so no write
@@ -473,7 +479,9 @@ impl Store {
         let version = &call.manifest.version;
         let record = self.sealed_record(asset, path, stamp, version, Method::Hashed)?;
         if !lease.held() {
-            return Ok(Leased::Lost("a writer opened the file before it was recorded"));
+            return Ok(Leased::Lost(
+                "a writer opened the file before it was recorded",
+            ));
         }
         Ok(Leased::Proven(Adopted {
             stamp,
@@ -638,7 +646,10 @@ impl Store {
             Some(Wrong::Kind(kind)) => Error::UnsafePath {
                 name: asset.name.clone(),
                 path,
-                why: format!("a {} is at the asset path; never trusted ({why})", kind_name(kind)),
+                why: format!(
+                    "a {} is at the asset path; never trusted ({why})",
+                    kind_name(kind)
+                ),
             },
             Some(Wrong::Digest(actual)) => Error::Mismatch {
                 name: asset.name.clone(),

@@ -4,17 +4,19 @@
 //! descriptor of ROOT), every record in one read transaction, then the pure [`plan`]: per asset
 //! cached / chmod / hash / link / fetch / repair, with the reason. If every step is `cached`
 //! the prepare ends there, having written nothing. **Execute**: the other steps go to a pool of
-//! workers ([`crate::execute`]); each takes the asset's lock, looks again (another process may
+//! workers ([`crate::store::execute`]); each takes the asset's lock, looks again (another process may
 //! have done the work), and hashes, copies or fetches, then places atomically. **Commit**:
-//! finished results go to one committer ([`crate::commit`]) that writes them in short batched
+//! finished results go to one committer ([`crate::store::commit`]) that writes them in short batched
 //! write transactions and only then releases the assets' locks. No write transaction is ever
 //! held across a download or a hash.
 
+pub(crate) mod commit;
+pub(crate) mod execute;
+pub(crate) mod inspect;
+
 use crate::cancel::CancelToken;
-use crate::commit::Committer;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, IoContext, Result};
-use crate::execute::Done;
 use crate::fetch::{FetchOptions, Fetcher};
 use crate::judge::{Expected, judge};
 use crate::ledger::{Ledger, LedgerState};
@@ -23,6 +25,9 @@ use crate::place;
 use crate::plan::{Action, Observed, Plan, plan};
 use crate::report::{AssetReport, Outcome, Progress, ProgressFn, Report};
 use crate::stamp::{self, FileKind, Stamp};
+use crate::state::ROOT_MARKER;
+use crate::store::commit::Committer;
+use crate::store::execute::Done;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -234,53 +239,31 @@ impl StoreBuilder {
     }
 }
 
-/// The file in the state dir naming the ROOT it belongs to (its canonical path).
-pub(crate) const ROOT_MARKER: &str = "root";
-
 /// Whether `state` lies inside `root` (then it moves with ROOT, and cannot be shared).
 fn state_inside(root: &Path, state: &Path) -> bool {
     let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     canon(state).starts_with(canon(root))
 }
 
-/// Writes `STATE/root` (the canonical ROOT) when it is missing: once, with the first write
-/// handle. A failure (read-only) only means the next writer tries again.
-pub(crate) fn record_root(state: &Path, root: &Path) {
-    let marker = state.join(ROOT_MARKER);
-    if std::fs::symlink_metadata(&marker).is_ok() {
-        return;
-    }
-    let Ok(canon) = std::fs::canonicalize(root) else {
-        return;
-    };
-    let tmp = state.join(format!("{ROOT_MARKER}.{}.tmp", std::process::id()));
-    let text = format!("{}\n", canon.display());
-    if std::fs::write(&tmp, text).is_ok() {
-        // Never replaces one written meanwhile by another process: link, not rename.
-        let _ = std::fs::hard_link(&tmp, &marker);
-    }
-    let _ = std::fs::remove_file(&tmp);
-}
-
 /// Refuses a state dir whose `root` marker names another ROOT.
 fn check_root_marker(root: &Path, state: &Path) -> Result<()> {
     let marker = state.join(ROOT_MARKER);
-    let recorded = match crate::fetch::open_regular(std::fs::OpenOptions::new().read(true), &marker)
-    {
-        Ok(f) => {
-            use std::io::Read;
-            let mut s = String::new();
-            let _ = f.take(64 * 1024).read_to_string(&mut s);
-            s.trim_end_matches('\n').to_string()
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => {
-            return Err(Error::Store {
-                path: marker,
-                why: format!("cannot read which ROOT this state dir belongs to: {e}"),
-            });
-        }
-    };
+    let recorded =
+        match crate::fsutil::open_regular(std::fs::OpenOptions::new().read(true), &marker) {
+            Ok(f) => {
+                use std::io::Read;
+                let mut s = String::new();
+                let _ = f.take(64 * 1024).read_to_string(&mut s);
+                s.trim_end_matches('\n').to_string()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(Error::Store {
+                    path: marker,
+                    why: format!("cannot read which ROOT this state dir belongs to: {e}"),
+                });
+            }
+        };
     let canon = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
     if Path::new(&recorded) != canon {
         return Err(Error::Store {
@@ -484,7 +467,7 @@ impl Store {
             .map(|((asset, live), record)| {
                 // Only a record with a verity digest needs a measurement (and the path).
                 let verity = if record.as_ref().is_some_and(|r| r.verity.is_some()) {
-                    crate::execute::live_verity(
+                    crate::store::execute::live_verity(
                         &self.inner.root.join(&asset.path),
                         record.as_ref(),
                         live.as_ref(),
@@ -798,7 +781,7 @@ impl Store {
             };
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if crate::inspect::is_dead_temp(&name) {
+                if crate::store::inspect::is_dead_temp(&name) {
                     let _ = place::unlink_temp(&self.inner.root, dir, &name);
                 }
             }
@@ -849,7 +832,8 @@ impl Store {
                 // Nothing new to remember (`verify: always` on an unchanged file, a read-only
                 // store): no write transaction, no fsync.
                 if done.record.is_some() || done.note.is_some() {
-                    let event = crate::execute::event(asset, version, done.outcome.as_str(), &why);
+                    let event =
+                        crate::store::execute::event(asset, version, done.outcome.as_str(), &why);
                     committer.send(&asset.path, done.record, event, done.lock);
                 }
                 report
@@ -860,7 +844,7 @@ impl Store {
                     name: &asset.name,
                     error: &e,
                 });
-                let event = crate::execute::event(asset, version, "failed", &e.to_string());
+                let event = crate::store::execute::event(asset, version, "failed", &e.to_string());
                 committer.send(&asset.path, None, event, None);
                 AssetReport {
                     name: asset.name.clone(),

@@ -3,6 +3,7 @@
 
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
+use crate::fsutil::pid_alive;
 use crate::judge::{Expected, Verdict, judge};
 use crate::ledger::{Event, LedgerState, Record};
 use crate::manifest::{Asset, Manifest, Policy};
@@ -123,7 +124,10 @@ impl Store {
     }
 
     /// Imports an arcbox-boot `.verified.json` into the ledger (see [`crate::migrations`]).
-    pub fn import_legacy(&self, legacy: &Path) -> Result<crate::migrations::legacy::ImportReport> {
+    pub fn import_legacy(
+        &self,
+        legacy: &Path,
+    ) -> Result<crate::ledger::migrations::legacy::ImportReport> {
         self.ledger().import_legacy(legacy)
     }
 
@@ -537,19 +541,6 @@ impl Store {
     }
 }
 
-/// Whether the process `pid` (a decimal string) exists; an unparsable pid counts as alive.
-pub(crate) fn pid_alive(pid: &str) -> bool {
-    pid.parse::<i32>()
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-        .is_none_or(|p| {
-            !matches!(
-                rustix::process::test_kill_process(p),
-                Err(rustix::io::Errno::SRCH)
-            )
-        })
-}
-
 /// `.bootvault-<pid>-<16 hex>.tmp`, exactly the temp name of a placement, of a process that
 /// is gone.
 pub(crate) fn is_dead_temp(rel: &str) -> bool {
@@ -673,7 +664,7 @@ fn walk(
             walk(root, &p, state, out, skipped);
         } else if let Ok(rel) = p.strip_prefix(root) {
             let rel = rel.to_string_lossy().to_string();
-            if rel != crate::migrations::legacy::FILE_NAME {
+            if rel != crate::ledger::migrations::legacy::FILE_NAME {
                 out.push(rel);
             }
         }
