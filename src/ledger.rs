@@ -371,7 +371,8 @@ thread_local! {
 /// `catch_unwind` that keeps the panic message off stderr. redb may panic on a damaged file;
 /// bootvault catches that and degrades to re-hashing, and a host's users must not read a
 /// "thread panicked" block as a crash. The hook is installed once and chains to the hook that
-/// was there before (the host's, or the default) for every panic outside these calls.
+/// was there before (the host's, or the default) for every panic outside these calls; the
+/// crate docs ("The panic hook") tell hosts so, and tests/panic_hook.rs checks it.
 fn catch_unwind<T>(f: AssertUnwindSafe<impl FnOnce() -> T>) -> std::thread::Result<T> {
     static HOOK: std::sync::Once = std::sync::Once::new();
     HOOK.call_once(|| {

@@ -27,6 +27,18 @@
 //! in [`PrepareOptions`]; [`Store::open_verified`] hands out a descriptor of exactly the
 //! verified inode.
 //!
+//! # The panic hook
+//!
+//! redb may panic on a damaged ledger file; bootvault catches that and rebuilds the ledger by
+//! re-hashing, so it is not a crash, and its "thread panicked" text must not reach a host's
+//! users. To keep it off stderr, the first ledger call of the process installs a panic hook
+//! ([`std::panic::set_hook`]) that wraps the hook in place then (the host's, or the default):
+//! it stays silent for a panic raised inside a ledger call that bootvault is catching on that
+//! thread, and passes every other panic, of any thread, to the wrapped hook unchanged. It is
+//! installed once and never removed. A host that sets its own hook after that replaces it: the
+//! store works the same, and the host's hook also sees redb's caught panics
+//! (`tests/panic_hook.rs` holds the library to this).
+//!
 //! The modules, one per concept (most are private), in layers that only import downwards (no
 //! import cycle; `.ci/run` checks it):
 //!

@@ -89,6 +89,16 @@ pub enum OciError {
         #[source]
         source: std::io::Error,
     },
+    /// The registry answered, but holds no bootvault set under the reference: no such tag (or
+    /// repository), or an artifact of another kind (its config media type is not
+    /// [`SET_MEDIA_TYPE`]). Bad input, as a wrong reference is, not a failure to fetch.
+    #[error("{}: {}", crate::redact::text(.what), crate::redact::text(.why))]
+    NotASet {
+        /// The manifest being resolved.
+        what: String,
+        /// What each registry or mirror answered.
+        why: String,
+    },
     /// A local file could not be read.
     #[error("{path}: {source}")]
     Io {
@@ -467,6 +477,22 @@ impl Registry {
         accept: Option<&str>,
     ) -> Result<Vec<u8>, RequestError> {
         let url = format!("{}/v2/{repo}/{path}", self.base(host));
+        self.get_document_if_present(client, host, repo, path, accept)
+            .await?
+            .ok_or_else(|| RequestError::fatal(format!("{url}: HTTP 404")))
+    }
+
+    /// `get_document`, with an answer of 404 as `None`: the caller tells a reference that
+    /// names nothing (bad input) from a registry that cannot be reached.
+    async fn get_document_if_present(
+        &self,
+        client: &reqwest::Client,
+        host: &str,
+        repo: &str,
+        path: &str,
+        accept: Option<&str>,
+    ) -> Result<Option<Vec<u8>>, RequestError> {
+        let url = format!("{}/v2/{repo}/{path}", self.base(host));
         for attempt in 0..2 {
             let auth = self.authorization(client, host, repo, false).await?;
             let mut rb = client.get(&url);
@@ -484,8 +510,10 @@ impl Registry {
                 200 => {
                     return read_bounded(resp, MAX_DOCUMENT)
                         .await
+                        .map(Some)
                         .map_err(|e| RequestError::fatal(format!("{url}: {e}")));
                 }
+                404 => return Ok(None),
                 401 if attempt == 0 => self.forget(host, repo),
                 s => {
                     return Err(RequestError {
@@ -817,6 +845,9 @@ async fn fetch_manifest_tries(
     {
         let hosts = reg.expand(&[r.repository_url()]);
         let mut errors = Vec::new();
+        // Bad input only when every registry and mirror answered that it holds no set there;
+        // one that could not be asked may hold it.
+        let mut every_answer_not_a_set = true;
         // A fleet asks at once: a registry that is busy (5xx, 429) or unreachable for a moment
         // gets a few more tries over the mirrors and the registry.
         for round in 0..MANIFEST_TRIES {
@@ -827,10 +858,12 @@ async fn fetch_manifest_tries(
                 };
                 match fetch_manifest_from(reg, client, &via.registry, r).await {
                     Ok(m) => return Ok(m),
-                    Err(e) => {
+                    Err(SourceError::Request(e)) => {
+                        every_answer_not_a_set = false;
                         retry |= e.retry;
                         errors.push(e.message);
                     }
+                    Err(SourceError::NotASet(why)) => errors.push(why),
                 }
             }
             if !retry || round + 1 == MANIFEST_TRIES {
@@ -838,7 +871,28 @@ async fn fetch_manifest_tries(
             }
             tokio::time::sleep(std::time::Duration::from_millis(250 << round)).await;
         }
+        if every_answer_not_a_set && !errors.is_empty() {
+            return Err(OciError::NotASet {
+                what: format!("manifest {r}"),
+                why: errors.join("; "),
+            });
+        }
         Err(reg_err(format!("manifest {r}"), errors.join("; ")))
+    }
+}
+
+/// Why one registry or mirror did not give the manifest.
+enum SourceError {
+    /// The requests failed, or what came back is broken.
+    Request(RequestError),
+    /// It answered that there is no bootvault set under the reference (no such tag, or an
+    /// artifact of another kind).
+    NotASet(String),
+}
+
+impl From<RequestError> for SourceError {
+    fn from(e: RequestError) -> SourceError {
+        SourceError::Request(e)
     }
 }
 
@@ -847,19 +901,25 @@ async fn fetch_manifest_from(
     client: &reqwest::Client,
     host: &str,
     r: &Reference,
-) -> Result<RemoteManifest, RequestError> {
+) -> Result<RemoteManifest, SourceError> {
     // Everything past the requests is about the content: trying again does not help.
-    let bad = |m: String| RequestError::fatal(m);
+    let bad = |m: String| SourceError::Request(RequestError::fatal(m));
     let repo = &r.repository;
     let oci = reg
-        .get_document(
+        .get_document_if_present(
             client,
             host,
             repo,
             &format!("manifests/{}", r.manifest_ref()),
             Some(MANIFEST_MEDIA_TYPE),
         )
-        .await?;
+        .await?
+        .ok_or_else(|| {
+            SourceError::NotASet(format!(
+                "{host}: {repo} has no manifest {} (HTTP 404)",
+                r.manifest_ref()
+            ))
+        })?;
     let digest = Sha256Digest::of(&oci);
     if let Some(pin) = &r.digest
         && *pin != digest
@@ -872,8 +932,8 @@ async fn fetch_manifest_from(
         serde_json::from_slice(&oci).map_err(|e| bad(format!("{host}: bad OCI manifest: {e}")))?;
     let config = &v["config"];
     if config["mediaType"].as_str() != Some(SET_MEDIA_TYPE) {
-        return Err(bad(format!(
-            "{host}: {repo} is not a bootvault set (config media type {})",
+        return Err(SourceError::NotASet(format!(
+            "{host}: {repo} is not a bootvault set: its config media type is {}, a set's is \"{SET_MEDIA_TYPE}\"",
             config["mediaType"]
         )));
     }
@@ -1006,7 +1066,7 @@ impl LoadError {
     /// than a failure to fetch (exit code 1).
     pub fn is_usage(&self) -> bool {
         match self {
-            LoadError::Fetch(OciError::Reference { .. }) => true,
+            LoadError::Fetch(OciError::Reference { .. } | OciError::NotASet { .. }) => true,
             LoadError::Fetch(_) => false,
             LoadError::Signature(_) => true,
             LoadError::Manifest(e) => e.is_usage(),

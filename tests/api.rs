@@ -2,6 +2,7 @@
 //! cancellation of a prepare mid-download and its resume, copies by digest (`linked`), modes
 //! put back, trust moved onto a fresh inode, and typed per-asset errors.
 
+#[path = "common/shared.rs"]
 mod common;
 
 use bootvault::{

@@ -477,14 +477,14 @@ fn publish_never_uploads_a_file_that_does_not_match() {
             "no blob was uploaded"
         );
     }
-    // And the tag does not exist: resolving it fails.
+    // And the tag does not exist: resolving it is refused as bad input.
     let r = prepare(
         &env,
         &docker,
         &format!("oci://{}/fleet/boot:v1", reg.host()),
         &[],
     );
-    r.assert_code(1);
+    r.assert_code(2);
 }
 
 // ---- publish → prepare with signatures ---------------------------------------------------------
@@ -723,9 +723,10 @@ fn publish_prepare_round_trip_twenty_assets_basic_auth_signed() {
     assert!(r.stderr.contains("not signed"), "{}", r.describe());
     let pinned = pushed["pinned"].as_str().unwrap();
     prepare(&Env::new(), &docker, pinned, &trusted).report_ok();
-    // A pin that does not match what the registry holds is refused.
+    // A pin that does not match what the registry holds is refused (it names nothing there:
+    // bad input).
     let wrong_pin = format!("oci://{}/fleet/boot@sha256:{}", reg.host(), "ab".repeat(32));
-    prepare(&Env::new(), &docker, &wrong_pin, &trusted).assert_code(1);
+    prepare(&Env::new(), &docker, &wrong_pin, &trusted).assert_code(2);
 }
 
 #[test]
@@ -1675,8 +1676,8 @@ fn regression_publish_refuses_a_stale_or_garbage_signature_and_names_a_missing_a
     let r = try_publish(&tag("stale"), &check);
     r.assert_code(2);
     assert!(r.stderr.contains("set.json.minisig"), "{}", r.describe());
-    // Nothing was pushed: the tag does not resolve.
-    prepare(&Env::new(), &docker, &tag("stale"), &[]).assert_code(1);
+    // Nothing was pushed: the tag does not resolve (bad input).
+    prepare(&Env::new(), &docker, &tag("stale"), &[]).assert_code(2);
     // Without a key to check it against, a signature is not attached blindly either.
     let r = try_publish(&tag("unchecked"), &[]);
     r.assert_code(2);
@@ -1888,4 +1889,120 @@ fn regression_an_https_registry_never_sends_credentials_to_a_cleartext_realm() {
         );
     }
     assert!(r.stderr.contains("withheld"), "{}", r.describe());
+}
+
+/// One plain HTTP/1.1 request to a loopback registry, as another tool would push: the status
+/// and the `Location` header of the answer.
+fn raw_http(host: &str, method: &str, path: &str, kind: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {kind}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer.split(' ').nth(1).unwrap().parse().unwrap();
+    let location = answer
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("location")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    (status, location)
+}
+
+/// Pushes an OCI artifact that is not a bootvault set (a container image's config, no
+/// layers) to `repo:tag` of `reg`.
+fn push_foreign_artifact(reg: &Registry, repo: &str, tag: &str) {
+    let host = reg.host();
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let (status, location) = raw_http(
+        &host,
+        "POST",
+        &format!("/v2/{repo}/blobs/uploads/"),
+        "application/octet-stream",
+        b"",
+    );
+    assert_eq!(status, 202, "start upload: {location}");
+    // The registry may answer with an absolute URL: keep its path and query.
+    let path = match location.strip_prefix(&reg.url()) {
+        Some(rest) => rest.to_string(),
+        None => location,
+    };
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let digest = format!("sha256:{}", sha(config));
+    let (status, _) = raw_http(
+        &host,
+        "PUT",
+        &format!("{path}{sep}digest={digest}"),
+        "application/octet-stream",
+        config,
+    );
+    assert_eq!(status, 201, "upload the config blob");
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": digest,
+            "size": config.len(),
+        },
+        "layers": [],
+    });
+    let (status, _) = raw_http(
+        &host,
+        "PUT",
+        &format!("/v2/{repo}/manifests/{tag}"),
+        "application/vnd.oci.image.manifest.v1+json",
+        manifest.to_string().as_bytes(),
+    );
+    assert_eq!(status, 201, "put the manifest");
+}
+
+/// Issue 18: an `oci://` reference to an artifact that is not a bootvault set, or to a tag that
+/// does not exist, is bad input (exit 2, as docs/cli.md says), not a failure to fetch (exit 1);
+/// the error names the config media type a set has. A registry that cannot be reached still
+/// fails with 1.
+#[test]
+fn regression_a_foreign_artifact_or_a_missing_tag_is_bad_input() {
+    let mut reg = registry(RegistryAuth::Anonymous);
+    let env = Env::new();
+    let docker = docker_config(&env, None);
+    push_foreign_artifact(&reg, "fleet/image", "v1");
+
+    let foreign = format!("oci://{}/fleet/image:v1", reg.host());
+    let r = prepare(&env, &docker, &foreign, &[]);
+    r.assert_code(2);
+    for needle in [
+        "fleet/image",
+        "is not a bootvault set",
+        "application/vnd.oci.image.config.v1+json",
+        "application/vnd.bootvault.set.v1+json",
+    ] {
+        assert!(r.stderr.contains(needle), "{needle:?}: {}", r.describe());
+    }
+    assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.describe());
+
+    // A tag the repository does not have.
+    let missing = format!("oci://{}/fleet/image:v2", reg.host());
+    let r = prepare(&env, &docker, &missing, &[]);
+    r.assert_code(2);
+    assert!(r.stderr.contains("v2"), "{}", r.describe());
+    assert!(r.stderr.contains("404"), "{}", r.describe());
+    assert!(env.files().is_empty(), "{:?}", env.files());
+
+    // Unreachable: the set may be there, so this is a failure to fetch, not bad input.
+    reg.stop();
+    let r = prepare(&env, &docker, &missing, &[]);
+    r.assert_code(1);
 }
