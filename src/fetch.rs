@@ -357,6 +357,18 @@ impl Fetcher {
         })
     }
 
+    /// How long to wait before try `round + 1`: exponential backoff with full jitter, or the
+    /// server's `Retry-After` when it asks for longer, both capped at `max_backoff`.
+    fn pause(&self, round: u32, hint: Option<Duration>) -> Duration {
+        let exp = self.opts.backoff.saturating_mul(1 << round.min(16));
+        let jittered = exp
+            .mul_f64(rand::random::<f64>())
+            .min(self.opts.max_backoff);
+        hint.map(|h| h.min(self.opts.max_backoff))
+            .unwrap_or(jittered)
+            .max(jittered)
+    }
+
     /// Fetches `req` into a verified partial file. Blocking; call from a worker thread.
     /// The client and the runtime that drives it, for the delta module's Range requests
     /// (`None` once the runtime is shut down).
@@ -458,14 +470,7 @@ impl Fetcher {
                     name: req.name.into(),
                 });
             }
-            let exp = self.opts.backoff.saturating_mul(1 << round.min(16));
-            let jittered = exp
-                .mul_f64(rand::random::<f64>())
-                .min(self.opts.max_backoff);
-            let pause = hint
-                .map(|h| h.min(self.opts.max_backoff))
-                .unwrap_or(jittered)
-                .max(jittered);
+            let pause = self.pause(round, hint);
             // As cargo does for spurious network errors: a warning, since it may still succeed.
             tracing::warn!(
                 "{}: {}; retrying in {:.1} s ({} of {} retries left)",
@@ -571,12 +576,7 @@ impl Fetcher {
             .await
             .map_err(|e| TryError::Transient(describe(e), None))?;
         let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = retry_after(&resp);
         match status.as_u16() {
             200 => {
                 if p.offset > 0 {
@@ -702,6 +702,15 @@ impl Fetcher {
         }
         Ok(())
     }
+}
+
+/// A `Retry-After` in seconds, when the server sent one.
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    resp.headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
 }
 
 /// The error and its causes on one line, without the URL (the attempt already names it).
@@ -834,14 +843,7 @@ impl Fetcher {
             if round == self.opts.retries {
                 break;
             }
-            let exp = self.opts.backoff.saturating_mul(1 << round.min(16));
-            let jittered = exp
-                .mul_f64(rand::random::<f64>())
-                .min(self.opts.max_backoff);
-            let pause = hint
-                .map(|h| h.min(self.opts.max_backoff))
-                .unwrap_or(jittered)
-                .max(jittered);
+            let pause = self.pause(round, hint);
             tracing::warn!(
                 "{url}: {}; retrying in {:.1} s",
                 attempts
@@ -878,12 +880,7 @@ impl Fetcher {
             .await
             .map_err(|e| TryError::Transient(describe(e), None))?;
         let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = retry_after(&resp);
         match status.as_u16() {
             200 => {}
             408 | 429 => return Err(TryError::Transient(format!("HTTP {status}"), retry_after)),

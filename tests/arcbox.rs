@@ -24,52 +24,7 @@ const SAMPLE: &str = concat!(
     "/../../tests/fixtures/arcbox/manifest-0.6.0.json"
 );
 
-/// arcbox-boot's `Manifest` for `files`, as its release tools write it.
-fn upstream_manifest(version: &str, files: &[SetFile]) -> upstream::Manifest {
-    let entry = |f: &SetFile| upstream::FileEntry {
-        path: f.cdn_path.clone(),
-        sha256: sha(&f.bytes),
-        version: Some(f.version.clone()),
-    };
-    let kernel = files.iter().find(|f| f.kind == Kind::Kernel).unwrap();
-    let rootfs = files.iter().find(|f| f.kind == Kind::Rootfs).unwrap();
-    let target = upstream::Target {
-        kernel: entry(kernel),
-        rootfs: upstream::FileEntry {
-            version: None,
-            ..entry(rootfs)
-        },
-        kernel_cmdline: "console=ttyS0 root=/dev/vda ro rootfstype=erofs earlycon".into(),
-        runtime: None,
-    };
-    upstream::Manifest {
-        schema_version: upstream::schema_version_for(version),
-        asset_version: version.into(),
-        built_at: "2026-11-25T04:09:17Z".into(),
-        source_repo: Some("arcboxlabs/boot-assets".into()),
-        source_ref: Some(format!("refs/tags/v{version}")),
-        source_sha: Some("022765a7e13c8507bff22678229fc0756df50d24".into()),
-        targets: [("x86_64".to_string(), target)].into_iter().collect(),
-        binaries: files
-            .iter()
-            .filter(|f| f.kind == Kind::Binary)
-            .map(|f| upstream::Binary {
-                name: f.name.clone(),
-                version: f.version.clone(),
-                targets: [(
-                    f.arch.clone(),
-                    upstream::BinaryTarget {
-                        path: f.cdn_path.clone(),
-                        sha256: sha(&f.bytes),
-                    },
-                )]
-                .into_iter()
-                .collect(),
-                install_dir: f.install_dir.clone(),
-            })
-            .collect(),
-    }
-}
+use arcbox_set::upstream_manifest;
 
 /// The small test set (22 x86_64 files + FEX), its manifest text, published on `origin`.
 fn publish(origin: &Origin, version: &str, changed: &[&str]) -> (Vec<SetFile>, String) {

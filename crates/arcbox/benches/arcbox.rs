@@ -26,7 +26,6 @@
 use arcbox_boot::asset_manager::{
     AssetManager as UpstreamManager, AssetManagerConfig as UpstreamConfig,
 };
-use arcbox_boot::manifest as upstream;
 use bootvault::Outcome;
 use bootvault_arcbox::asset_manager::{AssetManager, AssetManagerConfig};
 use bootvault_testkit::arcbox_set::{self, Kind, SetFile};
@@ -42,57 +41,7 @@ const ROOTFS: usize = 60_000_000;
 const BINARIES: u64 = 230_000_000;
 const CHANGED: [&str; 3] = ["rootfs", "dockerd", "runc"];
 
-fn sha(b: &[u8]) -> String {
-    bootvault::Sha256Digest::of(b).to_hex()
-}
-
-/// arcbox-boot's `Manifest` for `files`, as its release tools write it.
-fn upstream_manifest(version: &str, files: &[SetFile]) -> upstream::Manifest {
-    let entry = |f: &SetFile| upstream::FileEntry {
-        path: f.cdn_path.clone(),
-        sha256: sha(&f.bytes),
-        version: Some(f.version.clone()),
-    };
-    let kernel = files.iter().find(|f| f.kind == Kind::Kernel).unwrap();
-    let rootfs = files.iter().find(|f| f.kind == Kind::Rootfs).unwrap();
-    upstream::Manifest {
-        schema_version: upstream::schema_version_for(version),
-        asset_version: version.into(),
-        built_at: "2026-11-25T04:09:17Z".into(),
-        source_repo: Some("arcboxlabs/boot-assets".into()),
-        source_ref: Some(format!("refs/tags/v{version}")),
-        source_sha: None,
-        targets: [(
-            "x86_64".to_string(),
-            upstream::Target {
-                kernel: entry(kernel),
-                rootfs: entry(rootfs),
-                kernel_cmdline: "console=ttyS0 root=/dev/vda ro rootfstype=erofs earlycon".into(),
-                runtime: None,
-            },
-        )]
-        .into_iter()
-        .collect(),
-        binaries: files
-            .iter()
-            .filter(|f| f.kind == Kind::Binary)
-            .map(|f| upstream::Binary {
-                name: f.name.clone(),
-                version: f.version.clone(),
-                targets: [(
-                    f.arch.clone(),
-                    upstream::BinaryTarget {
-                        path: f.cdn_path.clone(),
-                        sha256: sha(&f.bytes),
-                    },
-                )]
-                .into_iter()
-                .collect(),
-                install_dir: f.install_dir.clone(),
-            })
-            .collect(),
-    }
-}
+use arcbox_set::upstream_manifest;
 
 /// Publishes `version` on `origin` (and under `mirror`, when exporting); returns the set.
 fn publish(

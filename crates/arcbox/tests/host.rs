@@ -176,58 +176,10 @@ host_code!(bootvault_arcbox);
 
 const V: &str = "0.6.0";
 
-fn sha(b: &[u8]) -> String {
-    bootvault::Sha256Digest::of(b).to_hex()
-}
-
 /// The release as arcbox-boot's own types write it, published on `origin`.
 fn publish(origin: &Origin, version: &str, changed: &[&str]) -> Vec<SetFile> {
-    use ::arcbox_boot::manifest as up;
     let files = arcbox_set::files(version, 64 << 10, 256 << 10, 1 << 20, changed);
-    let entry = |f: &SetFile| up::FileEntry {
-        path: f.cdn_path.clone(),
-        sha256: sha(&f.bytes),
-        version: Some(f.version.clone()),
-    };
-    let k = files.iter().find(|f| f.kind == Kind::Kernel).unwrap();
-    let r = files.iter().find(|f| f.kind == Kind::Rootfs).unwrap();
-    let m = up::Manifest {
-        schema_version: up::schema_version_for(version),
-        asset_version: version.into(),
-        built_at: "2026-11-25T04:09:17Z".into(),
-        source_repo: Some("arcboxlabs/boot-assets".into()),
-        source_ref: None,
-        source_sha: None,
-        targets: [(
-            "x86_64".to_string(),
-            up::Target {
-                kernel: entry(k),
-                rootfs: entry(r),
-                kernel_cmdline: "console=ttyS0 root=/dev/vda ro".into(),
-                runtime: None,
-            },
-        )]
-        .into_iter()
-        .collect(),
-        binaries: files
-            .iter()
-            .filter(|f| f.kind == Kind::Binary)
-            .map(|f| up::Binary {
-                name: f.name.clone(),
-                version: f.version.clone(),
-                targets: [(
-                    f.arch.clone(),
-                    up::BinaryTarget {
-                        path: f.cdn_path.clone(),
-                        sha256: sha(&f.bytes),
-                    },
-                )]
-                .into_iter()
-                .collect(),
-                install_dir: f.install_dir.clone(),
-            })
-            .collect(),
-    };
+    let m = arcbox_set::upstream_manifest(version, &files);
     for f in &files {
         origin.add(&f.cdn_path, f.bytes.clone());
     }

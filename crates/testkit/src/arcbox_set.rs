@@ -141,3 +141,61 @@ pub fn files(
     });
     out
 }
+
+/// The kernel command line of the test sets' x86_64 target.
+pub const KERNEL_CMDLINE: &str = "console=ttyS0 root=/dev/vda ro rootfstype=erofs earlycon";
+
+/// arcbox-boot's own `Manifest` for `files`, as its release tools write it (x86_64 target,
+/// the binaries with their architectures and `install_dir`).
+#[cfg(feature = "arcbox-boot")]
+pub fn upstream_manifest(version: &str, files: &[SetFile]) -> arcbox_boot::manifest::Manifest {
+    use arcbox_boot::manifest as up;
+    let sha = |b: &[u8]| bootvault::Sha256Digest::of(b).to_hex();
+    let entry = |f: &SetFile, version: Option<String>| up::FileEntry {
+        path: f.cdn_path.clone(),
+        sha256: sha(&f.bytes),
+        version,
+    };
+    let kernel = files
+        .iter()
+        .find(|f| f.kind == Kind::Kernel)
+        .expect("a kernel");
+    let rootfs = files
+        .iter()
+        .find(|f| f.kind == Kind::Rootfs)
+        .expect("a rootfs");
+    let target = up::Target {
+        kernel: entry(kernel, Some(kernel.version.clone())),
+        // Real releases name no rootfs version.
+        rootfs: entry(rootfs, None),
+        kernel_cmdline: KERNEL_CMDLINE.into(),
+        runtime: None,
+    };
+    up::Manifest {
+        schema_version: up::schema_version_for(version),
+        asset_version: version.into(),
+        built_at: "2026-11-25T04:09:17Z".into(),
+        source_repo: Some("arcboxlabs/boot-assets".into()),
+        source_ref: Some(format!("refs/tags/v{version}")),
+        source_sha: Some("022765a7e13c8507bff22678229fc0756df50d24".into()),
+        targets: [("x86_64".to_string(), target)].into_iter().collect(),
+        binaries: files
+            .iter()
+            .filter(|f| f.kind == Kind::Binary)
+            .map(|f| up::Binary {
+                name: f.name.clone(),
+                version: f.version.clone(),
+                targets: [(
+                    f.arch.clone(),
+                    up::BinaryTarget {
+                        path: f.cdn_path.clone(),
+                        sha256: sha(&f.bytes),
+                    },
+                )]
+                .into_iter()
+                .collect(),
+                install_dir: f.install_dir.clone(),
+            })
+            .collect(),
+    }
+}
