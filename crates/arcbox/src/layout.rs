@@ -46,10 +46,16 @@ pub(crate) fn parse_base(base: &str) -> Result<url::Url, MapError> {
 
 fn urls(src: &str, base: &Base<'_>) -> Result<Vec<String>, MapError> {
     match base {
-        Base::Cdn(b) => b
-            .join(src)
-            .map(|u| vec![u.to_string()])
-            .map_err(|e| format!("path {src:?}: {e}")),
+        // `join` returns an absolute source as it is, whatever its scheme: only what a store
+        // can fetch is accepted (the native form of the manifest must parse again).
+        Base::Cdn(b) => match b.join(src) {
+            Ok(u) if matches!(u.scheme(), "http" | "https" | "file") => Ok(vec![u.to_string()]),
+            Ok(u) => Err(format!(
+                "path {src:?}: unsupported scheme {:?} (http, https or file)",
+                u.scheme()
+            )),
+            Err(e) => Err(format!("path {src:?}: {e}")),
+        },
         Base::None => Ok(url::Url::parse(src)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https" | "file"))
@@ -186,5 +192,28 @@ pub fn one_root_path(version: &str, asset: &str, install_dir: Option<&str>) -> S
         (name, None) => format!("bin/{name}"),
         (name, Some("")) => name.to_string(),
         (name, Some(dir)) => format!("{dir}/{name}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `manifest_arcbox` fuzz target: an absolute source of a scheme no store can
+    /// fetch (`ashttps://…`) was accepted, and the native form of the manifest then did not
+    /// parse.
+    #[test]
+    fn regression_an_absolute_source_of_another_scheme_is_refused() {
+        let base = parse_base("https://cdn.example/boot/").unwrap();
+        let err = urls("ashttps://.0/x86_64/kernel", &Base::Cdn(&base)).unwrap_err();
+        assert!(err.contains("unsupported scheme"), "{err}");
+        for ok in [
+            "asset/v0.6.0/x86_64/kernel",
+            "https://other.example/k",
+            "file:///srv/k",
+        ] {
+            let got = urls(ok, &Base::Cdn(&base)).unwrap();
+            assert_eq!(got.len(), 1, "{ok}");
+        }
     }
 }
