@@ -252,8 +252,7 @@ impl AssetManager {
         let inner = &self.inner;
         inner.sweep_legacy()?;
         let parsed = inner.manifest_async().await?;
-        let boot = inner.boot_root()?;
-        let bm = boot.derive(&parsed, || inner.boot_manifest(&parsed.manifest))?;
+        let (boot, bm) = inner.boot_set(&parsed)?;
         engine::run_async(&boot, bm, None, progress).await?;
         inner.prepared(&parsed)
     }
@@ -266,8 +265,7 @@ impl AssetManager {
         let inner = &self.inner;
         inner.sweep_legacy()?;
         let parsed = inner.manifest_blocking()?;
-        let boot = inner.boot_root()?;
-        let bm = boot.derive(&parsed, || inner.boot_manifest(&parsed.manifest))?;
+        let (boot, bm) = inner.boot_set(&parsed)?;
         let statuses = engine::run_blocking(&boot, &bm, None, progress)?;
         Ok((inner.prepared(&parsed)?, statuses))
     }
@@ -282,13 +280,7 @@ impl AssetManager {
         // The share first: a state dir inside it is refused before anything is written.
         let share = inner.share(dest_dir)?;
         let parsed = inner.manifest_async().await?;
-        let sm = share.root.derive(&parsed, || {
-            share.manifest(
-                &parsed.manifest,
-                &inner.config.arch,
-                &inner.config.cdn_base_url,
-            )
-        })?;
+        let sm = inner.share_set(&share, &parsed)?;
         engine::run_async(&share.root, sm, Some(dest_dir), progress).await?;
         Ok(())
     }
@@ -302,13 +294,7 @@ impl AssetManager {
         let inner = &self.inner;
         let share = inner.share(dest_dir)?;
         let parsed = inner.manifest_blocking()?;
-        let sm = share.root.derive(&parsed, || {
-            share.manifest(
-                &parsed.manifest,
-                &inner.config.arch,
-                &inner.config.cdn_base_url,
-            )
-        })?;
+        let sm = inner.share_set(&share, &parsed)?;
         engine::run_blocking(&share.root, &sm, Some(dest_dir), progress)
     }
 
@@ -317,11 +303,7 @@ impl AssetManager {
     pub async fn validate_binaries(&self, dest_dir: &Path) -> Result<()> {
         let share = self.inner.share(dest_dir)?;
         let parsed = self.inner.manifest_async().await?;
-        let sm = share.manifest(
-            &parsed.manifest,
-            &self.inner.config.arch,
-            &self.inner.config.cdn_base_url,
-        )?;
+        let sm = self.inner.share_set(&share, &parsed)?;
         engine::blocking(move || share.root.validate(&sm)).await
     }
 
@@ -329,11 +311,7 @@ impl AssetManager {
     pub fn validate_binaries_blocking(&self, dest_dir: &Path) -> Result<()> {
         let share = self.inner.share(dest_dir)?;
         let parsed = self.inner.manifest_blocking()?;
-        let sm = share.manifest(
-            &parsed.manifest,
-            &self.inner.config.arch,
-            &self.inner.config.cdn_base_url,
-        )?;
+        let sm = self.inner.share_set(&share, &parsed)?;
         share.root.validate(&sm)
     }
 
@@ -376,16 +354,9 @@ impl AssetManager {
                 });
             }
         };
-        let boot = inner.boot_root()?;
-        let bm = boot.derive(&parsed, || inner.boot_manifest(&parsed.manifest))?;
+        let (boot, bm) = inner.boot_set(&parsed)?;
         let share = inner.share(dest_dir)?;
-        let sm = share.root.derive(&parsed, || {
-            share.manifest(
-                &parsed.manifest,
-                &inner.config.arch,
-                &inner.config.cdn_base_url,
-            )
-        })?;
+        let sm = inner.share_set(&share, &parsed)?;
         let mut out = Vec::new();
         for (root, m) in [(&*boot, &bm), (&*share.root, &sm)] {
             let (insp, _) = root.store.inspect(m, None);
@@ -628,6 +599,24 @@ impl Inner {
             *engine::lock(&self.manifest) = Some((id, parsed.clone()));
         }
         Ok(parsed)
+    }
+
+    /// The boot cache's store and its manifest for `parsed` (derived once per manifest).
+    fn boot_set(&self, parsed: &Arc<Parsed>) -> Result<(Arc<Root>, Arc<bootvault::Manifest>)> {
+        let boot = self.boot_root()?;
+        let m = boot.derive(parsed, || self.boot_manifest(&parsed.manifest))?;
+        Ok((boot, m))
+    }
+
+    /// The share's manifest for `parsed` (derived once per manifest).
+    fn share_set(&self, share: &Share, parsed: &Arc<Parsed>) -> Result<Arc<bootvault::Manifest>> {
+        share.root.derive(parsed, || {
+            share.manifest(
+                &parsed.manifest,
+                &self.config.arch,
+                &self.config.cdn_base_url,
+            )
+        })
     }
 
     fn boot_manifest(&self, m: &Manifest) -> Result<bootvault::Manifest> {

@@ -71,7 +71,7 @@ impl Manifest {
     /// without an entry for `arch` are skipped.
     pub async fn validate_binaries(&self, arch: &str, dest_dir: &Path) -> Result<()> {
         let share = crate::engine::Share::open_default(dest_dir)?;
-        share.validate_async(self, arch, dest_dir).await
+        share.validate_async(self, arch).await
     }
 }
 

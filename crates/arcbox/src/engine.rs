@@ -155,40 +155,26 @@ impl Root {
         Ok(m)
     }
 
-    /// The warm path: every asset vouched for by its record (one `lstat` each and one read
-    /// transaction; nothing written). `None` when something must be hashed or fetched.
-    pub fn warm(
-        &self,
-        m: &bootvault::Manifest,
-        progress: Option<&ProgressCallback>,
-    ) -> Option<Vec<AssetStatus>> {
-        let (insp, _) = self.store.inspect(m, None);
-        if !insp.iter().all(|i| i.verdict.is_trusted()) {
-            return None;
+    /// The warm path of a call: every asset fresh ([`Root::is_fresh`]), reported to the
+    /// callback as arcbox-boot reports a cached file (`Checking`, then `Cached`).
+    fn warm(&self, m: &Arc<bootvault::Manifest>, progress: Option<&ProgressCallback>) -> bool {
+        if !self.is_fresh(m) {
+            return false;
         }
-        let total = insp.len();
-        let mut out = Vec::with_capacity(total);
-        for (idx, i) in insp.into_iter().enumerate() {
-            if let Some(f) = progress {
+        if let Some(f) = progress {
+            let total = m.assets.len();
+            for (i, a) in m.assets.iter().enumerate() {
                 for phase in [PreparePhase::Checking, PreparePhase::Cached] {
                     f(PrepareProgress {
-                        name: i.asset.name.clone(),
-                        current: idx + 1,
+                        name: a.name.clone(),
+                        current: i + 1,
                         total,
                         phase,
                     });
                 }
             }
-            out.push(AssetStatus {
-                name: i.asset.name,
-                path: i.path,
-                outcome: Outcome::Cached,
-                bytes_hashed: 0,
-                bytes_downloaded: 0,
-                bytes_copied: 0,
-            });
         }
-        Some(out)
+        true
     }
 
     /// The store's prepare (hash, link, fetch, repair) of `m`. Blocking.
@@ -364,7 +350,7 @@ impl Share {
         run_async(&self.root, sm, Some(dest_dir), progress).await
     }
 
-    pub async fn validate_async(&self, m: &Manifest, arch: &str, _dest_dir: &Path) -> Result<()> {
+    pub async fn validate_async(&self, m: &Manifest, arch: &str) -> Result<()> {
         // Sources do not matter to a check that downloads nothing.
         let sm = self.manifest(m, arch, "http://localhost/")?;
         let root = self.root.clone();
@@ -380,21 +366,8 @@ pub(crate) async fn run_async(
     mkdir: Option<&Path>,
     progress: Option<ProgressCallback>,
 ) -> Result<Vec<AssetStatus>> {
-    // The async callers keep no per-asset status: the lean check (no copies) is enough.
-    if root.is_fresh(&m) {
-        if let Some(f) = &progress {
-            let total = m.assets.len();
-            for (i, a) in m.assets.iter().enumerate() {
-                for phase in [PreparePhase::Checking, PreparePhase::Cached] {
-                    f(PrepareProgress {
-                        name: a.name.clone(),
-                        current: i + 1,
-                        total,
-                        phase,
-                    });
-                }
-            }
-        }
+    // The async callers keep no per-asset status.
+    if root.warm(&m, progress.as_ref()) {
         return Ok(Vec::new());
     }
     if let Some(d) = mkdir {
@@ -418,15 +391,26 @@ pub(crate) async fn run_async(
     result
 }
 
-/// [`run_async`] for a blocking caller.
+/// [`run_async`] for a blocking caller, with each asset's outcome.
 pub(crate) fn run_blocking(
     root: &Root,
-    m: &bootvault::Manifest,
+    m: &Arc<bootvault::Manifest>,
     mkdir: Option<&Path>,
     progress: Option<ProgressCallback>,
 ) -> Result<Vec<AssetStatus>> {
-    if let Some(done) = root.warm(m, progress.as_ref()) {
-        return Ok(done);
+    if root.warm(m, progress.as_ref()) {
+        return Ok(m
+            .assets
+            .iter()
+            .map(|a| AssetStatus {
+                name: a.name.clone(),
+                path: root.store.root().join(&a.path),
+                outcome: Outcome::Cached,
+                bytes_hashed: 0,
+                bytes_downloaded: 0,
+                bytes_copied: 0,
+            })
+            .collect());
     }
     if let Some(d) = mkdir {
         std::fs::create_dir_all(d)?;
