@@ -77,6 +77,19 @@ impl Host {
         }
     }
 
+    /// `bootvault arcbox SUB` on this host's layout (version `V`, x86_64).
+    fn arcbox_cmd(&self, sub: &str) -> std::process::Command {
+        let mut c = bootvault_cmd();
+        c.args(["arcbox", sub, "--version", V, "--arch", "x86_64"])
+            .arg("--cache-dir")
+            .arg(&self.cache)
+            .arg("--bin-dir")
+            .arg(&self.bin)
+            .arg("--state-dir")
+            .arg(&self.state);
+        c
+    }
+
     /// bootvault's adapter for this host.
     fn bootvault(&self, origin: &Origin, version: &str) -> AssetManager {
         AssetManager::new(AssetManagerConfig {
@@ -448,22 +461,8 @@ fn migrate_imports_both_caches_and_names_what_it_skipped() {
     filetime::set_file_mtime(&p, filetime::FileTime::from_last_modification_time(&meta)).unwrap();
 
     let r = run_cmd({
-        let mut c = bootvault_cmd();
-        c.args([
-            "arcbox",
-            "migrate",
-            "--version",
-            V,
-            "--arch",
-            "x86_64",
-            "--json",
-        ])
-        .arg("--cache-dir")
-        .arg(&host.cache)
-        .arg("--bin-dir")
-        .arg(&host.bin)
-        .arg("--state-dir")
-        .arg(&host.state);
+        let mut c = host.arcbox_cmd("migrate");
+        c.arg("--json");
         c
     });
     assert_eq!(r.code, 0, "{}", r.describe());
@@ -538,39 +537,16 @@ fn relative_keys_of_a_relative_cache_dir_resolve() {
     assert!(keys.contains("\"share/kernel/vmlinux\""), "{keys}");
 
     let migrate = run_cmd({
-        let mut c = bootvault_cmd();
-        c.args(["arcbox", "migrate", "--version", V, "--arch", "x86_64"])
-            .arg("--cache-dir")
-            .arg(&host.cache)
-            .arg("--bin-dir")
-            .arg(&host.bin)
-            .arg("--state-dir")
-            .arg(&host.state)
-            .current_dir("/");
+        let mut c = host.arcbox_cmd("migrate");
+        c.current_dir("/");
         c
     });
     assert_eq!(migrate.code, 0, "{}", migrate.describe());
     let before = origin.total_requests();
     let r = run_cmd({
-        let mut c = bootvault_cmd();
-        c.args([
-            "arcbox",
-            "prepare",
-            "--version",
-            V,
-            "--arch",
-            "x86_64",
-            "--json",
-        ])
-        .arg("--cdn")
-        .arg(origin.base_url())
-        .arg("--cache-dir")
-        .arg(&host.cache)
-        .arg("--bin-dir")
-        .arg(&host.bin)
-        .arg("--state-dir")
-        .arg(&host.state)
-        .current_dir("/");
+        let mut c = host.arcbox_cmd("prepare");
+        c.args(["--json", "--cdn", &origin.base_url()])
+            .current_dir("/");
         c
     });
     assert_eq!(r.code, 0, "{}", r.describe());
