@@ -721,3 +721,18 @@ fn temp_names_of_killed_placements_are_swept() {
     );
     std::fs::remove_file(&live).unwrap();
 }
+
+/// CI's second pass selects the portable family with the `__portable` feature; this proves the
+/// feature reaches the library (a pass that silently ran the Linux paths twice would fail here).
+#[test]
+fn the_platform_family_is_the_one_the_build_selected() {
+    let expected = if cfg!(all(
+        target_os = "linux",
+        not(any(bootvault_portable, feature = "__portable"))
+    )) {
+        "linux"
+    } else {
+        "portable"
+    };
+    assert_eq!(bootvault::PLATFORM_FAMILY, expected);
+}
