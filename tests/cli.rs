@@ -1579,6 +1579,24 @@ fn read_only_debug_commands_write_nothing() {
     }
 }
 
+/// A build without the `demo` feature (`cargo test -p bootvault-cli --no-default-features`):
+/// the subcommand parses but refuses to run, in one line and exit 2.
+#[cfg(not(feature = "demo"))]
+#[test]
+fn demo_without_the_feature_is_one_line_and_exit_2() {
+    let r = run(&["demo", "--binaries-mb", "4"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("without the cargo feature `demo`")
+            && r.stderr.contains("cargo run --release -- demo"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+}
+
+#[cfg(feature = "demo")]
 #[test]
 fn demo_runs_end_to_end_offline_and_checks_itself() {
     // Small data: the demo's own checks (cold downloaded, warm cached, tamper repaired, upgrade

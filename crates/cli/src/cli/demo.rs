@@ -1,14 +1,23 @@
 //! `bootvault demo`: cold download from a loopback origin, warm `cached`, a tamper with mtime
 //! put back, the repair, and an upgrade whose rootfs is patched from the old one (delta). No
 //! network: the origin runs in this process on 127.0.0.1.
+//!
+//! The data and the origin come from the test kit, linked only with the cargo feature `demo`
+//! (a default one). Without it the subcommand still parses (same `--help`, completions and man
+//! pages) but refuses to run: a packaged binary links no web server. Every `cfg` of that
+//! feature is in this file, but for one on the progress bars' `restart` (the demo's alone).
 
-use super::progress::Bars;
-use super::ui::{human_bytes, human_duration, ui};
-use super::{CmdResult, EXIT_FAILED, Failure, finish_output, out};
-use bootvault::{Outcome, Store};
-use bootvault_testkit::origin::Origin;
+use super::{CmdResult, Failure};
 use clap::Args;
 use std::path::PathBuf;
+#[cfg(feature = "demo")]
+use {
+    super::progress::Bars,
+    super::ui::{human_bytes, human_duration, ui},
+    super::{EXIT_FAILED, finish_output, out},
+    bootvault::{Outcome, Store},
+    bootvault_testkit::origin::Origin,
+};
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -25,6 +34,29 @@ pub struct DemoArgs {
     binaries_mb: u64,
 }
 
+/// A build without the `demo` feature: one line on stderr saying why, exit 2 (as any
+/// invocation this binary cannot carry out).
+#[cfg(not(feature = "demo"))]
+pub fn run(a: DemoArgs) -> CmdResult {
+    let DemoArgs {
+        dir: _,
+        state_dir: _,
+        binaries_mb: _,
+    } = a;
+    Err(not_built())
+}
+
+/// The refusal of a build without the `demo` feature.
+#[cfg(any(test, not(feature = "demo")))]
+fn not_built() -> Failure {
+    Failure::usage(
+        "this build has no demo: it was built without the cargo feature `demo` (a packaged \
+         binary links no web server); run it from the source tree with \
+         `cargo run --release -- demo`",
+    )
+}
+
+#[cfg(feature = "demo")]
 pub fn run(a: DemoArgs) -> CmdResult {
     let root = match &a.dir {
         Some(d) => d.clone(),
@@ -175,6 +207,7 @@ the upgraded rootfs ({}) was rebuilt from the old one: the origin served {} of i
 
 /// The next release: the same set, but a rootfs with three regions rewritten and 4 KB inserted,
 /// served with its chunk index (written by the library's `write_index`, as `bootvault index`).
+#[cfg(feature = "demo")]
 fn upgraded_manifest(
     origin: &Origin,
     manifest: &bootvault::Manifest,
@@ -221,6 +254,7 @@ fn upgraded_manifest(
 
 /// One block per step: its title and totals, then one labelled row per asset (outcome, bytes
 /// hashed, bytes downloaded, time spent on it).
+#[cfg(feature = "demo")]
 fn steps_table(steps: &[(String, bootvault::Report, bool)]) -> String {
     let mut s = String::new();
     for (i, (title, report, ok)) in steps.iter().enumerate() {
@@ -264,4 +298,41 @@ fn steps_table(steps: &[(String, bootvault::Report, bool)]) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::EXIT_USAGE;
+
+    #[test]
+    fn a_build_without_the_feature_refuses_with_the_reason_and_exit_2() {
+        let f = not_built();
+        assert_eq!(f.code, EXIT_USAGE);
+        assert!(
+            f.message.contains("without the cargo feature `demo`"),
+            "{}",
+            f.message
+        );
+        assert!(
+            f.message.contains("`cargo run --release -- demo`"),
+            "{}",
+            f.message
+        );
+        assert!(!f.message.contains('\n'), "one line: {}", f.message);
+    }
+
+    /// In a build without the feature, `run` is that refusal (`cargo test -p bootvault-cli
+    /// --no-default-features --bins`).
+    #[cfg(not(feature = "demo"))]
+    #[test]
+    fn run_without_the_feature_is_the_refusal() {
+        let args = DemoArgs {
+            dir: None,
+            state_dir: None,
+            binaries_mb: 4,
+        };
+        let f = run(args).expect_err("no demo in this build");
+        assert_eq!((f.code, f.message), (EXIT_USAGE, not_built().message));
+    }
 }

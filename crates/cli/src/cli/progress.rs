@@ -87,6 +87,7 @@ impl Bars {
     }
 
     /// Relabels the aggregate bar and restarts it (the demo's steps).
+    #[cfg(feature = "demo")]
     pub fn restart(&self, prefix: &str) {
         self.total.set_prefix(prefix.to_string());
         self.total.reset();
