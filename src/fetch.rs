@@ -8,6 +8,7 @@
 //! The SHA-256 state is checkpointed next to the partial, so a resume after a crash does not
 //! re-read the prefix.
 
+use crate::state::{StateDir, TmpKind};
 use crate::digest::Sha256Digest;
 pub use crate::http::FetchOptions;
 pub(crate) use crate::http::build_client;
@@ -28,7 +29,7 @@ use std::time::Duration;
 const CHECKPOINT_EVERY: u64 = 64 * 1024 * 1024;
 
 /// What to fetch.
-pub struct Request<'a> {
+pub(crate) struct Request<'a> {
     /// Asset name (for errors).
     pub name: &'a str,
     /// Sources, in order.
@@ -37,8 +38,8 @@ pub struct Request<'a> {
     pub size: Option<u64>,
     /// Expected digest.
     pub sha256: Sha256Digest,
-    /// Directory for partial files (the state dir's `tmp/`).
-    pub tmp_dir: &'a Path,
+    /// Where partial files go (the state dir's `tmp/`).
+    pub state: &'a StateDir,
     /// Stable key of the asset (from its path), prefix of its partial files.
     pub key: &'a str,
     /// Called with (bytes done, total if known).
@@ -176,29 +177,26 @@ fn hash_tail(file: &mut File, hasher: &mut Sha256) -> std::io::Result<u64> {
 }
 
 fn meta_of(partial: &Path) -> PathBuf {
-    let mut s = partial.as_os_str().to_owned();
-    s.push(".meta");
-    PathBuf::from(s)
+    StateDir::checkpoint_of(partial)
 }
 
 /// Removes the partials of `key` left by processes that are gone (the asset is ready: nobody
 /// will resume them). Called with the asset's lock held.
-pub(crate) fn drop_dead_partials(tmp_dir: &Path, key: &str) {
-    if std::fs::symlink_metadata(tmp_dir).is_ok_and(|m| !m.is_dir()) {
+pub(crate) fn drop_dead_partials(state: &StateDir, key: &str) {
+    let tmp_dir = state.tmp();
+    if std::fs::symlink_metadata(&tmp_dir).is_ok_and(|m| !m.is_dir()) {
         return; // a symlinked tmp/ is never followed
     }
-    let Ok(entries) = std::fs::read_dir(tmp_dir) else {
+    let Ok(entries) = std::fs::read_dir(&tmp_dir) else {
         return;
     };
-    let prefix = format!("{key}.");
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let Some(rest) = name.strip_prefix(&prefix) else {
+        let Some(tmp) = crate::state::parse_tmp(&name).filter(|t| t.key == key) else {
             continue;
         };
-        let pid = rest.split('.').next().unwrap_or("");
-        if !crate::fsutil::pid_alive(pid) {
+        if !crate::fsutil::pid_alive(tmp.pid) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -206,15 +204,18 @@ pub(crate) fn drop_dead_partials(tmp_dir: &Path, key: &str) {
 
 /// Opens this process's partial for `key`, adopting one left by a dead process (the caller
 /// holds the asset lock, so any other partial of this key is abandoned).
-fn open_partial(tmp_dir: &Path, key: &str, expected: &Sha256Digest) -> Result<Partial> {
-    crate::lock::state_subdir(tmp_dir)?;
-    let ours = tmp_dir.join(format!("{key}.{}.part", std::process::id()));
+fn open_partial(state: &StateDir, key: &str, expected: &Sha256Digest) -> Result<Partial> {
+    let tmp_dir = state.tmp();
+    crate::lock::state_subdir(&tmp_dir)?;
+    let ours = state.tmp_file(key, TmpKind::Part);
     let mut adopted: Option<(PathBuf, Checkpoint)> = None;
-    if let Ok(entries) = std::fs::read_dir(tmp_dir) {
+    if let Ok(entries) = std::fs::read_dir(&tmp_dir) {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if !(name.starts_with(&format!("{key}.")) && name.ends_with(".part")) {
+            let ours_to_adopt = crate::state::parse_tmp(&name)
+                .is_some_and(|t| t.key == key && t.kind == TmpKind::Part);
+            if !ours_to_adopt {
                 continue;
             }
             let path = entry.path();
@@ -381,7 +382,7 @@ impl Fetcher {
         &self.oci
     }
 
-    pub fn fetch(&self, req: &Request<'_>) -> Result<Fetched> {
+    pub(crate) fn fetch(&self, req: &Request<'_>) -> Result<Fetched> {
         if req.urls.is_empty() {
             return Err(Error::Fetch {
                 name: req.name.into(),
@@ -391,7 +392,7 @@ impl Fetcher {
                 }],
             });
         }
-        let mut partial = open_partial(req.tmp_dir, req.key, &req.sha256)?;
+        let mut partial = open_partial(req.state, req.key, &req.sha256)?;
         let mut attempts: Vec<FetchAttempt> = Vec::new();
         let attempt = |url: &str, reason: String| FetchAttempt {
             url: url.to_string(),

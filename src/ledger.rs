@@ -337,9 +337,9 @@ enum Handle {
 
 /// The ledger of one store.
 pub struct Ledger {
+    state: crate::state::StateDir,
     path: PathBuf,
     root: PathBuf,
-    locks: PathBuf,
     handle: Mutex<Handle>,
     write_deadline: Duration,
     warned: AtomicBool,
@@ -466,13 +466,34 @@ fn decode_all<T>(
     Ok(out)
 }
 
+/// Writes `STATE/root` (the canonical ROOT) when it is missing: once, with the first write
+/// handle. A failure (read-only) only means the next writer tries again.
+fn record_root(state: &crate::state::StateDir, root: &Path) {
+    let marker = state.root_marker();
+    if std::fs::symlink_metadata(&marker).is_ok() {
+        return;
+    }
+    let Ok(canon) = std::fs::canonicalize(root) else {
+        return;
+    };
+    let tmp = state.root_marker_tmp();
+    let text = format!("{}\n", canon.display());
+    if std::fs::write(&tmp, text).is_ok() {
+        // Never replaces one written meanwhile by another process: link, not rename.
+        let _ = std::fs::hard_link(&tmp, &marker);
+    }
+    let _ = std::fs::remove_file(&tmp);
+}
+
 impl Ledger {
-    /// A ledger at `path` for the store rooted at `root`; nothing is opened yet.
-    pub fn new(path: PathBuf, root: PathBuf, locks: PathBuf) -> Ledger {
+    /// The ledger of the state dir `state` (its `ledger.redb`) for the store rooted at `root`;
+    /// nothing is opened yet.
+    pub fn new(state: PathBuf, root: PathBuf) -> Ledger {
+        let state = crate::state::StateDir::new(state);
         Ledger {
-            path,
+            path: state.ledger(),
+            state,
             root,
-            locks,
             handle: Mutex::new(Handle::Closed),
             write_deadline: Duration::from_secs(10),
             warned: AtomicBool::new(false),
@@ -652,10 +673,9 @@ impl Ledger {
         }
         // Drop a read-only handle first: one process should hold one handle per file.
         *h = Handle::Closed;
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create state dir", e))?;
-            crate::state::record_root(dir, &self.root);
-        }
+        let dir = self.state.path();
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create state dir", e))?;
+        record_root(&self.state, &self.root);
         let db = match self.open_rw()? {
             Some(db) => db,
             None => {
@@ -706,7 +726,7 @@ impl Ledger {
         }
         // Corrupt: move it aside under the ledger lock (re-checking under the lock, so two
         // processes never both move a file and lose the other's fresh ledger).
-        let _guard = crate::lock::FileLock::internal(&self.locks, crate::lock::Internal::Ledger)?;
+        let _guard = crate::lock::FileLock::exclusive(&self.state, crate::state::LockKey::Ledger)?;
         match attempt() {
             Ok(Ok(db)) => return Ok(Some(db)),
             Ok(Err(e)) => match classify(&self.path, e) {
@@ -724,9 +744,7 @@ impl Ledger {
                 self.path.display()
             )),
         }
-        let aside = self
-            .path
-            .with_extension(format!("redb.corrupt-{}", crate::stamp::wall_now_ns()));
+        let aside = self.state.corrupt_ledger(crate::stamp::wall_now_ns());
         std::fs::rename(&self.path, &aside)
             .map_err(|e| Error::io(&self.path, "move corrupt ledger aside", e))?;
         match attempt() {
@@ -1112,11 +1130,7 @@ mod tests {
     #[test]
     fn ledger_round_trip_events_are_capped_and_newest_first() {
         let dir = tempfile::tempdir().unwrap();
-        let l = Ledger::new(
-            dir.path().join("l.redb"),
-            dir.path().into(),
-            dir.path().join("locks"),
-        );
+        let l = Ledger::new(dir.path().into(), dir.path().into());
         assert_eq!(l.read_many(&["a"]).1, LedgerState::Absent);
         let ev = |i: i64| Event {
             at_ns: i,

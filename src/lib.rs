@@ -73,15 +73,22 @@ macro_rules! internal {
 }
 
 internal!(
-    digest, fetch, judge, ledger, lock, manifest, place, plan, report, stamp, verity,
+    digest, fetch, ledger, lock, manifest, place, report, stamp, verity
 );
+// The pure decisions of a prepare, inside `prepare/`; public for the workspace's own tests.
+#[cfg(feature = "__internals")]
+#[doc(hidden)]
+pub use prepare::{judge, plan};
 // Delta upgrades: the chunk index format, and seeds + patch steps.
 internal!(chunk_index, delta);
 mod cancel;
+mod context;
 mod error;
 mod fsutil;
 mod http;
+mod inspect;
 mod oci_options;
+mod prepare;
 mod reference;
 mod state;
 pub use ledger::migrations;
@@ -98,16 +105,17 @@ pub use delta::write_index;
 pub use digest::Sha256Digest;
 pub use error::{Error, FetchAttempt, Result};
 pub use fetch::FetchOptions;
-pub use judge::{Field, Verdict};
+pub use inspect::{Explanation, GcReport, Inspection, Usage, VerifyState};
 pub use ledger::{Event, LedgerState, Method, Provenance, Record};
 pub use manifest::{
     Asset, Manifest, ParseOptions, Policy, read_manifest_text, validate_name, validate_path,
 };
-pub use plan::{Action, Plan, Step};
+pub use prepare::PrepareOptions;
+pub use prepare::judge::{Field, Verdict};
+pub use prepare::plan::{Action, Plan, Step};
 pub use report::{AssetReport, Outcome, Progress, ProgressFn, Report};
 pub use stamp::{FileKind, Stamp};
-pub use store::inspect::{Explanation, GcReport, Inspection, Usage, VerifyState};
-pub use store::{PrepareOptions, Store, StoreBuilder, VerifiedFile};
+pub use store::{Store, StoreBuilder, VerifiedFile};
 pub use sys::FAMILY as PLATFORM_FAMILY;
 
 pub use manifest::read_local;

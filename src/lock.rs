@@ -4,17 +4,16 @@
 //! file's name is derived from the asset path, so any path is safe as a file name. Warm
 //! prepares take no lock at all, so they are never blocked behind a download.
 
-use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
+use crate::state::{LockKey, StateDir};
 use rustix::fs::{FlockOperation, flock};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
-/// The file-name-safe key of an asset path (first 128 bits of its SHA-256, in hex): names its
-/// lock file, and prefixes its partial downloads in `STATE/tmp`.
-pub fn file_key(path: &str) -> String {
-    Sha256Digest::of(path.as_bytes()).to_hex()[..32].to_string()
-}
+/// The file-name-safe key of an asset path (the state dir names every file; this re-export is
+/// for the workspace's tests).
+#[cfg(feature = "__internals")]
+pub use crate::state::file_key;
 
 /// A held lock; released on drop (closing the descriptor releases the flock).
 #[derive(Debug)]
@@ -45,44 +44,10 @@ pub(crate) fn state_subdir(dir: &Path) -> Result<()> {
     }
 }
 
-/// A lock of the store itself, in a namespace of its own: an asset lock is named by the hash of
-/// the asset path (`<32 hex>.lock`), an internal one by a plain word, so no asset path (not even
-/// `ledger`) can share a lock file with one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Internal {
-    /// Held while a damaged ledger is moved aside (`locks/ledger.lock`).
-    Ledger,
-}
-
-impl Internal {
-    fn file_name(self) -> &'static str {
-        match self {
-            Internal::Ledger => "ledger.lock",
-        }
-    }
-}
-
 impl FileLock {
-    /// Blocks until the internal lock `which` is held.
-    pub fn internal(dir: &Path, which: Internal) -> Result<FileLock> {
-        let (file, path) = Self::open_named(dir, which.file_name())?;
-        loop {
-            match flock(&file, FlockOperation::LockExclusive) {
-                Ok(()) => return Ok(FileLock { _file: file, path }),
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(Error::io(&path, "lock", e.into())),
-            }
-        }
-    }
-
-    fn open(dir: &Path, key: &str) -> Result<(File, PathBuf)> {
-        Self::open_named(dir, &format!("{}.lock", file_key(key)))
-    }
-
-    fn open_named(dir: &Path, name: &str) -> Result<(File, PathBuf)> {
-        state_subdir(dir)?;
-        let path = dir.join(name);
+    fn open(state: &StateDir, key: LockKey<'_>) -> Result<(File, PathBuf)> {
+        state_subdir(&state.locks())?;
+        let path = state.lock(key);
         let file = crate::fsutil::open_regular(
             OpenOptions::new().create(true).truncate(false).write(true),
             &path,
@@ -93,9 +58,8 @@ impl FileLock {
 
     /// Blocks until the lock for `key` is held (the store itself waits with
     /// [`FileLock::exclusive_until`], which a cancel interrupts).
-    #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
-    pub fn exclusive(dir: &Path, key: &str) -> Result<FileLock> {
-        let (file, path) = Self::open(dir, key)?;
+    pub(crate) fn exclusive(state: &StateDir, key: LockKey<'_>) -> Result<FileLock> {
+        let (file, path) = Self::open(state, key)?;
         loop {
             match flock(&file, FlockOperation::LockExclusive) {
                 Ok(()) => return Ok(FileLock { _file: file, path }),
@@ -109,12 +73,12 @@ impl FileLock {
     /// on another process's lock stays interruptible (SIGINT/SIGTERM in the CLI, a host's
     /// [`crate::CancelToken`]). `flock` has no timeout, so the lock is polled, every 10 ms at
     /// first and at most every 100 ms.
-    pub fn exclusive_until(
-        dir: &Path,
-        key: &str,
+    pub(crate) fn exclusive_until(
+        state: &StateDir,
+        key: LockKey<'_>,
         stop: &dyn Fn() -> bool,
     ) -> Result<Option<FileLock>> {
-        let (file, path) = Self::open(dir, key)?;
+        let (file, path) = Self::open(state, key)?;
         let mut pause = std::time::Duration::from_millis(10);
         loop {
             match flock(&file, FlockOperation::NonBlockingLockExclusive) {
@@ -131,8 +95,8 @@ impl FileLock {
     }
 
     /// Takes the lock for `key` if it is free; `None` when another holder has it.
-    pub fn try_exclusive(dir: &Path, key: &str) -> Result<Option<FileLock>> {
-        let (file, path) = Self::open(dir, key)?;
+    pub(crate) fn try_exclusive(state: &StateDir, key: LockKey<'_>) -> Result<Option<FileLock>> {
+        let (file, path) = Self::open(state, key)?;
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => Ok(Some(FileLock { _file: file, path })),
             Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
@@ -154,20 +118,21 @@ mod tests {
     #[test]
     fn second_holder_is_refused_until_the_first_drops() {
         let dir = tempfile::tempdir().unwrap();
-        let a = FileLock::exclusive(dir.path(), "kernel/vmlinux").unwrap();
+        let dir = StateDir::new(dir.path());
+        let a = FileLock::exclusive(&dir, LockKey::Asset("kernel/vmlinux")).unwrap();
         assert!(
-            FileLock::try_exclusive(dir.path(), "kernel/vmlinux")
+            FileLock::try_exclusive(&dir, LockKey::Asset("kernel/vmlinux"))
                 .unwrap()
                 .is_none()
         );
         assert!(
-            FileLock::try_exclusive(dir.path(), "other")
+            FileLock::try_exclusive(&dir, LockKey::Asset("other"))
                 .unwrap()
                 .is_some()
         );
         drop(a);
         assert!(
-            FileLock::try_exclusive(dir.path(), "kernel/vmlinux")
+            FileLock::try_exclusive(&dir, LockKey::Asset("kernel/vmlinux"))
                 .unwrap()
                 .is_some()
         );
@@ -176,7 +141,8 @@ mod tests {
     #[test]
     fn regression_a_lock_wait_ends_when_told_to_stop() {
         let dir = tempfile::tempdir().unwrap();
-        let _held = FileLock::exclusive(dir.path(), "kernel").unwrap();
+        let dir = StateDir::new(dir.path());
+        let _held = FileLock::exclusive(&dir, LockKey::Asset("kernel")).unwrap();
         let token = crate::CancelToken::new();
         let t = token.clone();
         let stopper = std::thread::spawn(move || {
@@ -184,7 +150,7 @@ mod tests {
             t.cancel();
         });
         let started = std::time::Instant::now();
-        let got = FileLock::exclusive_until(dir.path(), "kernel", &|| token.is_cancelled());
+        let got = FileLock::exclusive_until(&dir, LockKey::Asset("kernel"), &|| token.is_cancelled());
         stopper.join().unwrap();
         assert!(got.unwrap().is_none(), "the wait gave up");
         assert!(started.elapsed() < std::time::Duration::from_secs(5));

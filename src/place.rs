@@ -297,17 +297,17 @@ fn copy_across(
 /// with the same digest) onto a fresh inode, hashing on the way, and places that copy at the
 /// asset `rel` when the digest matches. Where the platform has anonymous files the copy is
 /// made beside the asset and stays invisible until placed; elsewhere it is written in
-/// `tmp_dir` (the state dir's, so a kill leaves nothing in ROOT) and placed as a download is.
+/// the state dir's `tmp/` (so a kill leaves nothing in ROOT) and placed as a download is.
 /// Where the filesystem has reflinks the fresh inode shares `src`'s blocks instead (no bytes
 /// written, and a write to `src` afterwards is copy-on-write, so it never reaches the copy),
 /// and the copy is what is hashed. Returns the placed stamp, the bytes hashed and how the
 /// fresh inode got its bytes, or, on a mismatch, the digest found (nothing is placed).
 #[allow(clippy::type_complexity, clippy::too_many_arguments)]
-pub fn copy_into_place(
+pub(crate) fn copy_into_place(
     src: &File,
     root: &Path,
     rel: &str,
-    tmp_dir: &Path,
+    state: &crate::state::StateDir,
     mode: u32,
     expected: &Sha256Digest,
     name: &str,
@@ -319,12 +319,12 @@ pub fn copy_into_place(
         return copy_verified(src, &dest, &parent, &dest, mode, expected, name, progress);
     }
     drop(parent);
-    std::fs::create_dir_all(tmp_dir).at(tmp_dir, "create tmp dir")?;
-    let tmp = tmp_dir.join(format!(
-        "{}.{}.copy",
-        crate::lock::file_key(rel),
-        std::process::id()
-    ));
+    let tmp_dir = state.tmp();
+    std::fs::create_dir_all(&tmp_dir).at(&tmp_dir, "create tmp dir")?;
+    let tmp = state.tmp_file(
+        &crate::state::file_key(rel),
+        crate::state::TmpKind::Copy,
+    );
     let mut out = crate::fsutil::open_regular(
         OpenOptions::new()
             .read(true)
@@ -503,6 +503,23 @@ fn link_anonymous(file: &File, parent: &Parent, dest: &Path) -> Result<String> {
     crate::sys::link_anonymous(file, &parent.fd, &t)
         .map_err(|e| Error::io(dest, "link anonymous file", e))?;
     Ok(t)
+}
+
+
+/// `.bootvault-<pid>-<16 hex>.tmp`, exactly the temp name of a placement, of a process that
+/// is gone.
+pub(crate) fn is_dead_temp(rel: &str) -> bool {
+    let base = rel.rsplit('/').next().unwrap_or(rel);
+    base.strip_prefix(".bootvault-")
+        .and_then(|r| r.strip_suffix(".tmp"))
+        .and_then(|r| r.split_once('-'))
+        .is_some_and(|(pid, random)| {
+            !pid.is_empty()
+                && pid.bytes().all(|b| b.is_ascii_digit())
+                && random.len() == 16
+                && random.bytes().all(|b| b.is_ascii_hexdigit())
+                && !crate::fsutil::pid_alive(pid)
+        })
 }
 
 #[cfg(test)]

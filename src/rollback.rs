@@ -22,8 +22,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 /// The file of marks in the state dir.
-pub const FILE_NAME: &str = "accepted-manifests.json";
-const LOCK_NAME: &str = "accepted-manifests.lock";
+pub const FILE_NAME: &str = crate::state::ROLLBACK;
 /// Largest marks file read.
 const MAX_FILE: u64 = 4 * 1024 * 1024;
 
@@ -129,7 +128,7 @@ fn io_err(path: &Path, why: impl std::fmt::Display) -> RollbackError {
 }
 
 fn read_marks(state: &Path) -> Result<Marks, RollbackError> {
-    let path = state.join(FILE_NAME);
+    let path = crate::state::StateDir::new(state).rollback();
     let file = match crate::fsutil::open_regular(std::fs::OpenOptions::new().read(true), &path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Marks::default()),
@@ -179,7 +178,7 @@ pub fn check_and_remember(
         return Ok(());
     }
     std::fs::create_dir_all(state).map_err(|e| io_err(state, e))?;
-    let lock_path = state.join(LOCK_NAME);
+    let lock_path = crate::state::StateDir::new(state).rollback_lock();
     let lock = crate::fsutil::open_regular(
         std::fs::OpenOptions::new()
             .create(true)
@@ -210,8 +209,8 @@ pub fn check_and_remember(
             accepted_at_ns: crate::stamp::wall_now_ns(),
         },
     );
-    let path = state.join(FILE_NAME);
-    let tmp = state.join(format!("{FILE_NAME}.{}.tmp", std::process::id()));
+    let path = crate::state::StateDir::new(state).rollback();
+    let tmp = crate::state::StateDir::new(state).rollback_tmp();
     let write = || -> std::io::Result<()> {
         let mut f = crate::fsutil::open_regular(
             std::fs::OpenOptions::new()

@@ -184,11 +184,7 @@ fn ledger_forged_inside_root_changes_nothing_when_the_state_dir_is_elsewhere() {
     // The guest writes a wrong kernel and forges a ledger inside ROOT vouching for it.
     std::fs::write(dir.path().join("kernel"), pseudo_random(666, 64 * 1024)).unwrap();
     let live = Stamp::of_path(&dir.path().join("kernel")).unwrap().unwrap();
-    let forged = Ledger::new(
-        dir.path().join(".bootvault/ledger.redb"),
-        dir.path().into(),
-        dir.path().join(".bootvault/locks"),
-    );
+    let forged = Ledger::new(dir.path().join(".bootvault"), dir.path().into());
     let record = Record::new(
         m.assets[0].sha256,
         &live,

@@ -116,9 +116,14 @@ fn regression_last_writer_wins_loses_no_record() {
     assert_eq!(records, expected);
     // Every record is usable: one warm prepare over everything trusts it all.
     let everything = env.write_manifest("all.json", "all", all_assets);
-    let warm = outcomes(&env.prepare(&everything, &[]).report_ok());
+    let before = env.records();
+    let report = env.prepare(&everything, &[]).report_ok();
+    let warm = outcomes(&report);
     assert_eq!(warm.len(), PROCS * PER);
-    assert!(warm.values().all(|o| o == "cached"), "{warm:?}");
+    assert!(
+        warm.values().all(|o| o == "cached"),
+        "{report}\nEVENTS {before:?}"
+    );
 }
 
 #[test]

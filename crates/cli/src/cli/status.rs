@@ -5,7 +5,6 @@ use super::{Access, CmdResult, StoreArgs, finish_output, out, out_json};
 use clap::Args;
 use clap::builder::BoolishValueParser;
 use serde_json::json;
-use std::path::Path;
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
@@ -14,17 +13,6 @@ pub struct StatusArgs {
     /// JSON output.
     #[arg(long, env = "BOOTVAULT_JSON", value_parser = BoolishValueParser::new())]
     json: bool,
-}
-
-/// Count and total size of the regular files directly in `dir` (none when it is absent).
-fn files_in(dir: &Path) -> (u64, u64) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return (0, 0);
-    };
-    entries
-        .filter_map(|e| e.ok()?.metadata().ok())
-        .filter(|m| m.is_file())
-        .fold((0, 0), |(n, b), m| (n + 1, b + m.len()))
 }
 
 pub fn run(a: StatusArgs) -> CmdResult {
@@ -48,7 +36,7 @@ pub fn run(a: StatusArgs) -> CmdResult {
     // Partial downloads live in STATE/tmp (their hash checkpoints are not counted).
     let usage = store.usage();
     let (partials, partial_bytes) = (usage.partials, usage.partial_bytes);
-    let (locks, _) = files_in(&store.state_dir().join("locks"));
+    let locks = usage.locks;
     let config = &ui().config;
     let value = json!({
         "root": store.root(),
@@ -96,7 +84,7 @@ pub fn run(a: StatusArgs) -> CmdResult {
             human_bytes(present.iter().sum()),
             partials,
             human_bytes(partial_bytes),
-            store.state_dir().join("tmp").display(),
+            usage.tmp_dir.display(),
             ui().config_path
                 .as_ref()
                 .map(|p| p.display().to_string())

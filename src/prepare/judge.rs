@@ -432,7 +432,13 @@ mod tests {
         // A record without verity ignores a measurement.
         let plain = record_for(&s);
         assert_eq!(
-            judge(Some(&plain), Some(&s), &expected(), Policy::Always, Some(&v)),
+            judge(
+                Some(&plain),
+                Some(&s),
+                &expected(),
+                Policy::Always,
+                Some(&v)
+            ),
             Verdict::Always
         );
     }

@@ -6,9 +6,9 @@
 //! no I/O, so `prepare`, `prepare --dry-run` and `debug why` all print the same decision.
 
 use crate::digest::Sha256Digest;
-use crate::judge::{Expected, Verdict, judge};
 use crate::ledger::Record;
 use crate::manifest::{Asset, Manifest, Policy};
+use crate::prepare::judge::{Expected, Verdict, judge};
 use crate::stamp::Stamp;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -90,7 +90,11 @@ impl Step {
     pub fn reason(&self) -> String {
         match &self.action {
             Action::Link { from } => {
-                format!("{}; same digest at {}", self.verdict.reason(), from.display())
+                format!(
+                    "{}; same digest at {}",
+                    self.verdict.reason(),
+                    from.display()
+                )
             }
             Action::Patch { from, bytes_reused } => format!(
                 "{}; patch from seed {}: {bytes_reused} bytes reused, {} to fetch",
@@ -100,7 +104,7 @@ impl Step {
             ),
             // A file bootvault did not place (or no longer vouches for): how it will be adopted
             // depends on what the kernel grants at run time; the event says which way was taken.
-            Action::Hash if self.verdict != crate::judge::Verdict::Always => format!(
+            Action::Hash if self.verdict != crate::prepare::judge::Verdict::Always => format!(
                 "{}; to adopt: in place under a read lease if no writer holds it, else a reflink \
                  or a copy onto a fresh inode",
                 self.verdict.reason()

@@ -1,16 +1,18 @@
 //! Looking at a store without changing it (`debug ls/show/check/verify/why`), and collecting
 //! what it no longer needs (`gc`).
 
+use crate::context::Context;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::fsutil::pid_alive;
-use crate::judge::{Expected, Verdict, judge};
 use crate::ledger::{Event, LedgerState, Record};
 use crate::manifest::{Asset, Manifest, Policy};
 use crate::place;
-use crate::plan::{Observed, Step};
+use crate::prepare::judge::{Expected, Verdict, judge};
+use crate::prepare::plan::{Observed, Step};
+use crate::prepare::{Prepare, PrepareOptions};
 use crate::stamp::Stamp;
-use crate::store::{PrepareOptions, Store};
+use crate::state::StateDir;
 use std::collections::HashSet;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -87,6 +89,7 @@ pub struct GcReport {
 
 /// Sizes of the store's parts: `bootvault status`.
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct Usage {
     /// Records in the ledger.
     pub records: usize,
@@ -98,33 +101,38 @@ pub struct Usage {
     pub partials: usize,
     /// Bytes of the partial downloads.
     pub partial_bytes: u64,
+    /// Where the partial downloads are (the state dir's `tmp/`).
+    pub tmp_dir: PathBuf,
+    /// Lock files in the state dir (one per asset path ever prepared; they are never removed,
+    /// as removing a lock file another process holds would break single flight).
+    pub locks: usize,
     /// What the ledger read found.
     pub ledger: LedgerState,
 }
 
-impl Store {
+impl Context {
     /// Every record, sorted by path, and what the read found.
-    pub fn records(&self) -> (Vec<(String, Record)>, LedgerState) {
+    pub(crate) fn records(&self) -> (Vec<(String, Record)>, LedgerState) {
         self.ledger().all()
     }
 
     /// Where each manifest version came from and which key vouched for it.
-    pub fn manifests(&self) -> Vec<(String, crate::ledger::Provenance)> {
+    pub(crate) fn manifests(&self) -> Vec<(String, crate::ledger::Provenance)> {
         self.ledger().manifests()
     }
 
     /// Recent events, newest first, optionally for one path.
-    pub fn events(&self, path: Option<&str>, limit: usize) -> Vec<Event> {
+    pub(crate) fn events(&self, path: Option<&str>, limit: usize) -> Vec<Event> {
         self.ledger().events(path, limit)
     }
 
     /// The ledger's schema version on disk (0 when absent or unreadable).
-    pub fn schema_version(&self) -> u64 {
+    pub(crate) fn schema_version(&self) -> u64 {
         self.ledger().schema_version()
     }
 
     /// Imports an arcbox-boot `.verified.json` into the ledger (see [`crate::migrations`]).
-    pub fn import_legacy(
+    pub(crate) fn import_legacy(
         &self,
         legacy: &Path,
     ) -> Result<crate::ledger::migrations::legacy::ImportReport> {
@@ -133,12 +141,12 @@ impl Store {
 
     /// Stats every asset and reads every record in one read transaction; judges each with
     /// `policy` (or the asset's own). Reads only.
-    pub fn inspect(
+    pub(crate) fn inspect(
         &self,
         manifest: &Manifest,
         policy: Option<Policy>,
     ) -> (Vec<Inspection>, LedgerState) {
-        let (observed, state) = self.observe(manifest);
+        let (observed, state) = crate::prepare::observe::observe(self, manifest);
         let out = manifest
             .assets
             .iter()
@@ -175,7 +183,7 @@ impl Store {
 
     /// Why the asset named `target` (a manifest asset name or path, or a path relative to
     /// ROOT) is (not) trusted, and what a prepare would do. `None` when nothing is known of it.
-    pub fn explain(
+    pub(crate) fn explain(
         &self,
         manifest: Option<&Manifest>,
         target: &str,
@@ -216,7 +224,8 @@ impl Store {
         }
         let step = match (&asset, manifest) {
             (Some(a), Some(m)) => {
-                let plan = self.plan(m, &PrepareOptions::new().only([a.name.clone()]))?;
+                let plan =
+                    Prepare::new(self, m, &PrepareOptions::new().only([a.name.clone()])).plan()?;
                 plan.steps.into_iter().next()
             }
             _ => None,
@@ -242,7 +251,7 @@ impl Store {
     /// Every ledger record judged without a manifest (`debug check` with no `--manifest`), by
     /// the same rule as [`Store::explain`] (`debug why`): the record's digest is expected, and
     /// no size or mode (nothing says what they should be). Reads only.
-    pub fn inspect_records(&self, policy: Policy) -> (Vec<Inspection>, LedgerState) {
+    pub(crate) fn inspect_records(&self, policy: Policy) -> (Vec<Inspection>, LedgerState) {
         let (records, state) = self.ledger().all();
         let out = records
             .into_iter()
@@ -272,7 +281,7 @@ impl Store {
     }
 
     /// `debug verify`: re-hashes every asset, reading content, writing nothing.
-    pub fn verify_all(&self, manifest: &Manifest) -> Vec<(Asset, PathBuf, VerifyState)> {
+    pub(crate) fn verify_all(&self, manifest: &Manifest) -> Vec<(Asset, PathBuf, VerifyState)> {
         manifest
             .assets
             .iter()
@@ -303,7 +312,7 @@ impl Store {
     /// be checked that way is skipped and reported ([`GcReport::skipped`]) and keeps its
     /// record. Temp names of dead placements are removed only in directories the store places
     /// into (parents of manifest assets and recorded paths); elsewhere they are foreign.
-    pub fn gc(&self, manifest: &Manifest, dry_run: bool) -> Result<GcReport> {
+    pub(crate) fn gc(&self, manifest: &Manifest, dry_run: bool) -> Result<GcReport> {
         use rustix::fs::{AtFlags, unlinkat};
         let keep: HashSet<&str> = manifest.assets.iter().map(|a| a.path.as_str()).collect();
         let (records, _) = self.ledger().all();
@@ -376,7 +385,7 @@ impl Store {
             .collect();
         let (stale_temps, files): (Vec<String>, Vec<String>) = files.into_iter().partition(|f| {
             let dir = f.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-            owned.contains(dir) && is_dead_temp(f)
+            owned.contains(dir) && crate::place::is_dead_temp(f)
         });
         report.foreign = files
             .into_iter()
@@ -430,7 +439,7 @@ impl Store {
     /// for an asset `manifest` does not name. (A partial of a manifest asset is kept: the next
     /// prepare of that asset resumes it.) Removed unless `dry_run`; returns their file names.
     /// A `tmp` that is a symlink is not followed (nothing is listed or removed through it).
-    pub fn gc_partials(&self, manifest: &Manifest, dry_run: bool) -> Result<Vec<String>> {
+    pub(crate) fn gc_partials(&self, manifest: &Manifest, dry_run: bool) -> Result<Vec<String>> {
         Ok(self.collect_partials(manifest, dry_run)?.0)
     }
 
@@ -440,14 +449,14 @@ impl Store {
         dry_run: bool,
     ) -> Result<(Vec<String>, Skipped)> {
         use rustix::fs::{AtFlags, FileType, Mode, OFlags, openat, statat, unlinkat};
-        let tmp = self.state_dir().join("tmp");
+        let tmp = self.state.tmp();
         // A partial is worth keeping only for an asset that still needs bytes: one that is
         // present and vouched for will never resume it.
         let (inspections, _) = self.inspect(manifest, Some(Policy::Cached));
         let wanted: HashSet<String> = inspections
             .iter()
             .filter(|i| !i.verdict.is_trusted())
-            .map(|i| crate::lock::file_key(&i.asset.path))
+            .map(|i| crate::state::file_key(&i.asset.path))
             .collect();
         let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         let state_fd = match rustix::fs::open(self.state_dir(), dir_flags, Mode::empty()) {
@@ -457,14 +466,14 @@ impl Store {
         };
         let tmp_fd = match openat(
             &state_fd,
-            "tmp",
+            StateDir::TMP,
             dir_flags | OFlags::NOFOLLOW,
             Mode::empty(),
         ) {
             Ok(fd) => fd,
             Err(rustix::io::Errno::NOENT) => return Ok((Vec::new(), Vec::new())),
             Err(e) => {
-                let why = not_followed("tmp", &e.into());
+                let why = not_followed(StateDir::TMP, &e.into());
                 return Ok((Vec::new(), vec![(tmp.display().to_string(), why)]));
             }
         };
@@ -477,11 +486,11 @@ impl Store {
             if name == "." || name == ".." {
                 continue;
             }
-            let mut parts = name.split('.');
-            let (Some(key), Some(pid)) = (parts.next(), parts.next()) else {
+            // Only names the store makes; anything else in tmp/ is left alone.
+            let Some(ours) = crate::state::parse_tmp(&name) else {
                 continue;
             };
-            if pid_alive(pid) || wanted.contains(key) {
+            if pid_alive(ours.pid) || wanted.contains(ours.key) {
                 continue;
             }
             // Only regular files the store wrote; a symlink or a directory there is not ours.
@@ -511,18 +520,23 @@ impl Store {
     }
 
     /// Sizes of the store's parts. Reads only.
-    pub fn usage(&self) -> Usage {
+    pub(crate) fn usage(&self) -> Usage {
         let (records, ledger) = self.ledger().all();
         let recorded_bytes = records
             .iter()
             .filter_map(|(k, _)| Stamp::of_path(&self.root().join(k)).ok().flatten())
             .map(|s| s.size)
             .sum();
-        let (partials, partial_bytes) = std::fs::read_dir(self.state_dir().join("tmp"))
+        let (partials, partial_bytes) = std::fs::read_dir(self.state.tmp())
             .map(|entries| {
                 entries
                     .flatten()
-                    .filter(|e| !e.file_name().to_string_lossy().ends_with(".json"))
+                    .filter(|e| {
+                        let name = e.file_name();
+                        // Everything in tmp/ takes space but the hash checkpoints.
+                        !crate::state::parse_tmp(&name.to_string_lossy())
+                            .is_some_and(|t| t.kind == crate::state::TmpKind::PartMeta)
+                    })
                     .filter_map(|e| e.metadata().ok())
                     .filter(|m| m.is_file())
                     .fold((0usize, 0u64), |(n, b), m| (n + 1, b + m.len()))
@@ -531,30 +545,18 @@ impl Store {
         Usage {
             records: records.len(),
             recorded_bytes,
-            ledger_bytes: std::fs::metadata(self.ledger_path())
+            ledger_bytes: std::fs::metadata(self.ledger.path())
                 .map(|m| m.len())
                 .unwrap_or(0),
             partials,
             partial_bytes,
+            tmp_dir: self.state.tmp(),
+            locks: std::fs::read_dir(self.state.locks())
+                .map(|entries| entries.flatten().count())
+                .unwrap_or(0),
             ledger,
         }
     }
-}
-
-/// `.bootvault-<pid>-<16 hex>.tmp`, exactly the temp name of a placement, of a process that
-/// is gone.
-pub(crate) fn is_dead_temp(rel: &str) -> bool {
-    let base = rel.rsplit('/').next().unwrap_or(rel);
-    base.strip_prefix(".bootvault-")
-        .and_then(|r| r.strip_suffix(".tmp"))
-        .and_then(|r| r.split_once('-'))
-        .is_some_and(|(pid, random)| {
-            !pid.is_empty()
-                && pid.bytes().all(|b| b.is_ascii_digit())
-                && random.len() == 16
-                && random.bytes().all(|b| b.is_ascii_hexdigit())
-                && !pid_alive(pid)
-        })
 }
 
 /// The trust decision for a path no manifest names (`debug why PATH`, `debug check` without

@@ -5,15 +5,16 @@
 
 use crate::digest::Sha256Digest;
 use crate::error::{Error, IoContext, Result};
-use crate::judge::{Expected, Verdict, judge};
 use crate::ledger::{Event, Method, Record};
 use crate::lock::FileLock;
 use crate::manifest::Asset;
 use crate::place;
-use crate::plan::{Action, Step};
+use crate::prepare::Prepare;
+use crate::prepare::judge::{Expected, Verdict, judge};
+use crate::prepare::plan::{Action, Step};
 use crate::report::{Outcome, Progress};
 use crate::stamp::{self, FileKind, Stamp};
-use crate::store::{Call, Store};
+use crate::state::LockKey;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -120,22 +121,12 @@ fn is_read_only(e: &Error) -> bool {
     )
 }
 
-impl Store {
-    /// The ledger record of `asset`, read in its own read transaction.
-    pub(crate) fn record_of(&self, asset: &Asset) -> Option<Record> {
-        self.inner
-            .ledger
-            .read_many(&[asset.path.as_str()])
-            .0
-            .pop()
-            .flatten()
-    }
-
+impl Prepare<'_> {
     /// The asset's lock: single flight across processes. `None` when the state dir cannot be
     /// written (a read-only mount, another user's store): the step then runs read-only.
-    fn lock(&self, call: &Call<'_>, asset: &Asset) -> Result<Option<FileLock>> {
+    fn lock(&self, asset: &Asset) -> Result<Option<FileLock>> {
         // ROOT on a read-only mount is a read-only store: verify, write nothing.
-        if rustix::fs::statvfs(&self.inner.root)
+        if rustix::fs::statvfs(&self.ctx.root)
             .is_ok_and(|st| st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
         {
             tracing::debug!(
@@ -144,15 +135,14 @@ impl Store {
             );
             return Ok(None);
         }
-        let locks = self.inner.state.join("locks");
-        let key = asset.path.as_str();
-        match FileLock::try_exclusive(&locks, key) {
+        let (state, key) = (&self.ctx.state, LockKey::Asset(&asset.path));
+        match FileLock::try_exclusive(state, key) {
             Ok(Some(l)) => Ok(Some(l)),
             Ok(None) => {
-                call.emit(Progress::Waiting { name: &asset.name });
+                self.emit(Progress::Waiting { name: &asset.name });
                 tracing::info!("asset {}: waiting for another process", asset.name);
                 // Interruptible: a cancel (SIGINT/SIGTERM in the CLI) ends the wait.
-                match FileLock::exclusive_until(&locks, key, &|| call.cancel.is_cancelled())? {
+                match FileLock::exclusive_until(state, key, &|| self.cancel.is_cancelled())? {
                     Some(l) => Ok(Some(l)),
                     None => Err(Error::Cancelled {
                         name: asset.name.clone(),
@@ -168,15 +158,15 @@ impl Store {
     }
 
     /// Runs one step (anything but `cached`) under the asset's lock.
-    pub(crate) fn run_step(&self, call: &Call<'_>, asset: &Asset, step: &Step) -> Result<Done> {
-        let lock = self.lock(call, asset)?;
-        let root = &self.inner.root;
+    pub(crate) fn run_step(&self, asset: &Asset, step: &Step) -> Result<Done> {
+        let lock = self.lock(asset)?;
+        let root = &self.ctx.root;
         let path = place::resolve(root, &asset.path, &asset.name)?;
         let expected = Expected::of(asset);
         let policy = step.policy;
         // Look again under the lock: another process may have verified or placed it.
         let live = Stamp::of_path(&path).at(&path, "stat")?;
-        let record = self.record_of(asset);
+        let record = self.ctx.record_of(asset);
         let verity = live_verity(&path, record.as_ref(), live.as_ref());
         let verdict = judge(
             record.as_ref(),
@@ -193,7 +183,7 @@ impl Store {
             ));
         }
         if let (Verdict::Mode { .. }, Some(rec), Some(live)) = (&verdict, &record, &live) {
-            return self.chmod(call, asset, &path, rec, live, lock);
+            return self.chmod(asset, &path, rec, live, lock);
         }
         if let Action::Patch { .. } = &step.action {
             // Still to be fetched under the lock (absent, the wrong size, or recorded as an
@@ -204,21 +194,13 @@ impl Store {
                     expected: *expected,
                     actual: *actual,
                 })),
-                Verdict::Stale(f) if f == &[crate::judge::Field::Digest] => {
+                Verdict::Stale(f) if f == &[crate::prepare::judge::Field::Digest] => {
                     record.as_ref().map(|r| Some(Wrong::Digest(r.sha256)))
                 }
                 _ => None,
             };
             if let Some(wrong) = wrong {
-                return self.patch_step(
-                    call,
-                    asset,
-                    &path,
-                    wrong,
-                    record.as_ref(),
-                    live.as_ref(),
-                    lock,
-                );
+                return self.patch_step(asset, &path, wrong, record.as_ref(), live.as_ref(), lock);
             }
         }
         let mut wrong: Option<Wrong> = None;
@@ -227,11 +209,10 @@ impl Store {
                 if let Verdict::WrongSize { expected, actual } = verdict {
                     wrong = Some(Wrong::Size { expected, actual });
                 } else {
-                    match self.hash(call, asset, &path, &verdict, record.as_ref(), lock)? {
+                    match self.hash(asset, &path, &verdict, record.as_ref(), lock)? {
                         Ok(done) => return Ok(done),
                         Err((actual, hashed, lock_back)) => {
                             return self.fetch_step(
-                                call,
                                 asset,
                                 &path,
                                 Some(Wrong::Digest(actual)),
@@ -245,7 +226,7 @@ impl Store {
             Some(kind) => wrong = Some(Wrong::Kind(kind)),
             None => {
                 if let Action::Link { from } = &step.action {
-                    match self.link(call, asset, from) {
+                    match self.link(asset, from) {
                         Ok(mut done) => {
                             done.lock = lock;
                             return Ok(done);
@@ -261,14 +242,13 @@ impl Store {
                 }
             }
         }
-        self.fetch_step(call, asset, &path, wrong, 0, lock)
+        self.fetch_step(asset, &path, wrong, 0, lock)
     }
 
     /// Puts drifted permission bits back through the file's own descriptor, then re-stamps
     /// the record (the chmod moves ctime) once the filesystem clock has passed it.
     fn chmod(
         &self,
-        call: &Call<'_>,
         asset: &Asset,
         path: &Path,
         rec: &Record,
@@ -293,7 +273,7 @@ impl Store {
         file.set_permissions(std::fs::Permissions::from_mode(mode))
             .at(path, "chmod")?;
         let after = Stamp::of_file(&file).at(path, "fstat")?;
-        let dir = path.parent().unwrap_or(&self.inner.root);
+        let dir = path.parent().unwrap_or(&self.ctx.root);
         let settled = stamp::settle(dir, after.ctime_ns, Duration::from_millis(50))
             .ok()
             .flatten();
@@ -307,7 +287,7 @@ impl Store {
             let mut r = Record::new(
                 rec.sha256,
                 &now,
-                &call.manifest.version,
+                &self.manifest.version,
                 settled.unwrap_or_else(stamp::wall_now_ns),
                 rec.method,
                 settled.is_none(),
@@ -326,17 +306,16 @@ impl Store {
     #[allow(clippy::type_complexity)]
     fn hash(
         &self,
-        call: &Call<'_>,
         asset: &Asset,
         path: &Path,
         verdict: &Verdict,
         record: Option<&Record>,
         lock: Option<FileLock>,
     ) -> Result<std::result::Result<Done, (Sha256Digest, u64, Option<FileLock>)>> {
-        let version = &call.manifest.version;
+        let version = &self.manifest.version;
         let in_place = *verdict == Verdict::Always || lock.is_none();
         if !in_place {
-            match self.adopt(call, asset, path) {
+            match self.adopt(asset, path) {
                 Ok(Ok(adopted)) => {
                     let mut done = Done::new(Outcome::Verified, adopted.stamp.size, lock);
                     done.bytes_hashed = adopted.hashed;
@@ -355,7 +334,7 @@ impl Store {
                 Err(e) => return Err(e),
             }
         }
-        let (hashed, at, racy, bytes) = self.hash_settled(call, asset, path)?;
+        let (hashed, at, racy, bytes) = self.hash_settled(asset, path)?;
         if hashed.digest != asset.sha256 {
             return Ok(Err((hashed.digest, bytes, lock)));
         }
@@ -394,16 +373,15 @@ impl Store {
     #[allow(clippy::type_complexity)]
     fn adopt(
         &self,
-        call: &Call<'_>,
         asset: &Asset,
         path: &Path,
     ) -> Result<std::result::Result<Adopted, (Sha256Digest, u64)>> {
         let src = place::open_nofollow(path).at(path, "open")?;
-        let no_lease = if self.inner.opts.adopt_by_copy {
+        let no_lease = if self.ctx.opts.adopt_by_copy {
             "leases not used for this store".to_string()
         } else {
             match crate::sys::read_lease(&src) {
-                Ok(lease) => match self.adopt_leased(call, asset, path, &src, &lease)? {
+                Ok(lease) => match self.adopt_leased(asset, path, &src, &lease)? {
                     Leased::Proven(adopted) => return Ok(Ok(adopted)),
                     Leased::Mismatch(actual, bytes) => return Ok(Err((actual, bytes))),
                     Leased::Lost(why) => why.to_string(),
@@ -412,7 +390,7 @@ impl Store {
             }
         };
         tracing::debug!("asset {}: not adopted in place: {no_lease}", asset.name);
-        let (placed, bytes, fresh) = match self.copy_onto_fresh_inode(call, asset, &src)? {
+        let (placed, bytes, fresh) = match self.copy_onto_fresh_inode(asset, &src)? {
             Ok(done) => done,
             Err(mismatch) => return Ok(Err(mismatch)),
         };
@@ -431,7 +409,7 @@ impl Store {
             ),
         };
         // The fresh inode is bootvault's: seal it as a download is sealed.
-        let version = &call.manifest.version;
+        let version = &self.manifest.version;
         let record = self.sealed_record(asset, path, placed, version, Method::Hashed)?;
         Ok(Ok(Adopted {
             stamp: placed,
@@ -447,7 +425,6 @@ impl Store {
     /// moved) makes the proof fail: the caller then copies.
     fn adopt_leased(
         &self,
-        call: &Call<'_>,
         asset: &Asset,
         path: &Path,
         src: &std::fs::File,
@@ -455,7 +432,7 @@ impl Store {
     ) -> Result<Leased> {
         use std::os::unix::fs::PermissionsExt;
         let before = Stamp::of_file(src).at(path, "fstat")?;
-        let mut progress = verifying(call, asset);
+        let mut progress = verifying(self, asset);
         let (digest, bytes) = crate::digest::hash_file(src, &mut progress).at(path, "read")?;
         let after = Stamp::of_file(src).at(path, "fstat")?;
         if !lease.held() {
@@ -476,7 +453,7 @@ impl Store {
             }
         }
         let stamp = Stamp::of_file(src).at(path, "fstat")?;
-        let version = &call.manifest.version;
+        let version = &self.manifest.version;
         let record = self.sealed_record(asset, path, stamp, version, Method::Hashed)?;
         if !lease.held() {
             return Ok(Leased::Lost(
@@ -497,16 +474,15 @@ impl Store {
     #[allow(clippy::type_complexity)]
     fn copy_onto_fresh_inode(
         &self,
-        call: &Call<'_>,
         asset: &Asset,
         src: &std::fs::File,
     ) -> Result<std::result::Result<(Stamp, u64, place::Fresh), (Sha256Digest, u64)>> {
-        let mut progress = verifying(call, asset);
+        let mut progress = verifying(self, asset);
         place::copy_into_place(
             src,
-            &self.inner.root,
+            &self.ctx.root,
             &asset.path,
-            &self.inner.state.join("tmp"),
+            &self.ctx.state,
             Expected::of(asset).mode,
             &asset.sha256,
             &asset.name,
@@ -516,19 +492,14 @@ impl Store {
 
     /// Hashes in place; a racy result is hashed once more after the filesystem clock has
     /// moved on, so the record it leaves is clean. Returns (hash, verified_at, racy, bytes).
-    fn hash_settled(
-        &self,
-        call: &Call<'_>,
-        asset: &Asset,
-        path: &Path,
-    ) -> Result<(place::Hashed, i64, bool, u64)> {
-        let mut progress = verifying(call, asset);
+    fn hash_settled(&self, asset: &Asset, path: &Path) -> Result<(place::Hashed, i64, bool, u64)> {
+        let mut progress = verifying(self, asset);
         let first = place::hash_in_place(path, &asset.name, &mut progress)?;
         let mut bytes = first.bytes;
-        if !first.stamp.is_racy(call.probe) || first.digest != asset.sha256 {
-            return Ok((first, call.probe, false, bytes));
+        if !first.stamp.is_racy(self.probe) || first.digest != asset.sha256 {
+            return Ok((first, self.probe, false, bytes));
         }
-        let dir = path.parent().unwrap_or(&self.inner.root);
+        let dir = path.parent().unwrap_or(&self.ctx.root);
         let Some(now) = stamp::settle(
             dir,
             first.stamp.ctime_ns.max(first.stamp.mtime_ns),
@@ -536,7 +507,7 @@ impl Store {
         )
         .ok()
         .flatten() else {
-            return Ok((first, call.probe, true, bytes));
+            return Ok((first, self.probe, true, bytes));
         };
         let second = place::hash_in_place(path, &asset.name, &mut progress)?;
         bytes += second.bytes;
@@ -545,10 +516,10 @@ impl Store {
     }
 
     /// Copies a verified donor with the same digest into place, hashing on the way.
-    fn link(&self, call: &Call<'_>, asset: &Asset, from: &Path) -> Result<Done> {
+    fn link(&self, asset: &Asset, from: &Path) -> Result<Done> {
         let src = place::open_nofollow(from).at(from, "open donor")?;
-        let path = self.inner.root.join(&asset.path);
-        match self.copy_onto_fresh_inode(call, asset, &src)? {
+        let path = self.ctx.root.join(&asset.path);
+        match self.copy_onto_fresh_inode(asset, &src)? {
             Ok((placed, copied, fresh)) => {
                 let mut done = Done::new(Outcome::Linked, placed.size, None);
                 done.bytes_hashed = copied;
@@ -563,7 +534,7 @@ impl Store {
                     asset,
                     &path,
                     placed,
-                    &call.manifest.version,
+                    &self.manifest.version,
                     Method::Copied,
                 )?;
                 Ok(done)
@@ -580,7 +551,6 @@ impl Store {
     /// Downloads a good copy (the file is absent, or `wrong`) and places it.
     pub(crate) fn fetch_step(
         &self,
-        call: &Call<'_>,
         asset: &Asset,
         path: &Path,
         wrong: Option<Wrong>,
@@ -591,7 +561,7 @@ impl Store {
         let usable: Vec<String> = asset
             .urls
             .iter()
-            .filter(|u| !self.inner.opts.offline || u.starts_with("file:"))
+            .filter(|u| !self.ctx.opts.offline || u.starts_with("file:"))
             .cloned()
             .collect();
         if usable.is_empty() {
@@ -616,7 +586,7 @@ impl Store {
         } else {
             Outcome::Downloaded
         };
-        let mut done = self.fetch_and_place(call, asset, &usable, path)?;
+        let mut done = self.fetch_and_place(asset, &usable, path)?;
         self.remember_downloaded_index(asset);
         done.outcome = outcome;
         done.bytes_hashed += hashed;
@@ -678,35 +648,28 @@ impl Store {
         }
     }
 
-    fn fetch_and_place(
-        &self,
-        call: &Call<'_>,
-        asset: &Asset,
-        urls: &[String],
-        path: &Path,
-    ) -> Result<Done> {
-        let tmp = self.inner.state.join("tmp");
-        let key = crate::lock::file_key(&asset.path);
+    fn fetch_and_place(&self, asset: &Asset, urls: &[String], path: &Path) -> Result<Done> {
+        let key = crate::state::file_key(&asset.path);
         let name = asset.name.as_str();
         let progress =
-            |done: u64, total: Option<u64>| call.emit(Progress::Downloading { name, done, total });
+            |done: u64, total: Option<u64>| self.emit(Progress::Downloading { name, done, total });
         let req = crate::fetch::Request {
             name,
             urls,
             size: asset.size,
             sha256: asset.sha256,
-            tmp_dir: &tmp,
+            state: &self.ctx.state,
             key: &key,
             progress: &progress,
-            cancel: &call.cancel,
+            cancel: &self.cancel,
         };
-        let fetched = self.fetcher()?.fetch(&req)?;
+        let fetched = self.ctx.fetcher()?.fetch(&req)?;
         let mut hashed = fetched.size - fetched.bytes_resumed;
         let mode = Expected::of(asset).mode;
         let placed = place::place(
             &fetched.path,
             &fetched.file,
-            &self.inner.root,
+            &self.ctx.root,
             &asset.path,
             mode,
             &asset.sha256,
@@ -726,7 +689,7 @@ impl Store {
             asset,
             path,
             stamp_placed,
-            &call.manifest.version,
+            &self.manifest.version,
             Method::Downloaded,
         )?;
         Ok(done)
@@ -736,8 +699,8 @@ impl Store {
     /// from then on the kernel checks every read and the warm check is one measurement.
     /// Returns the stamp after sealing (enabling moves ctime) and the verity digest.
     fn seal(&self, path: &Path, placed: Stamp) -> Result<(Stamp, Option<Sha256Digest>)> {
-        let available = *self.inner.verity.get_or_init(|| {
-            crate::verity::probe(&self.inner.root) == crate::verity::Support::Available
+        let available = *self.ctx.verity.get_or_init(|| {
+            crate::verity::probe(&self.ctx.root) == crate::verity::Support::Available
         });
         let verity = if available { enable_verity(path) } else { None };
         let stamp = match verity {
@@ -778,7 +741,7 @@ impl Store {
         method: Method,
         verity: Option<Sha256Digest>,
     ) -> Option<Record> {
-        let dir = path.parent().unwrap_or(&self.inner.root);
+        let dir = path.parent().unwrap_or(&self.ctx.root);
         let settled = stamp::settle(
             dir,
             placed.ctime_ns.max(placed.mtime_ns),
@@ -806,7 +769,7 @@ impl Store {
 }
 
 /// The `Verifying` progress of `asset`, for a hash or a copy.
-fn verifying<'a>(call: &'a Call<'_>, asset: &'a Asset) -> impl FnMut(u64) + 'a {
+fn verifying<'a>(call: &'a Prepare<'_>, asset: &'a Asset) -> impl FnMut(u64) + 'a {
     let total = asset.size.unwrap_or(0);
     move |done: u64| {
         call.emit(Progress::Verifying {

@@ -3,9 +3,9 @@
 //! previous batch was being written goes into the next one), then releases the assets' locks.
 //! A write is never held across a download or a hash: the workers only hand results over.
 
+use crate::ledger::Ledger;
 use crate::ledger::{Event, Provenance, Record};
 use crate::lock::FileLock;
-use crate::store::Store;
 use std::sync::mpsc;
 
 /// Most results in one write transaction.
@@ -20,23 +20,29 @@ struct Item {
 }
 
 /// The committer of one prepare.
-pub(crate) struct Committer {
-    store: Store,
+pub(crate) struct Committer<'scope> {
+    ledger: &'scope Ledger,
     tx: Option<mpsc::Sender<Item>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Option<std::thread::ScopedJoinHandle<'scope, ()>>,
 }
 
-impl Committer {
-    /// Starts the committer thread for `store`. `provenance` (manifest version, where it came
+impl<'scope> Committer<'scope> {
+    /// Starts the committer thread in `scope`, writing to `ledger`. `provenance` (manifest version, where it came
     /// from and who vouched) goes into the first batch, so it lands with the first records of
     /// that version.
-    pub(crate) fn start(store: Store, provenance: Option<(String, Provenance)>) -> Committer {
+    pub(crate) fn start<'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        ledger: &'env Ledger,
+        provenance: Option<(String, Provenance)>,
+    ) -> Committer<'scope>
+    where
+        'env: 'scope,
+    {
         let (tx, rx) = mpsc::channel::<Item>();
-        let writer = store.clone();
         let mut provenance = provenance;
         let thread = std::thread::Builder::new()
             .name("bootvault-commit".into())
-            .spawn(move || {
+            .spawn_scoped(scope, move || {
                 while let Ok(first) = rx.recv() {
                     let mut batch = vec![first];
                     while batch.len() < BATCH {
@@ -45,12 +51,12 @@ impl Committer {
                             Err(_) => break,
                         }
                     }
-                    write(&writer, batch, provenance.take());
+                    write(ledger, batch, provenance.take());
                 }
             })
             .ok();
         Committer {
-            store,
+            ledger,
             tx: Some(tx),
             thread,
         }
@@ -74,11 +80,11 @@ impl Committer {
         match (&self.tx, &self.thread) {
             (Some(tx), Some(_)) => {
                 if let Err(mpsc::SendError(item)) = tx.send(item) {
-                    write(&self.store, vec![item], None);
+                    write(self.ledger, vec![item], None);
                 }
             }
             // No thread could be started: write inline.
-            _ => write(&self.store, vec![item], None),
+            _ => write(self.ledger, vec![item], None),
         }
     }
 
@@ -91,14 +97,14 @@ impl Committer {
     }
 }
 
-fn write(store: &Store, batch: Vec<Item>, provenance: Option<(String, Provenance)>) {
+fn write(ledger: &Ledger, batch: Vec<Item>, provenance: Option<(String, Provenance)>) {
     let records: Vec<(&str, &Record)> = batch
         .iter()
         .filter_map(|i| i.record.as_ref().map(|r| (i.key.as_str(), r)))
         .collect();
     let events: Vec<&Event> = batch.iter().map(|i| &i.event).collect();
     let provenance = provenance.as_ref().map(|(v, p)| (v.as_str(), p));
-    if let Err(e) = store.ledger().put_many(&records, &events, provenance) {
+    if let Err(e) = ledger.put_many(&records, &events, provenance) {
         // The assets are verified all the same; only the memory of it is lost.
         let names: Vec<&str> = batch
             .iter()
