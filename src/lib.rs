@@ -45,18 +45,22 @@
 //! - at the bottom, plain data and helpers that know no store: `digest` (SHA-256), `error`,
 //!   `cancel`, `fsutil` (regular-file opens, modes, pid liveness), `sys` (per platform),
 //!   `reference` (`oci://` references), `oci_options` and `http` (network settings and the one
-//!   client builder), `state` (names in the state dir shared by several layers);
+//!   client builder), `state` (`StateDir`: every name under the state dir, built and parsed in
+//!   one place);
 //! - `stamp` (the stat signature and the racy-clean rule), `manifest` (the native format),
 //!   `lock` (single flight across processes), `place` (paths kept inside ROOT, atomic
 //!   placement), `verity` (the fs-verity tier);
-//! - `ledger` (the redb tables, upgraded by the steps of [`migrations`], its submodule);
-//! - `judge` (the one pure trust decision behind prepare, `open_verified` and `debug`) and
-//!   `plan` (a step per asset);
+//! - `ledger` (the redb tables, upgraded by the steps of its submodule `migrations`);
 //! - `sign`, `rollback`, `oci` (the registry client) and `fetch` (downloads with retries and
-//!   resume), `chunk_index` and `delta` (delta upgrades);
-//! - at the top `store`: the facade, with its stages as submodules (`store::execute` runs the
-//!   steps on workers, `store::commit` writes results in batched transactions,
-//!   `store::inspect` holds the read-only views and `gc`).
+//!   resume), `chunk_index` and `delta` (delta upgrades: the index format and the patch
+//!   mechanics);
+//! - `context` (an opened store's parts: ROOT, state dir, ledger, options, fetcher);
+//! - `prepare` (one call, top to bottom: `observe` → `plan` over `judge`, the one pure trust
+//!   decision behind prepare, `open_verified` and `debug` → `execute` on workers → `commit` in
+//!   batched write transactions; `patch` for delta steps);
+//! - `inspect` (the read-only views and `gc`);
+//! - at the top `store`, the facade: [`Store`] opens things and hands them to a `Prepare` or
+//!   a view; every public method of a store is in its one `impl Store`.
 
 #![warn(missing_docs)]
 
