@@ -135,15 +135,36 @@ pub fn fs_now(dir: &Path) -> std::io::Result<i64> {
 /// past it, or `None` if the clock did not move within `limit` (a coarse filesystem clock).
 pub fn settle(dir: &Path, ctime_ns: i64, limit: Duration) -> std::io::Result<Option<i64>> {
     let start = Instant::now();
+    settle_by(
+        || fs_now(dir),
+        || start.elapsed(),
+        || std::thread::sleep(Duration::from_millis(1)),
+        ctime_ns,
+        limit,
+    )
+}
+
+/// [`settle`] over an injected clock. The deadline is read *before* the filesystem clock, so
+/// the clock is always looked at once more after the deadline passed: a thread descheduled
+/// past the deadline (a loaded machine) still sees the clock that moved meanwhile, instead of
+/// giving up and leaving a racy record that costs a re-hash on the next warm prepare.
+fn settle_by(
+    mut fs_clock: impl FnMut() -> std::io::Result<i64>,
+    mut elapsed: impl FnMut() -> Duration,
+    mut pause: impl FnMut(),
+    ctime_ns: i64,
+    limit: Duration,
+) -> std::io::Result<Option<i64>> {
     loop {
-        let now = fs_now(dir)?;
+        let expired = elapsed() >= limit;
+        let now = fs_clock()?;
         if now > ctime_ns {
             return Ok(Some(now));
         }
-        if start.elapsed() >= limit {
+        if expired {
             return Ok(None);
         }
-        std::thread::sleep(Duration::from_millis(1));
+        pause();
     }
 }
 
@@ -169,6 +190,49 @@ mod tests {
             kind: FileKind::Regular,
             perm: 0o444,
         }
+    }
+
+    /// The bug: `settle` read the clock, then the deadline; a thread descheduled for longer than
+    /// the limit between the two gave up although the clock had long moved, so the record was
+    /// racy and the next warm prepare re-hashed (seen as a flaky
+    /// `multiprocess::regression_last_writer_wins_loses_no_record` under load).
+    #[test]
+    fn regression_a_starved_settle_looks_at_the_clock_once_more() {
+        let mut clock = [100, 200].into_iter();
+        // The first clock read is in the placement's tick; then the thread is starved past the
+        // deadline, during which the clock moves on.
+        let mut elapsed = [Duration::ZERO, Duration::from_millis(80)].into_iter();
+        let got = settle_by(
+            || Ok(clock.next().unwrap_or(200)),
+            || elapsed.next().unwrap_or(Duration::from_millis(80)),
+            || {},
+            100,
+            Duration::from_millis(50),
+        )
+        .unwrap();
+        assert_eq!(got, Some(200));
+    }
+
+    #[test]
+    fn a_clock_that_never_moves_gives_up_at_the_deadline() {
+        let mut polls = 0;
+        let mut t = Duration::ZERO;
+        let got = settle_by(
+            || {
+                polls += 1;
+                Ok(100)
+            },
+            || {
+                t += Duration::from_millis(10);
+                t
+            },
+            || {},
+            100,
+            Duration::from_millis(50),
+        )
+        .unwrap();
+        assert_eq!(got, None);
+        assert_eq!(polls, 5, "polled until the deadline, then once after it");
     }
 
     #[test]
