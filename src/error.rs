@@ -209,14 +209,6 @@ impl Error {
         }
     }
 
-    /// Whether this error means bad input (exit code 2) rather than a failed asset (exit 1).
-    pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
-            Error::Manifest { .. } | Error::Legacy { .. } | Error::Store { .. }
-        )
-    }
-
     /// The asset this error is about, when it is about one.
     pub fn asset(&self) -> Option<&str> {
         match self {

@@ -327,7 +327,7 @@ impl Store {
         self.inner.schema_version()
     }
 
-    /// Imports an arcbox-boot `.verified.json` into the ledger (see [`crate::migrations`]).
+    /// Imports an arcbox-boot `.verified.json` ([`crate::LEGACY_FILE_NAME`]) into the ledger.
     pub fn import_legacy(
         &self,
         legacy: &Path,
