@@ -53,6 +53,7 @@ pub const EVENT_CAP: u64 = 4096;
 
 /// How a record earned its trust.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Method {
     /// The file on disk was hashed.
     Hashed,
@@ -81,6 +82,7 @@ impl Method {
 
 /// One verification, as stored in `records_v1`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Record {
     /// The digest the content hashed to.
     pub sha256: Sha256Digest,

@@ -249,6 +249,7 @@ impl std::fmt::Debug for Store {
 
 /// An open, read-only descriptor of exactly the inode that was verified.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct VerifiedFile {
     /// The descriptor (positioned at 0).
     pub file: std::fs::File,

@@ -131,9 +131,10 @@ fn per_asset_errors_are_typed() {
         ),
     ]);
     let store = Store::builder(root.path())
-        .fetch_options(bootvault::FetchOptions {
-            retries: 0,
-            ..Default::default()
+        .fetch_options({
+            let mut o = bootvault::FetchOptions::default();
+            o.retries = 0;
+            o
         })
         .open()
         .unwrap();
