@@ -97,7 +97,7 @@ pub fn plan(root: &Path, legacy: &Path) -> Result<(Vec<(String, Record)>, Import
         let digest = match Sha256Digest::from_hex(&entry.sha256) {
             Ok(d) => d,
             Err(why) => {
-                report.skipped.push((key, why));
+                report.skipped.push((key, why.to_string()));
                 continue;
             }
         };

@@ -117,7 +117,7 @@ pub(crate) mod sys;
 pub use cancel::CancelToken;
 pub use chunk_index::IndexRef;
 pub use delta::write_index;
-pub use digest::Sha256Digest;
+pub use digest::{DigestError, Sha256Digest};
 pub use error::{Error, FetchAttempt, Result};
 pub use fetch::FetchOptions;
 pub use inspect::{Explanation, GcReport, Inspection, Usage, VerifyState};

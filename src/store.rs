@@ -454,8 +454,7 @@ impl Store {
         let manifest = manifest.clone();
         let result = tokio::task::spawn_blocking(move || store.prepare_with(&manifest, &opts))
             .await
-            .map_err(|e| Error::Internal {
-                name: "-".into(),
+            .map_err(|e| Error::Worker {
                 message: format!("prepare worker: {e}"),
             })?;
         // Finished normally: nothing to cancel.

@@ -156,7 +156,7 @@ fn per_asset_errors_are_typed() {
         Some(Error::Fetch { name, attempts }) => {
             assert_eq!(name, "unreachable");
             assert_eq!(attempts.len(), 1);
-            assert_eq!(attempts[0].url, "http://127.0.0.1:9/x");
+            assert_eq!(attempts[0].url.as_deref(), Some("http://127.0.0.1:9/x"));
             // The URL is named once, by the attempt, not again by its reason.
             assert!(
                 !attempts[0].reason.contains("127.0.0.1:9/x"),
