@@ -104,10 +104,8 @@ fn bench_resume(c: &mut Criterion) {
                 ..Fault::default()
             },
         );
-        let no_retry = FetchOptions {
-            retries: 0,
-            ..FetchOptions::default()
-        };
+        let mut no_retry = FetchOptions::default();
+        no_retry.retries = 0;
         let store = Store::builder(root.path())
             .fetch_options(no_retry)
             .open()

@@ -61,9 +61,10 @@ fn fleet_round(manifest: &Manifest, oci: &OciOptions) -> Duration {
             s.spawn(|| {
                 let store = Store::builder(root.path())
                     .jobs(4)
-                    .fetch_options(FetchOptions {
-                        oci: oci.clone(),
-                        ..FetchOptions::default()
+                    .fetch_options({
+                        let mut o = FetchOptions::default();
+                        o.oci = oci.clone();
+                        o
                     })
                     .open()
                     .expect("open");

@@ -18,9 +18,8 @@
 
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
-use crate::ledger::{Method, RECORDS, Record};
+use crate::ledger::{Method, Record};
 use crate::stamp::{FileKind, Stamp};
-use redb::WriteTransaction;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Component, Path};
@@ -98,7 +97,7 @@ pub fn plan(root: &Path, legacy: &Path) -> Result<(Vec<(String, Record)>, Import
         let digest = match Sha256Digest::from_hex(&entry.sha256) {
             Ok(d) => d,
             Err(why) => {
-                report.skipped.push((key, why));
+                report.skipped.push((key, why.to_string()));
                 continue;
             }
         };
@@ -129,24 +128,6 @@ pub fn plan(root: &Path, legacy: &Path) -> Result<(Vec<(String, Record)>, Import
         records.push((rel, record));
     }
     Ok((records, report))
-}
-
-/// Imports `legacy` into the ledger inside `txn`; returns the number imported.
-pub fn import(txn: &WriteTransaction, root: &Path, legacy: &Path) -> Result<usize> {
-    let (records, _) = plan(root, legacy)?;
-    let mut table = txn.open_table(RECORDS).map_err(|e| Error::Legacy {
-        path: legacy.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    for (rel, record) in &records {
-        table
-            .insert(rel.as_str(), record.encode().as_slice())
-            .map_err(|e| Error::Legacy {
-                path: legacy.to_path_buf(),
-                message: e.to_string(),
-            })?;
-    }
-    Ok(records.len())
 }
 
 /// The path under ROOT (`/`-separated) that a cache key names, if it names a regular file there.

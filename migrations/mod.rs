@@ -42,6 +42,7 @@ pub fn apply(txn: &WriteTransaction, from: u64) -> Result<(), redb::Error> {
 
 /// Applies only the first `upto` steps (for building frozen fixtures of past versions).
 #[doc(hidden)]
+#[cfg_attr(not(feature = "__internals"), allow(dead_code))]
 pub fn apply_upto(txn: &WriteTransaction, upto: u64) -> Result<(), redb::Error> {
     for (_, step) in STEPS.iter().take(upto as usize) {
         step(txn)?;

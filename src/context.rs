@@ -74,13 +74,8 @@ impl Context {
         let f = self.fetcher.get_or_init(|| {
             Fetcher::new(self.opts.fetch.clone(), self.client.clone()).map_err(|e| e.to_string())
         });
-        f.as_ref().map_err(|e| Error::Fetch {
-            name: "-".into(),
-            attempts: vec![crate::error::FetchAttempt {
-                url: String::new(),
-                reason: e.clone(),
-            }],
-        })
+        f.as_ref()
+            .map_err(|why| Error::Downloader { why: why.clone() })
     }
 
     /// The filesystem clock, taken before any content is read: a file changed at or after this
@@ -95,7 +90,7 @@ impl Context {
             return Err(Error::Document {
                 url: url.into(),
                 attempts: vec![crate::error::FetchAttempt {
-                    url: url.into(),
+                    url: Some(url.into()),
                     reason: "offline".into(),
                 }],
             });

@@ -11,21 +11,55 @@ use std::io::Read;
 /// Read buffer for hashing: large enough to amortise syscalls, small enough for the L2 cache.
 pub const HASH_BUF: usize = 256 * 1024;
 
+/// Text that is not a SHA-256 digest ([`Sha256Digest::from_hex`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DigestError {
+    /// Not 64 characters long.
+    #[error("{text:?}: expected 64 hex digits, got {len} characters")]
+    Length {
+        /// The text.
+        text: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// 64 characters, not all hex digits.
+    #[error("{text:?}: not hex: invalid character {ch:?} at position {at}")]
+    NotHex {
+        /// The text.
+        text: String,
+        /// Byte offset of the first character that is not a hex digit.
+        at: usize,
+        /// That character.
+        ch: char,
+    },
+}
+
 /// A SHA-256 digest.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 pub struct Sha256Digest(pub [u8; 32]);
 
 impl Sha256Digest {
     /// Parses 64 hex digits (either case).
-    pub fn from_hex(s: &str) -> Result<Self, String> {
+    pub fn from_hex(s: &str) -> Result<Self, DigestError> {
         if s.len() != 64 {
-            return Err(format!(
-                "{s:?}: expected 64 hex digits, got {} characters",
-                s.len()
-            ));
+            return Err(DigestError::Length {
+                text: s.to_string(),
+                len: s.len(),
+            });
         }
         let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out).map_err(|e| format!("{s:?}: not hex: {e}"))?;
+        if hex::decode_to_slice(s, &mut out).is_err() {
+            let (at, ch) = s
+                .char_indices()
+                .find(|(_, c)| !c.is_ascii_hexdigit())
+                .unwrap_or((0, '?'));
+            return Err(DigestError::NotHex {
+                text: s.to_string(),
+                at,
+                ch,
+            });
+        }
         Ok(Sha256Digest(out))
     }
 
@@ -152,6 +186,23 @@ pub fn hash_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn from_hex_says_what_is_wrong() {
+        let hex = "ab".repeat(32);
+        assert_eq!(Sha256Digest::from_hex(&hex).unwrap().to_hex(), hex);
+        assert_eq!(
+            Sha256Digest::from_hex(&hex.to_uppercase()).unwrap().to_hex(),
+            hex
+        );
+        let short = Sha256Digest::from_hex("abc").unwrap_err();
+        assert_eq!(short, DigestError::Length { text: "abc".into(), len: 3 });
+        assert_eq!(short.to_string(), "\"abc\": expected 64 hex digits, got 3 characters");
+        let bad = format!("{}g{}", &hex[..10], &hex[11..]);
+        let err = Sha256Digest::from_hex(&bad).unwrap_err();
+        assert!(matches!(err, DigestError::NotHex { at: 10, ch: 'g', .. }), "{err:?}");
+        assert!(err.to_string().contains("not hex: invalid character 'g' at position 10"), "{err}");
+    }
 
     #[test]
     fn known_vectors() {

@@ -160,6 +160,23 @@ pub enum Error {
         attempts: Vec<FetchAttempt>,
     },
 
+    /// Downloads cannot start: the store's HTTP client (or the runtime that drives it) could
+    /// not be set up from its network options (an unreadable or invalid CA certificate, for
+    /// one). Not about one asset: a prepare reports it per asset as an [`Error::Fetch`].
+    #[error("{why}")]
+    Downloader {
+        /// What failed.
+        why: String,
+    },
+
+    /// A store operation failed in an unexpected way outside any one asset (the worker thread
+    /// of [`crate::Store::prepare_async`] panicked).
+    #[error("internal error: {message}")]
+    Worker {
+        /// What happened.
+        message: String,
+    },
+
     /// The legacy `.verified.json` could not be read.
     #[error("legacy cache {path}: {message}")]
     Legacy {
@@ -172,9 +189,11 @@ pub enum Error {
 
 /// One source tried by a download, and why it failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FetchAttempt {
-    /// The URL.
-    pub url: String,
+    /// The URL; `None` when the failure came before any URL was tried (no URL to fetch from,
+    /// no HTTP client).
+    pub url: Option<String>,
     /// Why it failed (HTTP status, connection error, digest mismatch, ...).
     pub reason: String,
 }
@@ -183,10 +202,9 @@ impl std::fmt::Display for FetchAttempt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // A password in a source URL (`https://user:pass@…`) is never printed.
         let reason = crate::redact::text(&self.reason);
-        if self.url.is_empty() {
-            f.write_str(&reason)
-        } else {
-            write!(f, "{}: {reason}", crate::redact::url(&self.url))
+        match &self.url {
+            None => f.write_str(&reason),
+            Some(url) => write!(f, "{}: {reason}", crate::redact::url(url)),
         }
     }
 }
@@ -207,14 +225,6 @@ impl Error {
             action,
             source,
         }
-    }
-
-    /// Whether this error means bad input (exit code 2) rather than a failed asset (exit 1).
-    pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
-            Error::Manifest { .. } | Error::Legacy { .. } | Error::Store { .. }
-        )
     }
 
     /// The asset this error is about, when it is about one.
@@ -251,6 +261,13 @@ impl Error {
                 name: name.to_string(),
                 attempts,
             },
+            Error::Downloader { why } => Error::Fetch {
+                name: name.to_string(),
+                attempts: vec![FetchAttempt {
+                    url: None,
+                    reason: why,
+                }],
+            },
             other => other,
         }
     }
@@ -264,11 +281,11 @@ impl Error {
             Error::SizeMismatch { .. } => "size",
             Error::Missing { .. } => "missing",
             Error::UnsafePath { .. } => "unsafe-path",
-            Error::Fetch { .. } | Error::Document { .. } => "fetch",
+            Error::Fetch { .. } | Error::Document { .. } | Error::Downloader { .. } => "fetch",
             Error::Unstable { .. } => "unstable",
             Error::Cancelled { .. } => "cancelled",
             Error::Store { .. } => "store",
-            Error::Internal { .. } => "internal",
+            Error::Internal { .. } | Error::Worker { .. } => "internal",
             Error::Ledger { .. } => "ledger",
             Error::Legacy { .. } => "legacy",
         }
@@ -283,5 +300,26 @@ pub(crate) trait IoContext<T> {
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl Into<PathBuf>, action: &'static str) -> Result<T> {
         self.map_err(|e| Error::io(path, action, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_downloader_failure_is_named_for_the_asset_it_stopped() {
+        let e = Error::Downloader {
+            why: "cannot build HTTP client: bad CA".into(),
+        };
+        assert_eq!(e.asset(), None);
+        assert_eq!(e.kind(), "fetch");
+        assert_eq!(e.to_string(), "cannot build HTTP client: bad CA");
+        let e = e.for_asset("kernel");
+        assert_eq!(e.asset(), Some("kernel"));
+        assert_eq!(
+            e.to_string(),
+            "asset kernel: download failed: cannot build HTTP client: bad CA"
+        );
     }
 }

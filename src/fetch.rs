@@ -342,12 +342,8 @@ impl Fetcher {
             .map_err(|e| Error::io("tokio runtime", "start", e))?;
         let client = match client {
             Some(c) => c,
-            None => build_client(&opts).map_err(|e| Error::Fetch {
-                name: "-".into(),
-                attempts: vec![FetchAttempt {
-                    url: String::new(),
-                    reason: format!("cannot build HTTP client: {e}"),
-                }],
+            None => build_client(&opts).map_err(|e| Error::Downloader {
+                why: format!("cannot build HTTP client: {e}"),
             })?,
         };
         Ok(Fetcher {
@@ -387,7 +383,7 @@ impl Fetcher {
             return Err(Error::Fetch {
                 name: req.name.into(),
                 attempts: vec![FetchAttempt {
-                    url: String::new(),
+                    url: None,
                     reason: "no URL to fetch from".into(),
                 }],
             });
@@ -395,7 +391,7 @@ impl Fetcher {
         let mut partial = open_partial(req.state, req.key, &req.sha256)?;
         let mut attempts: Vec<FetchAttempt> = Vec::new();
         let attempt = |url: &str, reason: String| FetchAttempt {
-            url: url.to_string(),
+            url: Some(url.to_string()),
             reason,
         };
         // Registry mirrors go before their registry.
@@ -805,7 +801,7 @@ impl Fetcher {
                 .and_then(|u| u.to_file_path().ok())
                 .ok_or_else(|| {
                     fail(vec![FetchAttempt {
-                        url: url.into(),
+                        url: Some(url.into()),
                         reason: "not a local path".into(),
                     }])
                 })?;
@@ -813,7 +809,7 @@ impl Fetcher {
                 .map(String::into_bytes)
                 .map_err(|e| {
                     fail(vec![FetchAttempt {
-                        url: url.into(),
+                        url: Some(url.into()),
                         reason: e.to_string(),
                     }])
                 });
@@ -826,14 +822,14 @@ impl Fetcher {
                 Ok(body) => return Ok(body),
                 Err(TryError::Transient(why, hint)) => {
                     attempts.push(FetchAttempt {
-                        url: url.into(),
+                        url: Some(url.into()),
                         reason: format!("{why} (try {})", round + 1),
                     });
                     hint
                 }
                 Err(TryError::Permanent(why)) => {
                     attempts.push(FetchAttempt {
-                        url: url.into(),
+                        url: Some(url.into()),
                         reason: why,
                     });
                     break;
@@ -866,7 +862,7 @@ impl Fetcher {
             None => Err(Error::Document {
                 url: url.into(),
                 attempts: vec![FetchAttempt {
-                    url: url.into(),
+                    url: Some(url.into()),
                     reason: "fetch runtime is shut down".into(),
                 }],
             }),

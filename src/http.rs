@@ -6,6 +6,7 @@ use std::time::Duration;
 
 /// Network behaviour of a store.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct FetchOptions {
     /// Rounds over the URL list after the first (so `retries + 1` tries per URL at most).
     pub retries: u32,

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 /// One asset's live view: where it is, its stamp, its record, the verdict.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Inspection {
     /// The manifest asset.
     pub asset: Asset,
@@ -34,6 +35,7 @@ pub struct Inspection {
 
 /// Why an asset is (not) trusted: `debug show` and `debug why`.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Explanation {
     /// The asset, when a manifest named it.
     pub asset: Option<Asset>,
@@ -71,6 +73,7 @@ pub enum VerifyState {
 
 /// What `gc` removed (or would remove), and what it kept because bootvault does not own it.
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct GcReport {
     /// Files bootvault recorded that the manifest no longer names (relative to ROOT).
     pub files: Vec<String>,

@@ -11,7 +11,8 @@
 //! trust. A corrupt one is moved aside and recreated; a newer one is left untouched.
 
 
-// The schema steps of this ledger (numbered, never reordered or edited once shipped).
+// The schema steps of this ledger (numbered, never reordered or edited once shipped). Public
+// only with `__internals` (the workspace's tests): a step is a redb transaction.
 #[path = "../migrations/mod.rs"]
 pub mod migrations;
 
@@ -52,6 +53,7 @@ pub const EVENT_CAP: u64 = 4096;
 
 /// How a record earned its trust.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Method {
     /// The file on disk was hashed.
     Hashed,
@@ -80,6 +82,7 @@ impl Method {
 
 /// One verification, as stored in `records_v1`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Record {
     /// The digest the content hashed to.
     pub sha256: Sha256Digest,
@@ -197,30 +200,33 @@ impl Record {
         }
     }
 
-    /// Tag byte, then bincode: tag 1 without a verity digest, tag 2 with one, so ledgers
-    /// without verity stay readable by every release.
-    pub fn encode(&self) -> Vec<u8> {
-        match self.verity {
-            None => encode_tagged(RECORD_FORMAT_V1, &self.to_v1()),
-            Some(verity) => encode_tagged(
-                RECORD_FORMAT_V2,
-                &RecordV2 {
-                    base: self.to_v1(),
-                    verity,
-                },
-            ),
+    internal_fn! {
+        /// Tag byte, then bincode: tag 1 without a verity digest, tag 2 with one, so ledgers
+        /// without verity stay readable by every release.
+        fn encode(&self) -> Vec<u8> {
+            match self.verity {
+                None => encode_tagged(RECORD_FORMAT_V1, &self.to_v1()),
+                Some(verity) => encode_tagged(
+                    RECORD_FORMAT_V2,
+                    &RecordV2 {
+                        base: self.to_v1(),
+                        verity,
+                    },
+                ),
+            }
         }
     }
 
-    /// Decodes a value; `None` for an unknown tag or bytes that do not decode.
-    pub fn decode(bytes: &[u8]) -> Option<Record> {
-        match *bytes.first()? {
-            RECORD_FORMAT_V1 => {
-                decode_tagged::<RecordV1>(RECORD_FORMAT_V1, bytes).map(|v| Record::from_v1(v, None))
+    internal_fn! {
+        /// Decodes a value; `None` for an unknown tag or bytes that do not decode.
+        fn decode(bytes: &[u8]) -> Option<Record> {
+            match *bytes.first()? {
+                RECORD_FORMAT_V1 => decode_tagged::<RecordV1>(RECORD_FORMAT_V1, bytes)
+                    .map(|v| Record::from_v1(v, None)),
+                RECORD_FORMAT_V2 => decode_tagged::<RecordV2>(RECORD_FORMAT_V2, bytes)
+                    .map(|v| Record::from_v1(v.base, Some(v.verity))),
+                _ => None,
             }
-            RECORD_FORMAT_V2 => decode_tagged::<RecordV2>(RECORD_FORMAT_V2, bytes)
-                .map(|v| Record::from_v1(v.base, Some(v.verity))),
-            _ => None,
         }
     }
 }
@@ -245,13 +251,17 @@ pub struct Event {
 }
 
 impl Event {
-    /// Tag byte, then bincode.
-    pub fn encode(&self) -> Vec<u8> {
-        encode_tagged(EVENT_FORMAT_V1, self)
+    internal_fn! {
+        /// Tag byte, then bincode.
+        fn encode(&self) -> Vec<u8> {
+            encode_tagged(EVENT_FORMAT_V1, self)
+        }
     }
-    /// Decodes a value; `None` when it does not decode.
-    pub fn decode(bytes: &[u8]) -> Option<Event> {
-        decode_tagged(EVENT_FORMAT_V1, bytes)
+    internal_fn! {
+        /// Decodes a value; `None` when it does not decode.
+        fn decode(bytes: &[u8]) -> Option<Event> {
+            decode_tagged(EVENT_FORMAT_V1, bytes)
+        }
     }
 }
 
@@ -270,13 +280,17 @@ pub struct Provenance {
 }
 
 impl Provenance {
-    /// Encodes for the ledger: a format tag, then bincode.
-    pub fn encode(&self) -> Vec<u8> {
-        encode_tagged(PROVENANCE_FORMAT_V1, self)
+    internal_fn! {
+        /// Encodes for the ledger: a format tag, then bincode.
+        fn encode(&self) -> Vec<u8> {
+            encode_tagged(PROVENANCE_FORMAT_V1, self)
+        }
     }
-    /// Decodes a value; `None` when it does not decode.
-    pub fn decode(bytes: &[u8]) -> Option<Provenance> {
-        decode_tagged(PROVENANCE_FORMAT_V1, bytes)
+    internal_fn! {
+        /// Decodes a value; `None` when it does not decode.
+        fn decode(bytes: &[u8]) -> Option<Provenance> {
+            decode_tagged(PROVENANCE_FORMAT_V1, bytes)
+        }
     }
     /// Whether `other` says the same thing (the time aside).
     fn same_as(&self, other: &Provenance) -> bool {

@@ -76,6 +76,18 @@ macro_rules! internal {
     )*};
 }
 
+/// Declares methods that are public only with the `__internals` feature (the workspace's own
+/// tests and fuzz targets call them) and crate-private otherwise: a host never sees them.
+macro_rules! internal_fn {
+    ($(#[$meta:meta])* fn $($rest:tt)*) => {
+        #[cfg(feature = "__internals")]
+        #[doc(hidden)]
+        $(#[$meta])* pub fn $($rest)*
+        #[cfg(not(feature = "__internals"))]
+        $(#[$meta])* pub(crate) fn $($rest)*
+    };
+}
+
 internal!(
     digest, fetch, ledger, lock, manifest, place, report, stamp, verity
 );
@@ -95,6 +107,9 @@ mod oci_options;
 mod prepare;
 mod reference;
 mod state;
+// The ledger's schema steps (redb transactions): the workspace's own tests only.
+#[cfg(feature = "__internals")]
+#[doc(hidden)]
 pub use ledger::migrations;
 pub mod oci;
 pub mod redact;
@@ -106,10 +121,11 @@ pub(crate) mod sys;
 pub use cancel::CancelToken;
 pub use chunk_index::IndexRef;
 pub use delta::write_index;
-pub use digest::Sha256Digest;
+pub use digest::{DigestError, Sha256Digest};
 pub use error::{Error, FetchAttempt, Result};
 pub use fetch::FetchOptions;
 pub use inspect::{Explanation, GcReport, Inspection, Usage, VerifyState};
+pub use ledger::migrations::legacy::{FILE_NAME as LEGACY_FILE_NAME, ImportReport};
 pub use ledger::{Event, LedgerState, Method, Provenance, Record};
 pub use manifest::{
     Asset, Manifest, ParseOptions, Policy, read_manifest_text, validate_name, validate_path,

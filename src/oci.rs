@@ -2,7 +2,7 @@
 //!
 //! An asset's SHA-256 is its OCI blob digest, so `oci://HOST[:PORT]/REPO` as an asset URL
 //! means "the blob `sha256:<digest>` of REPO on HOST". The fetcher turns such a URL into the
-//! blob URL `/v2/REPO/blobs/sha256:<digest>` plus an `Authorization` header from [`Registry`],
+//! blob URL `/v2/REPO/blobs/sha256:<digest>` plus an `Authorization` header from `Registry`,
 //! and then downloads it on its ordinary path (hash in one pass, size enforced, Range resume,
 //! retries, single flight). The protocol parts are written here by hand rather than taken from
 //! `oci-client`: that crate owns the request (and its own reqwest major version), so it cannot
@@ -32,16 +32,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// Media type of the OCI image manifest this module reads and writes.
-pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 /// `artifactType` and config media type of a published bootvault set; the config blob is the
 /// bootvault manifest JSON, byte for byte as it was signed.
-pub const SET_MEDIA_TYPE: &str = "application/vnd.bootvault.set.v1+json";
+pub(crate) const SET_MEDIA_TYPE: &str = "application/vnd.bootvault.set.v1+json";
 /// Media type of each asset layer.
-pub const ASSET_MEDIA_TYPE: &str = "application/vnd.bootvault.asset.v1";
+pub(crate) const ASSET_MEDIA_TYPE: &str = "application/vnd.bootvault.asset.v1";
 /// Annotation holding the minisign signature of the config blob (the bootvault manifest).
-pub const SIGNATURE_ANNOTATION: &str = "dev.bootvault.manifest.minisig";
+pub(crate) const SIGNATURE_ANNOTATION: &str = "dev.bootvault.manifest.minisig";
 /// Annotation naming an asset's path (the ORAS convention).
-pub const TITLE_ANNOTATION: &str = "org.opencontainers.image.title";
+pub(crate) const TITLE_ANNOTATION: &str = "org.opencontainers.image.title";
 /// Tries at fetching a manifest when the registry or server fails transiently.
 const MANIFEST_TRIES: u32 = 3;
 /// Largest OCI manifest, bootvault manifest or signature read into memory.
@@ -91,7 +91,7 @@ pub enum OciError {
     },
     /// The registry answered, but holds no bootvault set under the reference: no such tag (or
     /// repository), or an artifact of another kind (its config media type is not
-    /// [`SET_MEDIA_TYPE`]). Bad input, as a wrong reference is, not a failure to fetch.
+    /// `application/vnd.bootvault.set.v1+json`). Bad input, as a wrong reference is, not a failure to fetch.
     #[error("{}: {}", crate::redact::text(.what), crate::redact::text(.why))]
     NotASet {
         /// The manifest being resolved.
@@ -158,7 +158,7 @@ fn host_only(host: &str) -> &str {
 /// Registry client state shared by a store's downloads: scheme choice, mirrors, credentials
 /// and the cached `Authorization` per (host, repository, access).
 #[derive(Debug, Default)]
-pub struct Registry {
+pub(crate) struct Registry {
     opts: OciOptions,
     /// By (host, scopes); `None` cached = the registry answered without asking for auth.
     auth: Mutex<HashMap<(String, String), Option<String>>>,
@@ -532,7 +532,7 @@ impl Registry {
 /// Why a registry request (or getting its `Authorization`) failed, and whether trying again
 /// later can help (unreachable, 5xx, 429) or not (no or wrong credentials, 404, bad content).
 #[derive(Debug, Clone)]
-pub struct RequestError {
+pub(crate) struct RequestError {
     /// Whether a later try may succeed.
     pub retry: bool,
     /// What failed, naming the URL or host.
@@ -805,7 +805,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, OciError> {
 
 /// A bootvault manifest read from a registry or a URL, before it is parsed.
 #[derive(Clone, Debug)]
-pub struct RemoteManifest {
+pub(crate) struct RemoteManifest {
     /// The bootvault manifest JSON, exactly as published (what a signature covers).
     pub bytes: Vec<u8>,
     /// The minisign signature published with it, if any.
@@ -821,7 +821,7 @@ pub struct RemoteManifest {
 /// Resolves `oci://HOST/REPO:TAG` or `@sha256:…` to the bootvault manifest stored as the
 /// artifact's config blob, with the signature annotation. A digest pin is checked against the
 /// bytes of the OCI manifest, and the config blob against its descriptor.
-pub fn fetch_manifest(
+pub(crate) fn fetch_manifest(
     opts: &crate::FetchOptions,
     r: &Reference,
 ) -> Result<RemoteManifest, OciError> {
@@ -970,7 +970,7 @@ async fn fetch_manifest_from(
 
 /// Fetches a manifest from an `http(s)://` URL (at most [`MAX_DOCUMENT`] bytes) and its
 /// signature from the same URL plus `.minisig`, when there is one.
-pub fn fetch_manifest_url(
+pub(crate) fn fetch_manifest_url(
     opts: &crate::FetchOptions,
     url: &str,
 ) -> Result<RemoteManifest, OciError> {
@@ -1059,20 +1059,6 @@ pub enum LoadError {
         /// The manifest reference or URL.
         origin: String,
     },
-}
-
-impl LoadError {
-    /// Whether this is bad input (a bad reference, signature or manifest: exit code 2) rather
-    /// than a failure to fetch (exit code 1).
-    pub fn is_usage(&self) -> bool {
-        match self {
-            LoadError::Fetch(OciError::Reference { .. } | OciError::NotASet { .. }) => true,
-            LoadError::Fetch(_) => false,
-            LoadError::Signature(_) => true,
-            LoadError::Manifest(e) => e.is_usage(),
-            LoadError::NotText { .. } => true,
-        }
-    }
 }
 
 /// A manifest loaded from the network, and the key that vouched for it.

@@ -280,17 +280,30 @@ fn copy_across(
     name: &str,
 ) -> Result<(Stamp, u64)> {
     match copy_verified(file, src, parent, dest, mode, expected, name, &mut |_| {})? {
-        Ok((stamp, bytes, _)) => {
+        CopyOutcome::Placed { stamp, bytes, .. } => {
             let _ = std::fs::remove_file(src);
             Ok((stamp, bytes))
         }
-        Err((actual, _)) => Err(Error::Mismatch {
+        CopyOutcome::Mismatch { actual, .. } => Err(Error::Mismatch {
             name: name.into(),
             path: dest.into(),
             expected: *expected,
             actual,
         }),
     }
+}
+
+/// What a hash-checked copy onto a fresh inode came to.
+pub(crate) enum CopyOutcome {
+    /// The bytes matched and the fresh inode is placed: its stamp, the bytes hashed, and how
+    /// it got its bytes.
+    Placed {
+        stamp: Stamp,
+        bytes: u64,
+        fresh: Fresh,
+    },
+    /// The bytes hashed to `actual` (`bytes` read); nothing was placed.
+    Mismatch { actual: Sha256Digest, bytes: u64 },
 }
 
 /// Copies the whole content of `src` (an open file: an existing asset to adopt, or a donor
@@ -302,7 +315,7 @@ fn copy_across(
 /// written, and a write to `src` afterwards is copy-on-write, so it never reaches the copy),
 /// and the copy is what is hashed. Returns the placed stamp, the bytes hashed and how the
 /// fresh inode got its bytes, or, on a mismatch, the digest found (nothing is placed).
-#[allow(clippy::type_complexity, clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn copy_into_place(
     src: &File,
     root: &Path,
@@ -312,7 +325,7 @@ pub(crate) fn copy_into_place(
     expected: &Sha256Digest,
     name: &str,
     progress: &mut dyn FnMut(u64),
-) -> Result<std::result::Result<(Stamp, u64, Fresh), (Sha256Digest, u64)>> {
+) -> Result<CopyOutcome> {
     let dest = root.join(rel);
     let parent = open_parent(root, rel, name)?;
     if crate::sys::anonymous_file(&parent.fd).is_some() {
@@ -334,33 +347,32 @@ pub(crate) fn copy_into_place(
         &tmp,
     )
     .at(&tmp, "create copy")?;
-    let copied = copy_hashing(src, &dest, &mut out, &tmp, progress).map(|(digest, n)| {
-        if &digest != expected {
-            Err((digest, n))
-        } else {
-            Ok(())
-        }
-    });
-    match copied {
-        Ok(Ok(())) => {
-            let bytes = out.metadata().at(&tmp, "fstat")?.len();
-            let placed = place(&tmp, &out, root, rel, mode, expected, name);
-            if placed.is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
-            let (stamp, _) = placed?;
-            let no_reflink = "no anonymous file to clone into".to_string();
-            Ok(Ok((stamp, bytes, Fresh::Copied { no_reflink })))
-        }
-        Ok(Err(mismatch)) => {
-            let _ = std::fs::remove_file(&tmp);
-            Ok(Err(mismatch))
-        }
+    let (digest, copied) = match copy_hashing(src, &dest, &mut out, &tmp, progress) {
+        Ok(done) => done,
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
-            Err(e)
+            return Err(e);
         }
+    };
+    if &digest != expected {
+        let _ = std::fs::remove_file(&tmp);
+        return Ok(CopyOutcome::Mismatch {
+            actual: digest,
+            bytes: copied,
+        });
     }
+    let bytes = out.metadata().at(&tmp, "fstat")?.len();
+    let placed = place(&tmp, &out, root, rel, mode, expected, name);
+    if placed.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    let (stamp, _) = placed?;
+    let no_reflink = "no anonymous file to clone into".to_string();
+    Ok(CopyOutcome::Placed {
+        stamp,
+        bytes,
+        fresh: Fresh::Copied { no_reflink },
+    })
 }
 
 /// Copies all of `file` (from its start) to `out`, hashing on the way; returns the digest
@@ -403,7 +415,7 @@ pub enum Fresh {
     },
 }
 
-#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+#[allow(clippy::too_many_arguments)]
 fn copy_verified(
     file: &File,
     src: &Path,
@@ -413,7 +425,7 @@ fn copy_verified(
     expected: &Sha256Digest,
     name: &str,
     progress: &mut dyn FnMut(u64),
-) -> Result<std::result::Result<(Stamp, u64, Fresh), (Sha256Digest, u64)>> {
+) -> Result<CopyOutcome> {
     let (mut out, tmp_name) = anonymous_or_named(parent, dest)?;
     let discard = |tmp: &Option<String>| {
         if let Some(t) = tmp {
@@ -440,7 +452,10 @@ fn copy_verified(
     };
     if &digest != expected {
         discard(&tmp_name);
-        return Ok(Err((digest, copied)));
+        return Ok(CopyOutcome::Mismatch {
+            actual: digest,
+            bytes: copied,
+        });
     }
     out.set_permissions(std::fs::Permissions::from_mode(mode))
         .at(dest, "chmod")?;
@@ -469,7 +484,11 @@ fn copy_verified(
             path: dest.into(),
         });
     }
-    Ok(Ok((after, copied, fresh)))
+    Ok(CopyOutcome::Placed {
+        stamp: after,
+        bytes: copied,
+        fresh,
+    })
 }
 
 fn temp_name() -> String {

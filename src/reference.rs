@@ -39,7 +39,7 @@ pub fn parse(s: &str) -> Result<Reference, String> {
                 let hex = d
                     .strip_prefix("sha256:")
                     .ok_or_else(|| bad("a digest must be sha256:<64 hex>"))?;
-                let digest = Sha256Digest::from_hex(hex).map_err(|e| bad(&e))?;
+                let digest = Sha256Digest::from_hex(hex).map_err(|e| bad(&e.to_string()))?;
                 (p, Some(digest))
             }
             None => (path, None),

@@ -103,6 +103,7 @@ pub type ProgressFn = Arc<dyn Fn(&Progress<'_>) + Send + Sync>;
 
 /// The result for one asset.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct AssetReport {
     /// Asset name.
     pub name: String,
@@ -176,6 +177,7 @@ impl Serialize for AssetReport {
 
 /// The result of a prepare.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Report {
     /// Manifest version.
     pub manifest_version: String,

@@ -69,13 +69,6 @@ pub enum RollbackError {
     },
 }
 
-impl RollbackError {
-    /// Whether this is a refused manifest (exit code 2) rather than a local failure.
-    pub fn is_usage(&self) -> bool {
-        matches!(self, RollbackError::Downgrade { .. })
-    }
-}
-
 /// The source a signed manifest's mark is kept for: the repository of a registry reference
 /// (tag stripped: a retag cannot reset it), the URL of a manifest URL (without user info);
 /// `None` for a reference pinned by digest or a local file.

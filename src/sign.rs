@@ -13,6 +13,12 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SignError {
+    /// The text of a public key ([`TrustedKey::parse`]) is not a minisign key.
+    #[error("key: {why}")]
+    KeyText {
+        /// What is wrong with it.
+        why: String,
+    },
     /// A key file could not be read or is not a minisign key.
     #[error("key {path}: {why}")]
     Key {
@@ -76,22 +82,26 @@ impl TrustedKey {
             path: path.into(),
             why: e.to_string(),
         })?;
-        TrustedKey::parse(&text).map_err(|why| SignError::Key {
-            path: path.into(),
-            why,
+        TrustedKey::parse(&text).map_err(|e| match e {
+            SignError::KeyText { why } => SignError::Key {
+                path: path.into(),
+                why,
+            },
+            other => other,
         })
     }
 
     /// Parses the text of a public key (with or without its comment line).
-    pub fn parse(text: &str) -> Result<TrustedKey, String> {
+    pub fn parse(text: &str) -> Result<TrustedKey, SignError> {
+        let bad = |why: String| SignError::KeyText { why };
         let line = text
             .lines()
             .map(str::trim)
             .find(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
-            .ok_or("no key in the file")?;
+            .ok_or_else(|| bad("no key in the file".into()))?;
         let key = minisign_verify::PublicKey::from_base64(line)
-            .map_err(|e| format!("not a minisign public key: {e}"))?;
-        let id = key_id(line).ok_or("not a minisign public key")?;
+            .map_err(|e| bad(format!("not a minisign public key: {e}")))?;
+        let id = key_id(line).ok_or_else(|| bad("not a minisign public key".into()))?;
         Ok(TrustedKey { id, key })
     }
 }

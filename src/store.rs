@@ -249,6 +249,7 @@ impl std::fmt::Debug for Store {
 
 /// An open, read-only descriptor of exactly the inode that was verified.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct VerifiedFile {
     /// The descriptor (positioned at 0).
     pub file: std::fs::File,
@@ -327,7 +328,7 @@ impl Store {
         self.inner.schema_version()
     }
 
-    /// Imports an arcbox-boot `.verified.json` into the ledger (see [`crate::migrations`]).
+    /// Imports an arcbox-boot `.verified.json` ([`crate::LEGACY_FILE_NAME`]) into the ledger.
     pub fn import_legacy(
         &self,
         legacy: &Path,
@@ -453,8 +454,7 @@ impl Store {
         let manifest = manifest.clone();
         let result = tokio::task::spawn_blocking(move || store.prepare_with(&manifest, &opts))
             .await
-            .map_err(|e| Error::Internal {
-                name: "-".into(),
+            .map_err(|e| Error::Worker {
                 message: format!("prepare worker: {e}"),
             })?;
         // Finished normally: nothing to cancel.

@@ -1149,15 +1149,14 @@ fn warm_prepare_writes_nothing() {
 
 /// Fills the ledger of a store at `root` with `n` records in one transaction.
 fn many_records(root: &Path, n: usize) {
-    let stamp = bootvault::stamp::Stamp {
-        size: 4096,
-        mtime_ns: 1_700_000_000_000_000_000,
-        ctime_ns: 1_700_000_000_000_000_000,
-        ino: 1,
-        dev: 1,
-        kind: bootvault::stamp::FileKind::Regular,
-        perm: 0o444,
-    };
+    let stamp = bootvault::stamp::Stamp::regular(
+        4096,
+        1_700_000_000_000_000_000,
+        1_700_000_000_000_000_000,
+        1,
+        1,
+        0o444,
+    );
     let rec = bootvault::ledger::Record::new(
         bootvault::Sha256Digest::of(b"x"),
         &stamp,

@@ -65,12 +65,10 @@ fn too_many_requests_with_retry_after_is_honoured() {
     )
     .unwrap();
     // A 1 ms backoff: any wait of a second or more can only come from Retry-After.
-    let opts = bootvault::fetch::FetchOptions {
-        retries: 2,
-        backoff: Duration::from_millis(1),
-        max_backoff: Duration::from_secs(10),
-        ..Default::default()
-    };
+    let mut opts = bootvault::fetch::FetchOptions::default();
+    opts.retries = 2;
+    opts.backoff = Duration::from_millis(1);
+    opts.max_backoff = Duration::from_secs(10);
     let store = Store::builder(&env.root)
         .fetch_options(opts)
         .jobs(1)
@@ -526,10 +524,11 @@ fn regression_an_unsized_asset_is_bounded_by_max_size() {
         let root = tempfile::tempdir().unwrap();
         let m = unsized_manifest("big", &body, origin.url("big"));
         let store = Store::builder(root.path())
-            .fetch_options(bootvault::FetchOptions {
-                max_size: MIB as u64,
-                retries: 0,
-                ..Default::default()
+            .fetch_options({
+                let mut o = bootvault::FetchOptions::default();
+                o.max_size = MIB as u64;
+                o.retries = 0;
+                o
             })
             .open()
             .unwrap();
@@ -556,10 +555,11 @@ fn a_download_larger_than_the_free_space_fails_up_front() {
     let root = tempfile::tempdir().unwrap();
     let m = unsized_manifest("img", &body, origin.url("img"));
     let store = Store::builder(root.path())
-        .fetch_options(bootvault::FetchOptions {
-            min_free_bytes: u64::MAX / 4,
-            retries: 0,
-            ..Default::default()
+        .fetch_options({
+            let mut o = bootvault::FetchOptions::default();
+            o.min_free_bytes = u64::MAX / 4;
+            o.retries = 0;
+            o
         })
         .open()
         .unwrap();

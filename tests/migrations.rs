@@ -11,7 +11,7 @@ mod common;
 
 use bootvault::Sha256Digest;
 use bootvault::ledger::{Method, Record};
-use bootvault::stamp::{FileKind, Stamp};
+use bootvault::stamp::Stamp;
 use common::{
     Env, RECORDS, Run, asset_with_urls, file_url, name_of, outcomes, redb_builder, run,
     schema_version, sha,
@@ -44,15 +44,14 @@ fn content(name: &str) -> Vec<u8> {
 
 /// The one record of the v1 fixture.
 fn v1_record() -> Record {
-    let stamp = Stamp {
-        size: content("runc").len() as u64,
-        mtime_ns: 1_700_000_000_123_456_789,
-        ctime_ns: 1_700_000_000_223_456_789,
-        ino: 4242,
-        dev: 2049,
-        kind: FileKind::Regular,
-        perm: 0o444,
-    };
+    let stamp = Stamp::regular(
+        content("runc").len() as u64,
+        1_700_000_000_123_456_789,
+        1_700_000_000_223_456_789,
+        4242,
+        2049,
+        0o444,
+    );
     Record::new(
         Sha256Digest::of(&content("runc")),
         &stamp,

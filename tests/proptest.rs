@@ -2,7 +2,7 @@
 //! record codec round-trips and never panics on arbitrary bytes.
 
 use bootvault::ledger::{Method, Record};
-use bootvault::stamp::{FileKind, Stamp};
+use bootvault::stamp::Stamp;
 use bootvault::{Asset, Manifest, Policy, Sha256Digest};
 use proptest::prelude::*;
 
@@ -98,7 +98,7 @@ proptest! {
         ino in any::<u64>(), dev in any::<u64>(), version in ".{0,20}", at in any::<i64>(),
         method in 0u8..4, racy in any::<bool>(), verity in prop::option::of(any::<[u8; 32]>()),
     ) {
-        let stamp = Stamp { size, mtime_ns: mtime, ctime_ns: ctime, ino, dev, kind: FileKind::Regular, perm: 0o444 };
+        let stamp = Stamp::regular(size, mtime, ctime, ino, dev, 0o444);
         let method = [Method::Hashed, Method::Downloaded, Method::LegacyImport, Method::Verity][method as usize];
         let mut r = Record::new(Sha256Digest(digest), &stamp, &version, at, method, racy);
         r.verity = verity.map(Sha256Digest);

@@ -587,17 +587,15 @@ fn publish_prepare_round_trip_twenty_assets_basic_auth_signed() {
             .is_some_and(|d| d.starts_with("sha256:")),
         "{ls}"
     );
-    let opts = bootvault::FetchOptions {
-        oci: bootvault::oci::OciOptions {
-            credentials: vec![(
-                reg.host(),
-                bootvault::oci::Credential {
-                    username: USER.into(),
-                    password: PASSWORD.into(),
-                },
-            )],
-            ..Default::default()
-        },
+    let mut opts = bootvault::FetchOptions::default();
+    opts.oci = bootvault::oci::OciOptions {
+        credentials: vec![(
+            reg.host(),
+            bootvault::oci::Credential {
+                username: USER.into(),
+                password: PASSWORD.into(),
+            },
+        )],
         ..Default::default()
     };
     let parse = |text: &str, origin: &str| {

@@ -67,6 +67,28 @@ struct Adopted {
     how: String,
 }
 
+/// What hashing the file at an asset path came to.
+enum HashOutcome {
+    /// It hashed to the manifest digest.
+    Done(Done),
+    /// It hashed to `actual` (`bytes` read); the lock is handed back for the repair.
+    Mismatch {
+        actual: Sha256Digest,
+        bytes: u64,
+        lock: Option<FileLock>,
+    },
+}
+
+/// How an adoption ended.
+enum AdoptOutcome {
+    Adopted(Adopted),
+    /// The file hashed to `actual` (`bytes` read); nothing was recorded.
+    Mismatch {
+        actual: Sha256Digest,
+        bytes: u64,
+    },
+}
+
 /// How an adoption under a lease ended.
 enum Leased {
     Proven(Adopted),
@@ -210,13 +232,17 @@ impl Prepare<'_> {
                     wrong = Some(Wrong::Size { expected, actual });
                 } else {
                     match self.hash(asset, &path, &verdict, record.as_ref(), lock)? {
-                        Ok(done) => return Ok(done),
-                        Err((actual, hashed, lock_back)) => {
+                        HashOutcome::Done(done) => return Ok(done),
+                        HashOutcome::Mismatch {
+                            actual,
+                            bytes,
+                            lock: lock_back,
+                        } => {
                             return self.fetch_step(
                                 asset,
                                 &path,
                                 Some(Wrong::Digest(actual)),
-                                hashed,
+                                bytes,
                                 lock_back,
                             );
                         }
@@ -303,7 +329,6 @@ impl Prepare<'_> {
     /// where a read lease proves no writer exists, else onto a fresh inode nobody else holds
     /// open or mapped. On a mismatch returns the digest (and bytes hashed) so the caller
     /// repairs it.
-    #[allow(clippy::type_complexity)]
     fn hash(
         &self,
         asset: &Asset,
@@ -311,20 +336,26 @@ impl Prepare<'_> {
         verdict: &Verdict,
         record: Option<&Record>,
         lock: Option<FileLock>,
-    ) -> Result<std::result::Result<Done, (Sha256Digest, u64, Option<FileLock>)>> {
+    ) -> Result<HashOutcome> {
         let version = &self.manifest.version;
         let in_place = *verdict == Verdict::Always || lock.is_none();
         if !in_place {
             match self.adopt(asset, path) {
-                Ok(Ok(adopted)) => {
+                Ok(AdoptOutcome::Adopted(adopted)) => {
                     let mut done = Done::new(Outcome::Verified, adopted.stamp.size, lock);
                     done.bytes_hashed = adopted.hashed;
                     done.bytes_copied = adopted.copied;
                     done.record = adopted.record;
                     done.note = Some(adopted.how);
-                    return Ok(Ok(done));
+                    return Ok(HashOutcome::Done(done));
                 }
-                Ok(Err((actual, hashed))) => return Ok(Err((actual, hashed, lock))),
+                Ok(AdoptOutcome::Mismatch { actual, bytes }) => {
+                    return Ok(HashOutcome::Mismatch {
+                        actual,
+                        bytes,
+                        lock,
+                    });
+                }
                 Err(e) if is_read_only(&e) => {
                     tracing::debug!(
                         "asset {}: cannot place a copy ({e}); hashing in place",
@@ -336,7 +367,11 @@ impl Prepare<'_> {
         }
         let (hashed, at, racy, bytes) = self.hash_settled(asset, path)?;
         if hashed.digest != asset.sha256 {
-            return Ok(Err((hashed.digest, bytes, lock)));
+            return Ok(HashOutcome::Mismatch {
+                actual: hashed.digest,
+                bytes,
+                lock,
+            });
         }
         let mut done = Done::new(Outcome::Verified, hashed.stamp.size, lock);
         done.bytes_hashed = bytes;
@@ -346,7 +381,7 @@ impl Prepare<'_> {
         if done.lock.is_none() || unchanged {
             // `verify: always` on an unchanged file: nothing new to remember, so no write
             // transaction and no fsync on every boot. Read-only store: nothing can be written.
-            return Ok(Ok(done));
+            return Ok(HashOutcome::Done(done));
         }
         done.record = Some(Record::new(
             hashed.digest,
@@ -356,7 +391,7 @@ impl Prepare<'_> {
             Method::Hashed,
             racy,
         ));
-        Ok(Ok(done))
+        Ok(HashOutcome::Done(done))
     }
 
     /// Adopts the file at `path`, which bootvault did not place. A writable shared mapping
@@ -368,22 +403,19 @@ impl Prepare<'_> {
     /// 2. else a reflink of it (a fresh inode sharing its blocks), hashed and placed;
     /// 3. else a byte copy onto a fresh inode, hashed on the way and placed.
     ///
-    /// `Ok(Err(actual, bytes))` on a mismatch. The way taken, and why the cheaper ones did not
+    /// [`AdoptOutcome::Mismatch`] on a mismatch. The way taken, and why the cheaper ones did not
     /// apply, is in [`Adopted::how`] (the event's reason, so `debug why` shows it).
-    #[allow(clippy::type_complexity)]
-    fn adopt(
-        &self,
-        asset: &Asset,
-        path: &Path,
-    ) -> Result<std::result::Result<Adopted, (Sha256Digest, u64)>> {
+    fn adopt(&self, asset: &Asset, path: &Path) -> Result<AdoptOutcome> {
         let src = place::open_nofollow(path).at(path, "open")?;
         let no_lease = if self.ctx.opts.adopt_by_copy {
             "leases not used for this store".to_string()
         } else {
             match crate::sys::read_lease(&src) {
                 Ok(lease) => match self.adopt_leased(asset, path, &src, &lease)? {
-                    Leased::Proven(adopted) => return Ok(Ok(adopted)),
-                    Leased::Mismatch(actual, bytes) => return Ok(Err((actual, bytes))),
+                    Leased::Proven(adopted) => return Ok(AdoptOutcome::Adopted(adopted)),
+                    Leased::Mismatch(actual, bytes) => {
+                        return Ok(AdoptOutcome::Mismatch { actual, bytes });
+                    }
                     Leased::Lost(why) => why.to_string(),
                 },
                 Err(why) => why,
@@ -391,8 +423,14 @@ impl Prepare<'_> {
         };
         tracing::debug!("asset {}: not adopted in place: {no_lease}", asset.name);
         let (placed, bytes, fresh) = match self.copy_onto_fresh_inode(asset, &src)? {
-            Ok(done) => done,
-            Err(mismatch) => return Ok(Err(mismatch)),
+            place::CopyOutcome::Placed {
+                stamp,
+                bytes,
+                fresh,
+            } => (stamp, bytes, fresh),
+            place::CopyOutcome::Mismatch { actual, bytes } => {
+                return Ok(AdoptOutcome::Mismatch { actual, bytes });
+            }
         };
         drop(src);
         let (how, copied) = match fresh {
@@ -411,7 +449,7 @@ impl Prepare<'_> {
         // The fresh inode is bootvault's: seal it as a download is sealed.
         let version = &self.manifest.version;
         let record = self.sealed_record(asset, path, placed, version, Method::Hashed)?;
-        Ok(Ok(Adopted {
+        Ok(AdoptOutcome::Adopted(Adopted {
             stamp: placed,
             hashed: bytes,
             copied,
@@ -471,12 +509,11 @@ impl Prepare<'_> {
 
     /// Copies `src` onto a fresh inode at the asset's path, hashing on the way, with the
     /// manifest mode (see [`place::copy_into_place`]).
-    #[allow(clippy::type_complexity)]
     fn copy_onto_fresh_inode(
         &self,
         asset: &Asset,
         src: &std::fs::File,
-    ) -> Result<std::result::Result<(Stamp, u64, place::Fresh), (Sha256Digest, u64)>> {
+    ) -> Result<place::CopyOutcome> {
         let mut progress = verifying(self, asset);
         place::copy_into_place(
             src,
@@ -520,7 +557,11 @@ impl Prepare<'_> {
         let src = place::open_nofollow(from).at(from, "open donor")?;
         let path = self.ctx.root.join(&asset.path);
         match self.copy_onto_fresh_inode(asset, &src)? {
-            Ok((placed, copied, fresh)) => {
+            place::CopyOutcome::Placed {
+                stamp: placed,
+                bytes: copied,
+                fresh,
+            } => {
                 let mut done = Done::new(Outcome::Linked, placed.size, None);
                 done.bytes_hashed = copied;
                 let how = if fresh == place::Fresh::Reflinked {
@@ -539,7 +580,7 @@ impl Prepare<'_> {
                 )?;
                 Ok(done)
             }
-            Err((actual, _)) => Err(Error::Mismatch {
+            place::CopyOutcome::Mismatch { actual, .. } => Err(Error::Mismatch {
                 name: asset.name.clone(),
                 path: from.into(),
                 expected: asset.sha256,

@@ -35,6 +35,7 @@ impl Expected {
 /// One reason a record no longer vouches for a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Field {
     /// The file size differs from the record.
     Size,
@@ -72,6 +73,7 @@ impl Field {
 
 /// The outcome of `judge`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Verdict {
     /// The record matches the expectation and the live stamp: trust without reading.
     Fresh,

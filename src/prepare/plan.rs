@@ -63,6 +63,7 @@ impl Action {
 
 /// The plan for one asset.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Step {
     /// Index of the asset in the manifest.
     pub index: usize,
@@ -119,6 +120,7 @@ impl Step {
 
 /// What one prepare will do, asset by asset.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Plan {
     /// One step per planned asset, in manifest order.
     pub steps: Vec<Step>,

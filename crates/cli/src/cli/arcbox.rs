@@ -65,7 +65,7 @@ impl From<Error> for Failure {
             | Error::StateInShare { .. }
             | Error::ArchNotFound(_)
             | Error::UnsupportedSchema { .. } => EXIT_USAGE,
-            Error::Store(inner) if inner.is_usage() => EXIT_USAGE,
+            Error::Store(inner) => super::exit_code(inner),
             _ => EXIT_FAILED,
         };
         Failure {

@@ -2,7 +2,6 @@
 //! prepare never imports it: whoever can write ROOT can write it).
 
 use super::{Access, CmdResult, StoreArgs, finish_output, out, out_json};
-use bootvault::migrations::legacy;
 use clap::Args;
 use clap::builder::BoolishValueParser;
 use serde_json::json;
@@ -25,7 +24,7 @@ pub fn run(a: MigrateArgs) -> CmdResult {
     let file = a
         .legacy
         .clone()
-        .unwrap_or_else(|| store.root().join(legacy::FILE_NAME));
+        .unwrap_or_else(|| store.root().join(bootvault::LEGACY_FILE_NAME));
     let report = store.import_legacy(&file)?;
     let printed = if a.json {
         out_json(&json!({

@@ -33,6 +33,18 @@ pub const EXIT_FAILED: u8 = 1;
 /// Exit code: bad input or usage.
 pub const EXIT_USAGE: u8 = 2;
 
+/// The exit code of a library error (the policy is the CLI's, decided from the variant): bad
+/// input (the manifest, a legacy file, ROOT or the state dir) is a usage error; every other
+/// error (an asset, the network, the ledger) is a failure.
+pub fn exit_code(e: &bootvault::Error) -> u8 {
+    match e {
+        bootvault::Error::Manifest { .. }
+        | bootvault::Error::Legacy { .. }
+        | bootvault::Error::Store { .. } => EXIT_USAGE,
+        _ => EXIT_FAILED,
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "bootvault",
@@ -241,13 +253,8 @@ impl Failure {
 
 impl From<bootvault::Error> for Failure {
     fn from(e: bootvault::Error) -> Failure {
-        let code = if e.is_usage() {
-            EXIT_USAGE
-        } else {
-            EXIT_FAILED
-        };
         Failure {
-            code,
+            code: exit_code(&e),
             message: e.to_string(),
         }
     }
@@ -256,8 +263,7 @@ impl From<bootvault::Error> for Failure {
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Failure {
         let code = match e.downcast_ref::<bootvault::Error>() {
-            Some(inner) if inner.is_usage() => EXIT_USAGE,
-            Some(_) => EXIT_FAILED,
+            Some(inner) => exit_code(inner),
             None if e.downcast_ref::<std::io::Error>().is_some() => EXIT_FAILED,
             None => EXIT_USAGE,
         };

@@ -79,10 +79,8 @@ pub fn run(a: PrepareArgs) -> CmdResult {
             a.manifest
         )));
     }
-    let mut fetch = bootvault::FetchOptions {
-        oci,
-        ..Default::default()
-    };
+    let mut fetch = bootvault::FetchOptions::default();
+    fetch.oci = oci;
     if let Some(r) = a.retries {
         fetch.retries = r;
     }

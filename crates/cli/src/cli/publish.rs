@@ -121,10 +121,8 @@ pub fn run(a: PublishArgs) -> CmdResult {
             });
         }
     }
-    let opts = bootvault::FetchOptions {
-        oci: a.registry.options()?,
-        ..Default::default()
-    };
+    let mut opts = bootvault::FetchOptions::default();
+    opts.oci = a.registry.options()?;
     let total: u64 = blobs
         .iter()
         .map(|b| std::fs::metadata(&b.file).map(|m| m.len()).unwrap_or(0))

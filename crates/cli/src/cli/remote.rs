@@ -137,7 +137,10 @@ impl Signed {
             trust.allow_downgrade,
         ) {
             Ok(()) => Ok(()),
-            Err(e) if e.is_usage() => Err(Failure::usage(e.to_string())),
+            // A refused manifest is bad input; a marks file that cannot be used is a failure.
+            Err(e @ bootvault::rollback::RollbackError::Downgrade { .. }) => {
+                Err(Failure::usage(e.to_string()))
+            }
             Err(e) if remember => {
                 tracing::warn!("rollback mark not recorded: {e}");
                 Ok(())
@@ -174,11 +177,7 @@ pub fn load(
     let parse = |text: &str, origin: &str| margs.parse(text, origin);
     let loaded =
         bootvault::oci::load_manifest(spec, fetch, &keys, &parse).map_err(|e| Failure {
-            code: if e.is_usage() {
-                EXIT_USAGE
-            } else {
-                EXIT_FAILED
-            },
+            code: load_exit_code(&e),
             message: e.to_string(),
         })?;
     if let Some(id) = &loaded.signed_by {
@@ -200,4 +199,17 @@ pub fn load(
         _ => None,
     };
     Ok((loaded.manifest, p, signed))
+}
+
+/// The exit code of a failed remote manifest load: bad input (a bad reference, not a set, a
+/// missing or refused signature, an invalid manifest) is a usage error; a failure to fetch is
+/// a failure.
+fn load_exit_code(e: &bootvault::oci::LoadError) -> u8 {
+    use bootvault::oci::{LoadError, OciError};
+    match e {
+        LoadError::Fetch(OciError::Reference { .. } | OciError::NotASet { .. }) => EXIT_USAGE,
+        LoadError::Signature(_) | LoadError::NotText { .. } => EXIT_USAGE,
+        LoadError::Manifest(e) => super::exit_code(e),
+        _ => EXIT_FAILED,
+    }
 }
