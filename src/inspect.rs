@@ -6,7 +6,7 @@ use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::fsutil::pid_alive;
 use crate::ledger::{Event, LedgerState, Record};
-use crate::manifest::{Asset, Manifest, Policy};
+use crate::manifest::{Asset, AssetPath, Manifest, Policy};
 use crate::place;
 use crate::prepare::judge::{Expected, Verdict, judge};
 use crate::prepare::plan::{Observed, Step};
@@ -195,7 +195,7 @@ impl Context {
         let asset = manifest.and_then(|m| m.find(target)).cloned();
         let mut rel = asset
             .as_ref()
-            .map(|x| x.path.clone())
+            .map(|x| x.path.to_string())
             .unwrap_or_else(|| target.trim_start_matches("./").to_string());
         // Not a manifest asset, and nothing recorded or present at it as a path: an asset name
         // the ledger's events know.
@@ -215,7 +215,7 @@ impl Context {
         {
             rel = p;
         }
-        crate::manifest::validate_path(&rel).map_err(|why| Error::Manifest {
+        crate::asset_path::validate_path(&rel).map_err(|why| Error::Manifest {
             origin: "<debug>".into(),
             message: format!("{target}: {why}"),
         })?;
@@ -255,24 +255,15 @@ impl Context {
     /// the same rule as [`Store::explain`] (`debug why`): the record's digest is expected, and
     /// no size or mode (nothing says what they should be). Reads only.
     pub(crate) fn inspect_records(&self, policy: Policy) -> (Vec<Inspection>, LedgerState) {
-        let (records, state) = self.ledger().all();
+        let (records, state) = self.record_assets(policy);
         let out = records
             .into_iter()
-            .map(|(rel, record)| {
-                let path = self.root().join(&rel);
+            .map(|(asset, record)| {
+                let path = self.root().join(&asset.path);
                 let live = Stamp::of_path(&path).ok().flatten();
                 let verdict = judge_without_manifest(&path, Some(&record), live.as_ref(), policy);
                 Inspection {
-                    asset: Asset {
-                        name: rel.clone(),
-                        path: rel,
-                        sha256: record.sha256,
-                        size: None,
-                        urls: Vec::new(),
-                        verify: policy,
-                        mode: None,
-                        index: None,
-                    },
+                    asset,
                     path,
                     live,
                     record: Some(record),
@@ -281,6 +272,45 @@ impl Context {
             })
             .collect();
         (out, state)
+    }
+
+    /// One pseudo-asset per ledger record (named by its path, with the record's digest, no
+    /// size, URL or mode, and `policy`), for the views without a manifest. A key that is not a
+    /// valid asset path (only a damaged or forged ledger has one) names no file bootvault
+    /// placed, and is left out.
+    fn record_assets(&self, policy: Policy) -> (Vec<(Asset, Record)>, LedgerState) {
+        let (records, state) = self.ledger().all();
+        let out = records
+            .into_iter()
+            .filter_map(|(rel, record)| {
+                let path = AssetPath::new(&rel).ok()?;
+                let asset = Asset {
+                    name: rel,
+                    path,
+                    sha256: record.sha256,
+                    size: None,
+                    urls: Vec::new(),
+                    verify: policy,
+                    mode: None,
+                    index: None,
+                };
+                Some((asset, record))
+            })
+            .collect();
+        (out, state)
+    }
+
+    /// `debug verify` without a manifest: re-hashes the file of every ledger record (a
+    /// pseudo-asset as in [`Self::inspect_records`]), reading content, writing nothing.
+    pub(crate) fn verify_records(&self) -> Vec<(Asset, PathBuf, VerifyState)> {
+        let (records, _) = self.record_assets(Policy::Cached);
+        let manifest = Manifest {
+            version: "ledger".into(),
+            base_url: None,
+            assets: records.into_iter().map(|(asset, _)| asset).collect(),
+            kernel_cmdline: None,
+        };
+        self.verify_all(&manifest)
     }
 
     /// `debug verify`: re-hashes every asset, reading content, writing nothing.
@@ -332,7 +362,7 @@ impl Context {
             if keep.contains(key.as_str()) {
                 continue;
             }
-            if crate::manifest::validate_path(key).is_err() {
+            if crate::asset_path::validate_path(key).is_err() {
                 report.records.push(key.clone());
                 continue;
             }

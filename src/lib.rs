@@ -42,7 +42,8 @@
 //! The modules, one per concept (most are private), in layers that only import downwards (no
 //! import cycle; `.ci/run` checks it):
 //!
-//! - at the bottom, plain data and helpers that know no store: `digest` (SHA-256), `error`,
+//! - at the bottom, plain data and helpers that know no store: `digest` (SHA-256),
+//!   `asset_path` (paths under ROOT that are safe by construction), `error`,
 //!   `cancel`, `fsutil` (regular-file opens, modes, pid liveness), `sys` (per platform),
 //!   `reference` (`oci://` references), `oci_options` and `http` (network settings and the one
 //!   client builder), `state` (`StateDir`: every name under the state dir, built and parsed in
@@ -97,6 +98,7 @@ internal!(
 pub use prepare::{judge, plan};
 // Delta upgrades: the chunk index format, and seeds + patch steps.
 internal!(chunk_index, delta);
+mod asset_path;
 mod cancel;
 mod context;
 mod error;
@@ -128,7 +130,8 @@ pub use inspect::{Explanation, GcReport, Inspection, Usage, VerifyState};
 pub use ledger::migrations::legacy::{FILE_NAME as LEGACY_FILE_NAME, ImportReport};
 pub use ledger::{Event, LedgerState, Method, Provenance, Record};
 pub use manifest::{
-    Asset, Manifest, ParseOptions, Policy, read_manifest_text, validate_name, validate_path,
+    Asset, AssetPath, Manifest, ParseOptions, Policy, read_manifest_text, validate_name,
+    validate_path,
 };
 pub use prepare::PrepareOptions;
 pub use prepare::judge::{Field, Verdict};

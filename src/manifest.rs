@@ -4,6 +4,7 @@
 //! it by their own crates before they reach a store). Validation is done by hand over
 //! a `serde_json::Value` so that every error names the asset and the field.
 
+pub use crate::asset_path::{AssetPath, validate_path};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use serde::Serialize;
@@ -40,12 +41,22 @@ impl Policy {
 }
 
 /// One asset of a manifest, validated.
+///
+/// Built by the parsers, or in code by [`Asset::new`] and its setters; it is
+/// `#[non_exhaustive]`, so code outside this crate cannot build one with a struct literal. The
+/// fields stay public for reading (and may be assigned):
+///
+/// - `path` is an [`AssetPath`]: safe by its type, whatever is assigned to it, and never
+///   checked again;
+/// - `name` is checked by [`Asset::new`] and by the parser; a name assigned afterwards is
+///   checked again by the store, before any file operation of a prepare (see [`Manifest`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Asset {
     /// Unique name, `[A-Za-z0-9._+-]+`.
     pub name: String,
     /// Relative, `/`-separated path under ROOT.
-    pub path: String,
+    pub path: AssetPath,
     /// Expected content digest.
     pub sha256: Sha256Digest,
     /// Expected size, enforced when given.
@@ -61,8 +72,84 @@ pub struct Asset {
     pub index: Option<crate::chunk_index::IndexRef>,
 }
 
+impl Asset {
+    /// An asset named `name` (checked with [`validate_name`]) at `path`, with digest `sha256`:
+    /// no size, no URLs, [`Policy::Cached`], the default mode and no chunk index (see the
+    /// setters).
+    ///
+    /// ```
+    /// use bootvault::{Asset, AssetPath, Manifest, Policy, Sha256Digest};
+    ///
+    /// let kernel = Asset::new("kernel", AssetPath::new("boot/vmlinux")?, Sha256Digest::of(b"k"))?
+    ///     .size(1)
+    ///     .urls(vec!["https://example.com/vmlinux".into()])
+    ///     .verify(Policy::Always)
+    ///     .mode(0o444);
+    /// let manifest = Manifest::new("v1", vec![kernel])?;
+    /// assert_eq!(manifest.assets[0].path, "boot/vmlinux");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new(name: impl Into<String>, path: AssetPath, sha256: Sha256Digest) -> Result<Asset> {
+        let name = name.into();
+        validate_name(&name).map_err(|why| in_memory(format!("asset {name}: name: {why}")))?;
+        Ok(Asset {
+            name,
+            path,
+            sha256,
+            size: None,
+            urls: Vec::new(),
+            verify: Policy::Cached,
+            mode: None,
+            index: None,
+        })
+    }
+
+    /// The expected size, enforced when given.
+    pub fn size(mut self, size: impl Into<Option<u64>>) -> Self {
+        self.size = size.into();
+        self
+    }
+
+    /// The source URLs, in the order they are tried.
+    pub fn urls(mut self, urls: Vec<String>) -> Self {
+        self.urls = urls;
+        self
+    }
+
+    /// The verification policy.
+    pub fn verify(mut self, verify: Policy) -> Self {
+        self.verify = verify;
+        self
+    }
+
+    /// The permission bits applied when placed (group and other write bits are dropped).
+    pub fn mode(mut self, mode: impl Into<Option<u32>>) -> Self {
+        self.mode = mode.into();
+        self
+    }
+
+    /// Where the asset's chunk index is.
+    pub fn index(mut self, index: impl Into<Option<crate::chunk_index::IndexRef>>) -> Self {
+        self.index = index.into();
+        self
+    }
+}
+
 /// A validated manifest.
+///
+/// Built by the parsers, or in code by [`Manifest::new`] and its setters; it is
+/// `#[non_exhaustive]`, so code outside this crate cannot build one with a struct literal.
+/// What holds, and how:
+///
+/// - every asset path is safe (no `..`, not absolute, ...): by type ([`AssetPath`]), so it
+///   holds whatever is assigned to the public fields;
+/// - the version is not empty, every name is valid, names and paths are unique, no asset path
+///   lies inside another's: checked by [`Manifest::new`] and by the parser; since the fields
+///   are public (`assets` can be pushed to, a name reassigned), every prepare checks them
+///   again (the same checks as [`Manifest::new`]) before any file operation, and refuses the
+///   manifest with [`Error::Manifest`](crate::Error::Manifest).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Manifest {
     /// The manifest version, recorded with every verification.
     pub version: String,
@@ -108,6 +195,33 @@ impl Ctx<'_> {
 }
 
 impl Manifest {
+    /// A manifest of `assets` at `version`, checked as the parser checks one: a non-empty
+    /// version, valid and unique names, unique paths, no asset path inside another's (paths
+    /// are safe by their type). No base URL and no kernel command line (see the setters).
+    pub fn new(version: impl Into<String>, assets: Vec<Asset>) -> Result<Manifest> {
+        let manifest = Manifest {
+            version: version.into(),
+            base_url: None,
+            assets,
+            kernel_cmdline: None,
+        };
+        revalidate(&manifest)?;
+        Ok(manifest)
+    }
+
+    /// The base URL relative `urls` were resolved against (informational: the URLs of the
+    /// assets are used as they are).
+    pub fn base_url(mut self, base_url: impl Into<Option<String>>) -> Self {
+        self.base_url = base_url.into();
+        self
+    }
+
+    /// The kernel command line, reported with the prepare.
+    pub fn kernel_cmdline(mut self, kernel_cmdline: impl Into<Option<String>>) -> Self {
+        self.kernel_cmdline = kernel_cmdline.into();
+        self
+    }
+
     /// Reads and validates a manifest file.
     /// The file must be a regular file of at most 16 MiB.
     pub fn from_file(path: &std::path::Path, opts: &ParseOptions) -> Result<Manifest> {
@@ -152,7 +266,7 @@ impl Manifest {
             .map(|a| {
                 let mut m = Map::new();
                 m.insert("name".into(), a.name.clone().into());
-                m.insert("path".into(), a.path.clone().into());
+                m.insert("path".into(), a.path.as_str().into());
                 m.insert("sha256".into(), a.sha256.to_hex().into());
                 if let Some(size) = a.size {
                     m.insert("size".into(), size.into());
@@ -261,11 +375,11 @@ fn parse_native_asset(
     )?;
     validate_name(&name).map_err(|why| cx.asset_err(&name, "name", why))?;
     let path = match obj.get("path") {
-        None | Some(Value::Null) => name.clone(),
-        Some(Value::String(s)) => s.clone(),
+        None | Some(Value::Null) => name.as_str(),
+        Some(Value::String(s)) => s.as_str(),
         Some(_) => return Err(cx.asset_err(&name, "path", "must be a string")),
     };
-    validate_path(&path).map_err(|why| cx.asset_err(&name, "path", why))?;
+    let path = AssetPath::new(path).map_err(|why| cx.asset_err(&name, "path", why))?;
     let sha256 = match obj.get("sha256") {
         Some(Value::String(s)) => {
             Sha256Digest::from_hex(s).map_err(|why| cx.asset_err(&name, "sha256", why))?
@@ -368,34 +482,60 @@ fn parse_index_ref(
 }
 
 fn check_unique(cx: &Ctx, m: &Manifest) -> Result<()> {
+    check_across(
+        &m.assets,
+        |_| Ok(()),
+        |a, clash| match clash {
+            Clash::Name => cx.asset_err(&a.name, "name", "duplicate name"),
+            Clash::Path => cx.asset_err(&a.name, "path", format!("duplicate path {:?}", a.path)),
+            Clash::Inside(prefix) => cx.asset_err(
+                &a.name,
+                "path",
+                format!(
+                    "{:?} lies inside the path of another asset ({prefix:?})",
+                    a.path
+                ),
+            ),
+        },
+    )
+}
+
+/// Why an asset cannot sit beside the others.
+enum Clash<'a> {
+    /// Another asset has its name.
+    Name,
+    /// Another asset has its path.
+    Path,
+    /// Another asset's path is this parent directory of its path.
+    Inside(&'a str),
+}
+
+/// The checks across assets, shared by the parser and [`revalidate`] (each words its errors):
+/// in manifest order, `each` on the asset and then its name and path unique; then no asset
+/// path inside another's.
+fn check_across<'a>(
+    assets: &'a [Asset],
+    mut each: impl FnMut(&'a Asset) -> Result<()>,
+    clash: impl Fn(&'a Asset, Clash<'a>) -> Error,
+) -> Result<()> {
     let mut names = HashSet::new();
     let mut paths = HashSet::new();
-    for a in &m.assets {
+    for a in assets {
+        each(a)?;
         if !names.insert(a.name.as_str()) {
-            return Err(cx.asset_err(&a.name, "name", "duplicate name"));
+            return Err(clash(a, Clash::Name));
         }
         if !paths.insert(a.path.as_str()) {
-            return Err(cx.asset_err(&a.name, "path", format!("duplicate path {:?}", a.path)));
+            return Err(clash(a, Clash::Path));
         }
     }
-    // A path may not be a directory of another asset's path.
-    for a in &m.assets {
-        let mut prefix = String::new();
-        for comp in a.path.split('/') {
-            if !prefix.is_empty() && paths.contains(prefix.as_str()) {
-                return Err(cx.asset_err(
-                    &a.name,
-                    "path",
-                    format!(
-                        "{:?} lies inside the path of another asset ({prefix:?})",
-                        a.path
-                    ),
-                ));
+    for a in assets {
+        // Every proper prefix ending before a '/' is a parent directory of the asset.
+        for (i, _) in a.path.match_indices('/') {
+            let prefix = &a.path[..i];
+            if paths.contains(prefix) {
+                return Err(clash(a, Clash::Inside(prefix)));
             }
-            if !prefix.is_empty() {
-                prefix.push('/');
-            }
-            prefix.push_str(comp);
         }
     }
     Ok(())
@@ -451,42 +591,38 @@ pub fn read_local(path: &std::path::Path, cap: u64) -> std::io::Result<Vec<u8>> 
     Ok(out)
 }
 
-/// Checks a manifest that may have been built or changed in code (its fields are public):
-/// every name and path valid, names and paths unique, no asset path inside another's. The
-/// store runs it before every prepare, so no path that escapes ROOT reaches a file operation.
-pub fn revalidate(manifest: &Manifest) -> Result<()> {
-    let fail = |message: String| Error::Manifest {
+fn in_memory(message: String) -> Error {
+    Error::Manifest {
         origin: "<in memory>".into(),
         message,
-    };
+    }
+}
+
+/// Checks a manifest that may have been built or changed in code (its fields are public):
+/// a non-empty version, every name valid, names and paths unique, no asset path inside
+/// another's (paths are safe by their type, [`AssetPath`]). [`Manifest::new`] runs it, and
+/// the store runs it before every prepare.
+pub fn revalidate(manifest: &Manifest) -> Result<()> {
     if manifest.version.is_empty() {
-        return Err(fail("version: must not be empty".into()));
+        return Err(in_memory("version: must not be empty".into()));
     }
-    let mut names = std::collections::HashSet::new();
-    let mut paths = std::collections::HashSet::new();
-    for a in &manifest.assets {
-        validate_name(&a.name).map_err(|why| fail(format!("asset {}: name: {why}", a.name)))?;
-        validate_path(&a.path).map_err(|why| fail(format!("asset {}: path: {why}", a.name)))?;
-        if !names.insert(a.name.as_str()) {
-            return Err(fail(format!("asset {}: name: duplicate", a.name)));
-        }
-        if !paths.insert(a.path.as_str()) {
-            return Err(fail(format!("asset {}: path: duplicate {:?}", a.name, a.path)));
-        }
-    }
-    for a in &manifest.assets {
-        // Every proper prefix ending before a '/' is a parent directory of the asset.
-        for (i, _) in a.path.match_indices('/') {
-            let prefix = &a.path[..i];
-            if paths.contains(prefix) {
-                return Err(fail(format!(
+    check_across(
+        &manifest.assets,
+        |a| {
+            validate_name(&a.name)
+                .map_err(|why| in_memory(format!("asset {}: name: {why}", a.name)))
+        },
+        |a, clash| {
+            in_memory(match clash {
+                Clash::Name => format!("asset {}: name: duplicate", a.name),
+                Clash::Path => format!("asset {}: path: duplicate {:?}", a.name, a.path),
+                Clash::Inside(prefix) => format!(
                     "asset {}: path: {:?} lies inside another asset's path {prefix:?}",
                     a.name, a.path
-                )));
-            }
-        }
-    }
-    Ok(())
+                ),
+            })
+        },
+    )
 }
 
 /// Checks an asset name: `[A-Za-z0-9._+-]+`.
@@ -500,43 +636,6 @@ pub fn validate_name(name: &str) -> std::result::Result<(), String> {
     {
         return Err(format!(
             "{name:?}: character {c:?} is not allowed (use [A-Za-z0-9._+-])"
-        ));
-    }
-    Ok(())
-}
-
-/// Checks an asset path: relative, `/`-separated, no `..`, `.` or empty component, no
-/// backslash or NUL, and not inside the default state directory.
-pub fn validate_path(path: &str) -> std::result::Result<(), String> {
-    if path.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if path.starts_with('/') {
-        return Err(format!("{path:?}: must be relative (no leading '/')"));
-    }
-    if path.contains('\\') {
-        return Err(format!("{path:?}: backslash is not allowed; use '/'"));
-    }
-    if path.contains('\0') {
-        return Err(format!("{path:?}: NUL is not allowed"));
-    }
-    for comp in path.split('/') {
-        match comp {
-            "" => return Err(format!("{path:?}: empty component")),
-            "." => return Err(format!("{path:?}: '.' component")),
-            ".." => return Err(format!("{path:?}: '..' component")),
-            _ => {}
-        }
-    }
-    if let Some(comp) = path.split('/').find(|c| c.starts_with(".bootvault-")) {
-        return Err(format!(
-            "{path:?}: {comp:?}: names starting with .bootvault- are bootvault's temp files"
-        ));
-    }
-    if path.split('/').next() == Some(crate::STATE_DIR_NAME) {
-        return Err(format!(
-            "{path:?}: {} is reserved for bootvault's state",
-            crate::STATE_DIR_NAME
         ));
     }
     Ok(())

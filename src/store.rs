@@ -359,7 +359,9 @@ impl Store {
 
     /// Every ledger record judged without a manifest (`debug check` with no `--manifest`), by
     /// the same rule as [`Store::explain`] (`debug why`): the record's digest is expected, and
-    /// no size or mode (nothing says what they should be). Reads only.
+    /// no size or mode (nothing says what they should be). A record whose key is not a valid
+    /// asset path (only a damaged or forged ledger has one) names no file bootvault placed and
+    /// is left out. Reads only.
     pub fn inspect_records(&self, policy: Policy) -> (Vec<Inspection>, LedgerState) {
         self.inner.inspect_records(policy)
     }
@@ -367,6 +369,13 @@ impl Store {
     /// `debug verify`: re-hashes every asset, reading content, writing nothing.
     pub fn verify_all(&self, manifest: &Manifest) -> Vec<(Asset, PathBuf, VerifyState)> {
         self.inner.verify_all(manifest)
+    }
+
+    /// `debug verify` without a manifest: re-hashes the file of every ledger record, each as a
+    /// pseudo-asset named by its path (as [`Store::inspect_records`] judges them), reading
+    /// content, writing nothing.
+    pub fn verify_records(&self) -> Vec<(Asset, PathBuf, VerifyState)> {
+        self.inner.verify_records()
     }
 
     /// `gc`: removes the files and records of paths that `manifest` no longer names, but only
@@ -489,11 +498,6 @@ impl Store {
     /// Reads only; call [`Store::prepare`] first to fetch or repair.
     pub fn open_verified(&self, asset: &Asset) -> Result<VerifiedFile> {
         use std::io::Seek;
-        crate::manifest::validate_path(&asset.path).map_err(|why| Error::UnsafePath {
-            name: asset.name.clone(),
-            path: PathBuf::from(&asset.path),
-            why,
-        })?;
         let path = place::resolve(&self.inner.root, &asset.path, &asset.name)?;
         let mut file = place::open_nofollow(&path).map_err(|e| match e.raw_os_error() {
             Some(code) if code == rustix::io::Errno::LOOP.raw_os_error() => Error::UnsafePath {

@@ -6,8 +6,8 @@
 mod common;
 
 use bootvault::{
-    Action, Asset, CancelToken, Error, Manifest, Outcome, ParseOptions, Policy, PrepareOptions,
-    Progress, Sha256Digest, Store,
+    Action, Asset, AssetPath, CancelToken, Error, Manifest, Outcome, ParseOptions, Policy,
+    PrepareOptions, Progress, Sha256Digest, Store,
 };
 use bootvault_testkit::origin::Origin;
 use common::*;
@@ -17,25 +17,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 fn code_asset(name: &str, path: &str, bytes: &[u8], urls: Vec<String>) -> Asset {
-    Asset {
-        name: name.into(),
-        path: path.into(),
-        sha256: Sha256Digest::of(bytes),
-        size: Some(bytes.len() as u64),
-        urls,
-        verify: Policy::Cached,
-        index: None,
-        mode: None,
-    }
+    Asset::new(name, AssetPath::new(path).unwrap(), Sha256Digest::of(bytes))
+        .unwrap()
+        .size(bytes.len() as u64)
+        .urls(urls)
+        .verify(Policy::Cached)
 }
 
 fn code_manifest(assets: Vec<Asset>) -> Manifest {
-    Manifest {
-        version: "v1".into(),
-        base_url: None,
-        assets,
-        kernel_cmdline: None,
-    }
+    Manifest::new("v1", assets).unwrap()
 }
 
 /// Every file under `dir`, recursively (to show nothing was written there).
@@ -87,15 +77,25 @@ fn unsafe_paths_are_refused_through_every_constructor_and_nothing_escapes_root()
         );
     }
 
-    // 2. Assets built in code (public fields): the store revalidates before any file operation.
+    // 2. Assets built in code: an unsafe path cannot be built (an asset's path is an
+    //    `AssetPath`, refused as `validate_path` refuses it, by hand or deserialized); a
+    //    manifest made inconsistent through its public fields (two assets at one path, a path
+    //    inside another's) is revalidated by the store before any file operation.
     let store = Store::open(&root).unwrap();
     for p in escapes {
-        let m = code_manifest(vec![code_asset("k", p, &bytes, vec![url.clone()])]);
+        let why = AssetPath::new(p).unwrap_err();
+        assert_eq!(why, bootvault::validate_path(p).unwrap_err(), "{p}");
+        let err = serde_json::from_value::<AssetPath>(serde_json::json!(p)).unwrap_err();
+        assert!(err.to_string().contains(&why), "{p}: {err}");
+    }
+    let mut m = code_manifest(vec![code_asset("k", "k", &bytes, vec![url.clone()])]);
+    m.assets.push(m.assets[0].clone());
+    m.assets[1].name = "k2".into();
+    for p in ["k", "k/inside"] {
+        m.assets[1].path = AssetPath::new(p).unwrap();
         let err = store.prepare(&m).unwrap_err();
         assert!(matches!(err, Error::Manifest { .. }), "{p}: {err}");
-        assert!(err.to_string().contains("asset k"), "{err}");
-        let err = store.open_verified(&m.assets[0]).unwrap_err();
-        assert!(matches!(err, Error::UnsafePath { .. }), "{p}: {err}");
+        assert!(err.to_string().contains("asset k2"), "{err}");
     }
 
     // 3. A valid path through a symlinked parent that leads outside ROOT: the asset fails.

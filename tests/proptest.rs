@@ -3,7 +3,7 @@
 
 use bootvault::ledger::{Method, Record};
 use bootvault::stamp::Stamp;
-use bootvault::{Asset, Manifest, Policy, Sha256Digest};
+use bootvault::{Asset, AssetPath, Manifest, Policy, Sha256Digest};
 use proptest::prelude::*;
 
 fn name() -> impl Strategy<Value = String> {
@@ -24,22 +24,22 @@ fn asset() -> impl Strategy<Value = Asset> {
         any::<bool>(),
         prop::option::of(0u32..0o777),
     )
-        .prop_map(|(name, comps, digest, size, urls, always, mode)| Asset {
-            path: format!("{name}/{}", comps.join("/")),
-            name,
-            sha256: Sha256Digest(digest),
-            size,
-            urls: urls
-                .into_iter()
-                .map(|u| format!("http://127.0.0.1:8080/{u}"))
-                .collect(),
-            verify: if always {
-                Policy::Always
-            } else {
-                Policy::Cached
-            },
-            mode,
-            index: None,
+        .prop_map(|(name, comps, digest, size, urls, always, mode)| {
+            let path = AssetPath::new(&format!("{name}/{}", comps.join("/"))).unwrap();
+            Asset::new(name, path, Sha256Digest(digest))
+                .unwrap()
+                .size(size)
+                .urls(
+                    urls.into_iter()
+                        .map(|u| format!("http://127.0.0.1:8080/{u}"))
+                        .collect(),
+                )
+                .verify(if always {
+                    Policy::Always
+                } else {
+                    Policy::Cached
+                })
+                .mode(mode)
         })
 }
 
@@ -51,12 +51,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
             .into_iter()
             .filter(|a| seen.insert(a.name.clone()))
             .collect();
-        Manifest {
-            version,
-            base_url: None,
-            kernel_cmdline: None,
-            assets,
-        }
+        Manifest::new(version, assets).unwrap()
     })
 }
 

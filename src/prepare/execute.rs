@@ -121,7 +121,7 @@ impl Wrong {
 pub(crate) fn event(asset: &Asset, version: &str, outcome: &str, reason: &str) -> Event {
     Event {
         at_ns: stamp::wall_now_ns(),
-        path: asset.path.clone(),
+        path: asset.path.to_string(),
         name: asset.name.clone(),
         outcome: outcome.into(),
         reason: reason.into(),

@@ -92,7 +92,7 @@ pub(crate) fn donors(ctx: &Context, wanted: &[Sha256Digest]) -> HashMap<Sha256Di
         if !wanted.contains(&record.sha256) || out.contains_key(&record.sha256) {
             continue;
         }
-        if crate::manifest::validate_path(&key).is_err() {
+        if crate::asset_path::validate_path(&key).is_err() {
             continue;
         }
         let path = ctx.root.join(&key);

@@ -144,7 +144,7 @@ impl Prepare<'_> {
             if key == asset.path || rec.sha256 == asset.sha256 {
                 continue;
             }
-            if crate::manifest::validate_path(&key).is_err() {
+            if crate::asset_path::validate_path(&key).is_err() {
                 continue;
             }
             let path = self.ctx.root.join(&key);

@@ -628,12 +628,8 @@ impl Inner {
             &Base::Cdn(&base),
             self.config.custom_kernel.is_some(),
         )?;
-        Ok(bootvault::Manifest {
-            version: m.asset_version.clone(),
-            base_url: Some(self.config.cdn_base_url.clone()),
-            assets,
-            kernel_cmdline: None,
-        })
+        Ok(bootvault::Manifest::new(m.asset_version.clone(), assets)?
+            .base_url(self.config.cdn_base_url.clone()))
     }
 
     fn prepared(&self, parsed: &Parsed) -> Result<PreparedAssets> {

@@ -330,12 +330,7 @@ impl Share {
                 source_url: "manifest.json".into(),
                 message,
             })?;
-        Ok(bootvault::Manifest {
-            version: m.asset_version.clone(),
-            base_url: Some(cdn.to_string()),
-            assets,
-            kernel_cmdline: None,
-        })
+        Ok(bootvault::Manifest::new(m.asset_version.clone(), assets)?.base_url(cdn.to_string()))
     }
 
     pub async fn prepare_async(

@@ -11,7 +11,7 @@
 //! it. Binaries are 0755, as arcbox-boot leaves them.
 
 use crate::manifest::{FileEntry, Manifest};
-use bootvault::{Asset, Policy, Sha256Digest};
+use bootvault::{Asset, AssetPath, Policy, Sha256Digest};
 
 /// Asset name of the boot kernel.
 pub const KERNEL: &str = "kernel";
@@ -75,21 +75,25 @@ pub(crate) fn asset(
     mode: u32,
 ) -> Result<Asset, MapError> {
     bootvault::validate_name(name).map_err(|why| format!("{label}: name {name:?}: {why}"))?;
-    bootvault::validate_path(&path)
-        .map_err(|why| format!("{label}: install path {path:?}: {why}"))?;
+    let path =
+        AssetPath::new(&path).map_err(|why| format!("{label}: install path {path:?}: {why}"))?;
     let sha256 = Sha256Digest::from_hex(sha256).map_err(|why| format!("{label}.sha256: {why}"))?;
-    Ok(Asset {
-        name: name.to_string(),
-        path,
-        sha256,
-        // arcbox-boot manifests carry no sizes.
-        size: None,
-        urls: urls(src, base).map_err(|why| format!("{label}.{why}"))?,
-        verify: Policy::Cached,
-        mode: Some(mode),
-        // arcbox-boot manifests name no chunk index: upgrades copy unchanged files whole.
-        index: None,
-    })
+    // arcbox-boot manifests carry no sizes, and name no chunk index: upgrades copy unchanged
+    // files whole.
+    Ok(Asset::new(name, path, sha256)
+        .map_err(|e| format!("{label}: {}", manifest_message(e)))?
+        .urls(urls(src, base).map_err(|why| format!("{label}.{why}"))?)
+        .verify(Policy::Cached)
+        .mode(mode))
+}
+
+/// The message of a [`bootvault::Error::Manifest`] (what is wrong, without its origin), or
+/// the error's text.
+pub(crate) fn manifest_message(e: bootvault::Error) -> String {
+    match e {
+        bootvault::Error::Manifest { message, .. } => message,
+        other => other.to_string(),
+    }
 }
 
 /// The target for `arch`, or arcbox-boot's `ArchNotFound`.

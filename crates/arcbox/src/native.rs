@@ -109,10 +109,8 @@ pub fn from_manifest(
             ));
         }
     }
-    Ok(bootvault::Manifest {
-        version: version.clone(),
-        base_url: base_url.map(str::to_string),
-        assets,
-        kernel_cmdline: Some(t.kernel_cmdline.clone()),
-    })
+    Ok(bootvault::Manifest::new(version.clone(), assets)
+        .map_err(layout::manifest_message)?
+        .base_url(base_url.map(str::to_string))
+        .kernel_cmdline(t.kernel_cmdline.clone()))
 }

@@ -3,7 +3,7 @@
 //! Shared by `bootvault demo`, the benches and the tests.
 
 use bootvault::Sha256Digest;
-use bootvault::{Asset, Manifest, Policy};
+use bootvault::{Asset, AssetPath, Manifest, Policy};
 
 /// One generated asset.
 #[derive(Clone)]
@@ -105,24 +105,16 @@ pub fn manifest(
     version: &str,
     url_of: impl Fn(&DemoAsset) -> Option<String>,
 ) -> Manifest {
-    Manifest {
-        version: version.into(),
-        base_url: None,
-        kernel_cmdline: None,
-        assets: set
-            .iter()
-            .map(|a| Asset {
-                name: a.name.clone(),
-                path: a.path.clone(),
-                sha256: Sha256Digest::of(&a.bytes),
-                size: Some(a.bytes.len() as u64),
-                urls: url_of(a).into_iter().collect(),
-                verify: a.verify,
-                index: None,
-                mode: a.mode,
-            })
-            .collect(),
-    }
+    let assets = set.iter().map(|a| {
+        let path = AssetPath::new(&a.path).expect("a demo asset's path is valid");
+        Asset::new(a.name.clone(), path, Sha256Digest::of(&a.bytes))
+            .expect("a demo asset's name is valid")
+            .size(a.bytes.len() as u64)
+            .urls(url_of(a).into_iter().collect())
+            .verify(a.verify)
+            .mode(a.mode)
+    });
+    Manifest::new(version, assets.collect()).expect("a demo set is a valid manifest")
 }
 
 /// Writes `set` under `root` (for local, pre-populated stores).

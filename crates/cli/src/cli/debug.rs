@@ -4,7 +4,7 @@ use super::ui::{human_bytes, local_time, local_time_ns};
 use super::{
     Access, CmdResult, EXIT_FAILED, ManifestArgs, StoreArgs, finish_output, out, out_json,
 };
-use bootvault::{Asset, Event, Manifest, Policy, Record, Stamp, Store, VerifyState};
+use bootvault::{Event, Manifest, Policy, Record, Stamp, VerifyState};
 use clap::builder::BoolishValueParser;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
@@ -101,31 +101,6 @@ fn load(path: &Option<PathBuf>, args: &ManifestArgs) -> Result<Option<Manifest>,
     path.as_ref().map(|p| args.load(p)).transpose()
 }
 
-/// Assets to look at: the manifest's, or one pseudo-asset per ledger record.
-fn targets(store: &Store, manifest: Option<Manifest>) -> Manifest {
-    manifest.unwrap_or_else(|| {
-        let (records, _) = store.records();
-        Manifest {
-            version: "ledger".into(),
-            base_url: None,
-            kernel_cmdline: None,
-            assets: records
-                .into_iter()
-                .map(|(path, r)| Asset {
-                    name: path.clone(),
-                    path,
-                    sha256: r.sha256,
-                    size: None,
-                    urls: Vec::new(),
-                    verify: Policy::Cached,
-                    index: None,
-                    mode: None,
-                })
-                .collect(),
-        }
-    })
-}
-
 fn ls(a: LsArgs) -> CmdResult {
     let store = a.store.open(Access::ReadLedger)?;
     let (records, _) = store.records();
@@ -210,8 +185,11 @@ fn check(a: ManifestOptArgs) -> CmdResult {
 fn verify(a: ManifestOptArgs) -> CmdResult {
     let manifest = load(&a.manifest, &a.manifest_args)?;
     let store = a.store.open(Access::ReadLedger)?;
-    let manifest = targets(&store, manifest);
-    let results = store.verify_all(&manifest);
+    // The manifest's assets, or one pseudo-asset per ledger record.
+    let results = match &manifest {
+        Some(m) => store.verify_all(m),
+        None => store.verify_records(),
+    };
     let mut bad = false;
     let rows: Vec<Value> = results
         .iter()

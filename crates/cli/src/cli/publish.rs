@@ -81,7 +81,7 @@ pub fn run(a: PublishArgs) -> CmdResult {
         .iter()
         .map(|asset| PublishBlob {
             name: asset.name.clone(),
-            path: asset.path.clone(),
+            path: asset.path.to_string(),
             file: a.dir.join(&asset.path),
             sha256: asset.sha256,
             size: asset.size,
