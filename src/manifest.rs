@@ -8,7 +8,6 @@ use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use std::collections::HashSet;
 
 /// How much proof an asset needs on each prepare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -368,21 +367,44 @@ fn parse_index_ref(
 }
 
 fn check_unique(cx: &Ctx, m: &Manifest) -> Result<()> {
-    let mut names = HashSet::new();
-    let mut paths = HashSet::new();
-    for a in &m.assets {
-        if !names.insert(a.name.as_str()) {
-            return Err(cx.asset_err(&a.name, "name", "duplicate name"));
+    // Sorted lists, not hash sets: no hasher to seed (a `getrandom` on a warm prepare), and no
+    // hashing. The error names the same asset a walk in manifest order would: the first one
+    // whose name (checked first) or path an earlier asset already has.
+    let sorted = |key: fn(&Asset) -> &str| {
+        let mut v: Vec<(&str, usize)> = m.assets.iter().map(key).zip(0..).collect();
+        v.sort_unstable();
+        v
+    };
+    // The earliest index whose key repeats an earlier one: in a sorted run of equal keys, the
+    // second entry (ordered by index).
+    let first_repeat = |v: &[(&str, usize)]| {
+        v.windows(2)
+            .filter(|w| w[0].0 == w[1].0)
+            .map(|w| w[1].1)
+            .min()
+    };
+    let names = sorted(|a| a.name.as_str());
+    let paths = sorted(|a| a.path.as_str());
+    match (first_repeat(&names), first_repeat(&paths)) {
+        (Some(n), p) if p.is_none_or(|p| n <= p) => {
+            return Err(cx.asset_err(&m.assets[n].name, "name", "duplicate name"));
         }
-        if !paths.insert(a.path.as_str()) {
+        (_, Some(p)) => {
+            let a = &m.assets[p];
             return Err(cx.asset_err(&a.name, "path", format!("duplicate path {:?}", a.path)));
         }
+        _ => {}
     }
+    let has_path = |p: &str| {
+        paths
+            .binary_search_by(|(k, _)| (*k).cmp(p))
+            .is_ok()
+    };
     // A path may not be a directory of another asset's path.
     for a in &m.assets {
-        let mut prefix = String::new();
-        for comp in a.path.split('/') {
-            if !prefix.is_empty() && paths.contains(prefix.as_str()) {
+        for (i, _) in a.path.match_indices('/') {
+            let prefix = &a.path[..i];
+            if !prefix.is_empty() && has_path(prefix) {
                 return Err(cx.asset_err(
                     &a.name,
                     "path",
@@ -392,10 +414,6 @@ fn check_unique(cx: &Ctx, m: &Manifest) -> Result<()> {
                     ),
                 ));
             }
-            if !prefix.is_empty() {
-                prefix.push('/');
-            }
-            prefix.push_str(comp);
         }
     }
     Ok(())
