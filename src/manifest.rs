@@ -9,7 +9,6 @@ use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use std::collections::HashSet;
 
 /// How much proof an asset needs on each prepare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -518,8 +517,8 @@ fn check_across<'a>(
     mut each: impl FnMut(&'a Asset) -> Result<()>,
     clash: impl Fn(&'a Asset, Clash<'a>) -> Error,
 ) -> Result<()> {
-    let mut names = HashSet::new();
-    let mut paths = HashSet::new();
+    let mut names = std::collections::HashSet::new();
+    let mut paths = std::collections::HashSet::new();
     for a in assets {
         each(a)?;
         if !names.insert(a.name.as_str()) {

@@ -124,22 +124,43 @@ impl StoreBuilder {
             Some(s) => std::path::absolute(&s).at(&s, "resolve state dir")?,
             None => root.join(crate::STATE_DIR_NAME),
         };
-        // The state dir is created on the first write (a read-only command creates nothing);
-        // a missing one is fine, anything else there must be a directory.
-        if state.exists() {
-            check_dir(&state, false)?;
-        }
-        // A state dir outside ROOT belongs to one ROOT: another sharing it would see every
-        // record as stale and re-hash everything, silently.
-        if state.exists() && !state_inside(&root, &state) {
-            check_root_marker(&root, &state)?;
+        // The default state dir, when `lstat` shows a directory (not a symlink), is the entry
+        // `.bootvault` of ROOT itself: inside ROOT by construction (its canonical path is
+        // ROOT's plus that name), so nothing more is resolved or checked. Anything else there
+        // (a symlink, which may point anywhere) takes the full checks below.
+        let plain_default =
+            !explicit_state && std::fs::symlink_metadata(&state).is_ok_and(|m| m.is_dir());
+        // ROOT and the state dir are canonicalized at most once each, and only when needed.
+        let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let root_canon = std::cell::OnceCell::new();
+        let state_canon = std::cell::OnceCell::new();
+        let canon_root = || root_canon.get_or_init(|| canon(&root));
+        let canon_state = || state_canon.get_or_init(|| canon(&state));
+        if !plain_default {
+            // The state dir is created on the first write (a read-only command creates
+            // nothing); a missing one is fine, anything else there must be a directory.
+            let exists = match std::fs::metadata(&state) {
+                Ok(m) if m.is_dir() => true,
+                Ok(_) => {
+                    return Err(Error::Store {
+                        path: state.clone(),
+                        why: "not a directory".into(),
+                    });
+                }
+                Err(_) => false,
+            };
+            // A state dir outside ROOT belongs to one ROOT: another sharing it would see every
+            // record as stale and re-hash everything, silently.
+            if exists && !canon_state().starts_with(canon_root()) {
+                check_root_marker(canon_root(), &state)?;
+            }
         }
         let mut ledger = Ledger::new(state.clone(), root.clone());
         ledger.set_write_deadline(self.write_deadline);
         // The default state dir is a reserved name no asset path may start with; only an
         // explicit one needs working out (once, here, not on every prepare).
         let state_rel = if explicit_state {
-            state_under_root(&root, &state)
+            state_under_root(canon_root(), canon_state())
         } else {
             None
         };
@@ -158,14 +179,8 @@ impl StoreBuilder {
     }
 }
 
-/// Whether `state` lies inside `root` (then it moves with ROOT, and cannot be shared).
-fn state_inside(root: &Path, state: &Path) -> bool {
-    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    canon(state).starts_with(canon(root))
-}
-
-/// Refuses a state dir whose `root` marker names another ROOT.
-fn check_root_marker(root: &Path, state: &Path) -> Result<()> {
+/// Refuses a state dir whose `root` marker names another ROOT (`canon`: ROOT canonicalized).
+fn check_root_marker(canon: &Path, state: &Path) -> Result<()> {
     let marker = StateDir::new(state).root_marker();
     let recorded =
         match crate::fsutil::open_regular(std::fs::OpenOptions::new().read(true), &marker) {
@@ -183,7 +198,6 @@ fn check_root_marker(root: &Path, state: &Path) -> Result<()> {
                 });
             }
         };
-    let canon = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
     if Path::new(&recorded) != canon {
         return Err(Error::Store {
             path: state.to_path_buf(),
@@ -200,12 +214,10 @@ fn check_root_marker(root: &Path, state: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The state dir relative to ROOT, when it lies inside ROOT (symlinks resolved where they
-/// exist).
+/// The state dir relative to ROOT, when it lies inside ROOT (both canonicalized: symlinks
+/// resolved where they exist).
 fn state_under_root(root: &Path, state: &Path) -> Option<String> {
-    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    let (root, state) = (canon(root), canon(state));
-    let rel = state.strip_prefix(&root).ok()?;
+    let rel = state.strip_prefix(root).ok()?;
     Some(rel.to_string_lossy().trim_end_matches('/').to_string())
 }
 

@@ -1879,6 +1879,31 @@ fn regression_two_roots_sharing_one_state_dir_are_refused() {
     assert_eq!(asset_report(&v, "kernel")["outcome"], "cached");
 }
 
+/// The default state dir is checked by one `lstat` when it is a plain directory; a
+/// `ROOT/.bootvault` planted as a symlink to another store's state dir must still be seen for
+/// what it is (a state dir outside ROOT, whose marker names the other ROOT) and refused.
+#[test]
+fn regression_a_symlinked_default_state_dir_of_another_root_is_refused() {
+    let env = Env::new();
+    let other = Env::new();
+    let data = blob(95, 3000);
+    env.put("kernel", &data);
+    other.put("kernel", &data);
+    let m = env.manifest_v1(vec![asset("kernel", "kernel", &data)]);
+    env.prepare_ok(&m, &[]);
+    std::os::unix::fs::symlink(env.root.join(".bootvault"), other.root.join(".bootvault")).unwrap();
+    let r = other.prepare(&m, &[]);
+    r.assert_code(2);
+    let first = std::fs::canonicalize(&env.root).unwrap();
+    assert!(
+        r.stderr.contains(first.to_str().unwrap()) && r.stderr.contains("cannot share"),
+        "{}",
+        r.describe()
+    );
+    let v = env.prepare_ok(&m, &[]);
+    assert_eq!(asset_report(&v, "kernel")["outcome"], "cached");
+}
+
 /// `debug check` without `--manifest` and `debug why` make the one trust decision: a `0755`
 /// asset (as its manifest asked) is fresh in both. Before: `debug check` said `stale (mode)`
 /// and exited 1 while `debug why` said `fresh`.

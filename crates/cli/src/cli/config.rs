@@ -38,7 +38,9 @@ pub fn load(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>), String
     let path = match explicit {
         Some(p) => p.to_path_buf(),
         None => match default_path() {
-            Some(p) if p.exists() => p,
+            // Not `Path::exists`: std's `statx` probes the syscall with a second, failing call
+            // when its first one fails (as it does when there is no config file).
+            Some(p) if rustix::fs::stat(&p).is_ok() => p,
             _ => return Ok((Config::default(), None)),
         },
     };

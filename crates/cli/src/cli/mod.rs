@@ -289,12 +289,14 @@ pub type CmdResult = Result<u8, Failure>;
 /// Writes to stdout; a closed pipe is not an error (`bootvault debug ls | head`).
 pub fn out(text: &str) -> std::io::Result<()> {
     // No password in a URL (`https://user:pass@…`) reaches stdout (tables, JSON).
-    let text = &bootvault::redact::text(text);
+    let mut text = bootvault::redact::text(text);
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    // One write: the text ends with its newline, so the line-buffered stdout passes it on
+    // whole.
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes())?;
-    if !text.ends_with('\n') {
-        stdout.write_all(b"\n")?;
-    }
     stdout.flush()
 }
 

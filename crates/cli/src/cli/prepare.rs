@@ -3,9 +3,7 @@
 use super::events::MessageFormat;
 use super::progress::Reporter;
 pub use super::ui::human_bytes;
-use super::{
-    Access, CmdResult, EXIT_FAILED, ManifestArgs, StoreArgs, finish_output, out, out_json, ui,
-};
+use super::{Access, CmdResult, EXIT_FAILED, ManifestArgs, StoreArgs, finish_output, out, ui};
 use bootvault::{Policy, Report};
 use clap::Args;
 use clap::builder::BoolishValueParser;
@@ -172,7 +170,9 @@ pub fn run(a: PrepareArgs) -> CmdResult {
         Ok(())
     } else if a.json {
         // The report carries the manifest's kernel_cmdline (arcbox-boot manifests) itself.
-        out_json(&report_json(&report))
+        // Serialized straight to text: the same object as `report_json`, without building
+        // the `Value` tree first.
+        out(&serde_json::to_string_pretty(&report).unwrap_or_default())
     } else if std::io::stdout().is_terminal() && ui().verbose == 0 {
         out(&report_brief(&report))
     } else {
@@ -203,7 +203,7 @@ pub fn report_brief(report: &Report) -> String {
             "ASSET", "OUTCOME", "HASHED", "DOWNLOADED", "TIME"
         ));
         for a in &listed {
-            s.push_str(&row(a, w));
+            push_row(&mut s, a, w);
         }
     }
     // Counts per outcome, in the order outcomes are first met.
@@ -231,15 +231,18 @@ pub fn report_brief(report: &Report) -> String {
     s
 }
 
-fn row(a: &bootvault::AssetReport, w: usize) -> String {
-    format!(
-        "{:<w$} {:<11} {:>14} {:>14} {:>10}\n",
+/// Appends one asset's row (formatted in place, no string per row).
+fn push_row(s: &mut String, a: &bootvault::AssetReport, w: usize) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        s,
+        "{:<w$} {:<11} {:>14} {:>14} {:>10}",
         a.name,
         a.outcome().map(|o| o.as_str()).unwrap_or("FAILED"),
         human_bytes(a.bytes_hashed),
         human_bytes(a.bytes_downloaded),
         super::ui::human_duration(a.elapsed),
-    )
+    );
 }
 
 /// The contract's `prepare --json` object (the library's `Report` serialization).
@@ -261,7 +264,7 @@ pub fn report_table(report: &Report) -> String {
         "ASSET", "OUTCOME", "HASHED", "DOWNLOADED", "TIME"
     );
     for a in &report.assets {
-        s.push_str(&row(a, w));
+        push_row(&mut s, a, w);
     }
     for a in &report.assets {
         if let Some(why) = &a.patch_fallback {

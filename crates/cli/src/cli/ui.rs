@@ -76,12 +76,15 @@ pub fn ui() -> &'static Ui {
 
 /// Resolves the global options, reads the config file, installs the logger.
 pub fn init(g: &GlobalArgs) -> Result<(), Failure> {
-    let color = decide_color(g.color);
+    // Whether stderr is a terminal: asked at most once (colour and progress both need it).
+    let tty = std::cell::OnceCell::new();
+    let stderr_tty = || *tty.get_or_init(|| std::io::stderr().is_terminal());
+    let color = decide_color(g.color, stderr_tty);
     let (config, config_path) = super::config::load(g.config.as_deref())
         .map_err(|e| Failure::usage(format!("config {e}")))?;
     let ui = Ui {
         color,
-        progress: !g.no_progress && !g.quiet && std::io::stderr().is_terminal(),
+        progress: !g.no_progress && !g.quiet && stderr_tty(),
         verbose: g.verbose,
         config,
         config_path,
@@ -91,7 +94,7 @@ pub fn init(g: &GlobalArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn decide_color(choice: ColorChoice) -> bool {
+fn decide_color(choice: ColorChoice, stderr_tty: impl FnOnce() -> bool) -> bool {
     let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
     match choice {
         ColorChoice::Always => true,
@@ -105,28 +108,40 @@ fn decide_color(choice: ColorChoice) -> bool {
         {
             true
         }
-        ColorChoice::Auto => std::io::stderr().is_terminal(),
+        ColorChoice::Auto => stderr_tty(),
     }
 }
 
 fn init_tracing(quiet: bool, verbose: u8, color: bool) {
     use tracing_subscriber::EnvFilter;
-    let default = match (quiet, verbose) {
-        (true, _) => "error",
-        (false, 0) => "warn",
-        (false, 1) => "info",
-        (false, _) => "debug",
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (default, level) = match (quiet, verbose) {
+        (true, _) => ("error", LevelFilter::ERROR),
+        (false, 0) => ("warn", LevelFilter::WARN),
+        (false, 1) => ("info", LevelFilter::INFO),
+        (false, _) => ("debug", LevelFilter::DEBUG),
     };
-    let filter = EnvFilter::try_from_env("BOOTVAULT_LOG")
-        .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new(format!("bootvault={default}")));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(|| LogWriter)
         .with_ansi(color)
         .with_target(false)
-        .without_time()
-        .try_init();
+        .without_time();
+    let registry = tracing_subscriber::registry().with(fmt);
+    // A filter from the environment needs the directive parser; the default one (`bootvault`
+    // at one level: the same prefix match on targets) does not, so a run without one pays for
+    // no parsing (nor the hash map keys it seeds from the OS).
+    if std::env::var_os("BOOTVAULT_LOG").is_some() || std::env::var_os("RUST_LOG").is_some() {
+        let filter = EnvFilter::try_from_env("BOOTVAULT_LOG")
+            .or_else(|_| EnvFilter::try_from_default_env())
+            .unwrap_or_else(|_| EnvFilter::new(format!("bootvault={default}")));
+        let _ = registry.with(filter).try_init();
+    } else {
+        let _ = registry
+            .with(Targets::new().with_target("bootvault", level))
+            .try_init();
+    }
 }
 
 /// The progress bars being drawn, if any: log lines are printed above them.
@@ -186,7 +201,16 @@ pub fn check_root(store: &bootvault::Store, access: Access) -> Result<(), Failur
     let bad = |p: &Path, why: String| Failure::usage(format!("{}: {why}", p.display()));
     // `StoreBuilder::open` has checked that ROOT (created for a writing command) and an
     // existing state dir are directories; what is left is whether they can be used.
-    std::fs::read_dir(root).map_err(|e| bad(root, format!("cannot read store root: {e}")))?;
+    // Opened for reading as a directory and closed (what `read_dir` would do, without the
+    // `fstat` of its buffer sizing).
+    {
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        rustix::fs::open(root, flags, Mode::empty()).map_err(|e| {
+            let e = std::io::Error::from(e);
+            bad(root, format!("cannot read store root: {e}"))
+        })?;
+    }
     match access {
         // Only what can never work is refused here: a store that merely is not ours to write
         // (another user's) is still verified read-only by the library, recording nothing.
