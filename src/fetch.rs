@@ -311,35 +311,19 @@ enum TryError {
     Cancelled,
 }
 
-/// One HTTP client and runtime per store, so connections are reused across assets.
+/// One HTTP client per store, so connections are reused across assets. Blocking calls run on
+/// the process-wide runtime of [`crate::http::block_on`]; the async ones on the caller's.
 pub struct Fetcher {
-    /// Always `Some` until drop.
-    rt: Option<tokio::runtime::Runtime>,
     client: reqwest::Client,
     opts: FetchOptions,
     /// Resolves `oci://` sources to blob URLs and their `Authorization`.
     oci: crate::oci::Registry,
 }
 
-impl Drop for Fetcher {
-    fn drop(&mut self) {
-        // Dropping a runtime inside an async context would panic; a host may drop the store there.
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
 impl Fetcher {
-    /// Builds the client (unless `client` is given: a host's own, with its proxies and CAs)
-    /// and a small runtime to drive it from the store's worker threads.
+    /// Builds the client (unless `client` is given: a host's own, with its proxies and CAs).
+    /// Starts no runtime: an async host's calls await on its own.
     pub fn new(opts: FetchOptions, client: Option<reqwest::Client>) -> Result<Fetcher> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("bootvault-fetch")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("tokio runtime", "start", e))?;
         let client = match client {
             Some(c) => c,
             None => build_client(&opts).map_err(|e| Error::Downloader {
@@ -347,7 +331,6 @@ impl Fetcher {
             })?,
         };
         Ok(Fetcher {
-            rt: Some(rt),
             client,
             oci: crate::oci::Registry::from_options(&opts.oci),
             opts,
@@ -366,11 +349,9 @@ impl Fetcher {
             .max(jittered)
     }
 
-    /// Fetches `req` into a verified partial file. Blocking; call from a worker thread.
-    /// The client and the runtime that drives it, for the delta module's Range requests
-    /// (`None` once the runtime is shut down).
-    pub(crate) fn http(&self) -> Option<(&reqwest::Client, &tokio::runtime::Runtime)> {
-        self.rt.as_ref().map(|rt| (&self.client, rt))
+    /// The client, for the delta module's Range requests.
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.client
     }
 
     /// The registry client, to turn `oci://` sources into blob URLs with authorization.
@@ -378,6 +359,7 @@ impl Fetcher {
         &self.oci
     }
 
+    /// Fetches `req` into a verified partial file. Blocking; call from a worker thread.
     pub(crate) fn fetch(&self, req: &Request<'_>) -> Result<Fetched> {
         if req.urls.is_empty() {
             return Err(Error::Fetch {
@@ -419,9 +401,14 @@ impl Fetcher {
                         self.opts.min_free_bytes,
                     )
                 } else {
-                    match &self.rt {
-                        Some(rt) => rt.block_on(self.try_http(url, &mut partial, req)),
-                        None => Err(TryError::Permanent("fetch runtime is shut down".into())),
+                    match crate::http::block_on(self.try_http(url, &mut partial, req)) {
+                        Ok(result) => result,
+                        Err(why) => {
+                            // No runtime to drive it (or refused inside an async task): the
+                            // partial is kept for the next prepare.
+                            let _ = partial.checkpoint(&req.sha256);
+                            return Err(Error::Downloader { why });
+                        }
                     }
                 };
                 match result {
@@ -854,19 +841,18 @@ impl Fetcher {
         Err(fail(attempts))
     }
 
-    /// [`Fetcher::document`] for a blocking caller, on the fetcher's own runtime. Never call it
-    /// from inside an async context; await [`Fetcher::document`] there.
+    /// [`Fetcher::document`] for a blocking caller, on the process-wide runtime. Refused
+    /// inside an async task; await [`Fetcher::document`] there.
     pub fn document_blocking(&self, url: &str, max: u64, cancel: &CancelToken) -> Result<Vec<u8>> {
-        match &self.rt {
-            Some(rt) => rt.block_on(self.document(url, max, cancel)),
-            None => Err(Error::Document {
+        crate::http::block_on(self.document(url, max, cancel)).unwrap_or_else(|why| {
+            Err(Error::Document {
                 url: url.into(),
                 attempts: vec![FetchAttempt {
                     url: Some(url.into()),
-                    reason: "fetch runtime is shut down".into(),
+                    reason: why,
                 }],
-            }),
-        }
+            })
+        })
     }
 
     async fn try_document(&self, url: &str, max: u64) -> std::result::Result<Vec<u8>, TryError> {

@@ -786,19 +786,17 @@ async fn read_bounded(resp: reqwest::Response, limit: u64) -> Result<Vec<u8>, St
 }
 
 /// The store's client settings (timeouts, extra CA certificates), so that a manifest or a
-/// publish reaches the registries the downloads reach.
+/// publish reaches the registries the downloads reach; one client per option set, shared.
 fn client(opts: &crate::FetchOptions) -> Result<reqwest::Client, OciError> {
-    crate::http::build_client(opts).map_err(|e| reg_err("HTTP client", e))
+    crate::http::shared_client(opts).map_err(|e| reg_err("HTTP client", e))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, OciError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| OciError::Io {
-            path: "tokio runtime".into(),
-            source: e,
-        })
+/// Runs a registry call for a blocking caller on the one runtime ([`crate::http::block_on`]).
+fn block_on<T>(
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, OciError>>,
+) -> Result<T, OciError> {
+    crate::http::block_on(fut).unwrap_or_else(|why| Err(reg_err(what, why)))
 }
 
 // ---- manifests --------------------------------------------------------------------------------
@@ -825,12 +823,11 @@ pub(crate) fn fetch_manifest(
     opts: &crate::FetchOptions,
     r: &Reference,
 ) -> Result<RemoteManifest, OciError> {
-    let rt = runtime()?;
     let client = client(opts)?;
     let reg = Registry::from_options(&opts.oci);
     let deadline = opts.oci.deadline();
     let what = format!("manifest {r}");
-    rt.block_on(async {
+    block_on(&what, async {
         tokio::time::timeout(deadline, fetch_manifest_tries(&reg, &client, r))
             .await
             .unwrap_or_else(|_| Err(reg_err(&what, late("fetch", deadline))))
@@ -974,10 +971,9 @@ pub(crate) fn fetch_manifest_url(
     opts: &crate::FetchOptions,
     url: &str,
 ) -> Result<RemoteManifest, OciError> {
-    let rt = runtime()?;
     let client = client(opts)?;
     let deadline = opts.oci.deadline();
-    rt.block_on(async {
+    block_on(url, async {
         tokio::time::timeout(deadline, fetch_manifest_url_tries(&client, url))
             .await
             .unwrap_or_else(|_| Err(reg_err(url, late("fetch", deadline))))
@@ -1206,12 +1202,11 @@ pub fn publish(
         }
         sizes.push(size);
     }
-    let rt = runtime()?;
     let client = client(opts)?;
     let reg = Registry::from_options(&opts.oci);
     let host = r.registry.as_str();
     let repo = r.repository.as_str();
-    rt.block_on(async {
+    block_on(&format!("publish {r}"), async {
         let mut report = PublishReport {
             uploaded: Vec::new(),
             skipped: Vec::new(),

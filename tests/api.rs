@@ -737,3 +737,53 @@ fn the_platform_family_is_the_one_the_build_selected() {
     };
     assert_eq!(bootvault::PLATFORM_FAMILY, expected);
 }
+
+/// The blocking entry points that run a future on the library's runtime, called from an async
+/// task (current-thread and multi-thread hosts): an error that names the reason, never a panic
+/// (tokio's "Cannot start a runtime from within a runtime"). From `spawn_blocking` they work.
+#[test]
+fn blocking_calls_inside_an_async_task_are_refused_and_work_from_spawn_blocking() {
+    let origin = Origin::start().unwrap();
+    origin.add("doc", b"hello".to_vec().into());
+    let url = origin.url("doc");
+    let root = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(root.path()).unwrap());
+    const WHY: &str = "blocking call inside an async task";
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for rt in [&multi, &current] {
+        // In the runtime's block_on future, and in a spawned task.
+        let refused = move |store: &Store, url: &str| {
+            let err = store.fetch_document(url, 1 << 10).unwrap_err();
+            assert!(err.to_string().contains(WHY), "{err}");
+            let opts = bootvault::FetchOptions::default();
+            let parse = |t: &str, o: &str| Manifest::parse(t, o, &ParseOptions::default());
+            let err = bootvault::oci::load_manifest(url, &opts, &[], &parse).unwrap_err();
+            assert!(err.to_string().contains(WHY), "{err}");
+        };
+        rt.block_on(async { refused(&store, &url) });
+        let (s, u) = (store.clone(), url.clone());
+        rt.block_on(rt.spawn(async move { refused(&s, &u) }))
+            .unwrap();
+        // The async API and the blocking pool are the ways in.
+        let got = rt
+            .block_on(store.fetch_document_async(&url, 1 << 10))
+            .unwrap();
+        assert_eq!(got, b"hello");
+        let (s, u) = (store.clone(), url.clone());
+        let got = rt
+            .block_on(rt.spawn_blocking(move || s.fetch_document(&u, 1 << 10)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, b"hello");
+    }
+    // And on a plain thread, as before.
+    assert_eq!(store.fetch_document(&url, 1 << 10).unwrap(), b"hello");
+}

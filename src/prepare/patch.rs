@@ -186,11 +186,12 @@ impl Prepare<'_> {
                 read_capped(Path::new(p)).ok_or_else(|| "cannot read".to_string())
             } else if is_remote(url) {
                 let fetcher = self.ctx.fetcher().map_err(|e| e.to_string())?;
-                let (client, rt) = fetcher.http().ok_or("fetch runtime is shut down")?;
-                rt.block_on(async {
+                let client = fetcher.client();
+                crate::http::block_on(async {
                     let t = resolve(fetcher.registry(), client, url, &r.sha256).await?;
                     get_capped(client, &t, None, MAX_INDEX_BYTES).await
                 })
+                .and_then(|r| r)
             } else {
                 Err("only http(s), oci and file URLs can serve an index".into())
             };
@@ -463,9 +464,9 @@ impl Prepare<'_> {
         let chunks = layout(&p.index, &p.seeds, &seeds);
         let runs = fetch_runs(&chunks);
         let fetcher = self.ctx.fetcher().map_err(|e| e.to_string())?;
-        let (client, rt) = fetcher.http().ok_or("fetch runtime is shut down")?;
+        let client = fetcher.client();
         // Registry sources become blob URLs with their authorization, once per patch.
-        let targets: Vec<Target> = rt.block_on(async {
+        let targets: Vec<Target> = crate::http::block_on(async {
             let mut out = Vec::new();
             for u in urls {
                 match resolve(fetcher.registry(), client, u, &asset.sha256).await {
@@ -474,7 +475,7 @@ impl Prepare<'_> {
                 }
             }
             out
-        });
+        })?;
         if targets.is_empty() {
             return Err("no source could be resolved for range requests".into());
         }
@@ -482,11 +483,11 @@ impl Prepare<'_> {
         let jobs = self.ctx.opts.jobs.unwrap_or(4).max(1);
         let mut stats = Stats::default();
         // Phase 1: the missing byte runs, in parallel, written at their offsets.
-        let fetched: Vec<Result<u64, String>> = rt.block_on(
+        let fetched: Vec<Result<u64, String>> = crate::http::block_on(
             futures_util::stream::iter(runs.iter().map(|r| fetch_run(client, urls, r, &file)))
                 .buffer_unordered(jobs)
                 .collect(),
-        );
+        )?;
         for r in fetched {
             stats.fetched += r?;
         }
@@ -528,12 +529,12 @@ impl Prepare<'_> {
                 // the server changed: fetch the chunk itself.
                 stats.seed_misses += 1;
                 from_seed = 0;
-                let got = rt.block_on(get_capped(
+                let got = crate::http::block_on(get_capped(
                     client,
                     &urls[0],
                     Some((off, len as u64)),
                     len as u64,
-                ))?;
+                ))??;
                 stats.fetched += got.len() as u64;
                 b.copy_from_slice(&got);
                 rewrite = true;
