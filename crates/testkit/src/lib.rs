@@ -3,10 +3,12 @@
 //! with fault injection (ranges, validators, truncated bodies, stalls, throttling); [`demo`]
 //! builds the deterministic demo set shaped like arcbox's boot assets; [`registry`] runs a real
 //! `docker-registry` (anonymous, htpasswd Basic, or a Bearer token server) on loopback; [`proxy`]
-//! is a TCP proxy that counts, cuts and throttles what a server sends.
+//! is a TCP proxy that counts, cuts and throttles what a server sends. All of them start, serve
+//! and stop through one helper (`serve`).
 
 pub mod arcbox_set;
 pub mod demo;
 pub mod origin;
 pub mod proxy;
 pub mod registry;
+mod serve;

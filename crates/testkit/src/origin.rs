@@ -5,14 +5,13 @@
 //! on its own thread with its own tokio runtime, so it works from plain synchronous code and from
 //! any test, independent of whatever runtime the caller uses.
 
+use crate::serve::Server;
 use std::collections::HashMap;
 use std::fmt;
-use std::future::IntoFuture;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use axum::Router;
@@ -21,7 +20,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
-use tokio::sync::oneshot;
 
 /// Body chunk size: small enough that cut/stall/throttle act mid-body.
 const CHUNK: usize = 64 * 1024;
@@ -34,8 +32,8 @@ static GENERATION: AtomicU64 = AtomicU64::new(0);
 pub struct Origin {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    /// Stops and joins the server when the origin is dropped.
+    _server: Server,
 }
 
 /// Misbehaviour injected into GET responses for one path (HEAD only reflects the headers).
@@ -110,40 +108,15 @@ impl Shared {
 impl Origin {
     /// Binds 127.0.0.1:0 and serves from a dedicated thread and runtime.
     pub fn start() -> io::Result<Origin> {
-        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("bootvault-origin-worker")
-            .enable_all()
-            .build()?;
-        let listener = {
-            let _guard = rt.enter();
-            tokio::net::TcpListener::from_std(listener)?
-        };
         let shared = Arc::new(Shared::default());
         let app = Router::new()
             .fallback(handle)
             .with_state(Arc::clone(&shared));
-        let (tx, rx) = oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("bootvault-origin".into())
-            .spawn(move || {
-                rt.block_on(async move {
-                    tokio::select! {
-                        _ = axum::serve(listener, app).into_future() => {}
-                        _ = rx => {}
-                    }
-                });
-                // Not graceful on purpose: stalled or throttled connections must not block Drop.
-                rt.shutdown_timeout(Duration::from_secs(1));
-            })?;
+        let server = Server::axum("bootvault-origin", 2, app)?;
         Ok(Origin {
-            addr,
+            addr: server.addr(),
             shared,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            _server: server,
         })
     }
 
@@ -218,17 +191,6 @@ impl fmt::Debug for Origin {
         f.debug_struct("Origin")
             .field("addr", &self.addr)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for Origin {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

@@ -5,15 +5,13 @@
 //! read how many bytes the upstream served. It works on bytes, so HTTP keep-alive, ranges and
 //! redirects pass through untouched.
 
-use std::future::IntoFuture as _;
+use crate::serve::Server;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
 
 #[derive(Default)]
 struct Shared {
@@ -34,52 +32,30 @@ struct Shared {
 pub struct Proxy {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    /// Stops and joins the proxy when dropped.
+    _server: Server,
 }
 
 impl Proxy {
     /// Listens on 127.0.0.1:0 and forwards every connection to `upstream`.
     pub fn start(upstream: SocketAddr) -> io::Result<Proxy> {
-        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("bootvault-proxy-worker")
-            .enable_all()
-            .build()?;
-        let listener = {
-            let _guard = rt.enter();
-            tokio::net::TcpListener::from_std(listener)?
-        };
         let shared = Arc::new(Shared::default());
-        let (tx, rx) = oneshot::channel::<()>();
         let s = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("bootvault-proxy".into())
-            .spawn(move || {
-                rt.block_on(async move {
-                    let accept = async move {
-                        while let Ok((conn, _)) = listener.accept().await {
-                            let s = Arc::clone(&s);
-                            tokio::spawn(async move {
-                                let _ = serve(conn, upstream, s).await;
-                            });
-                        }
-                    };
-                    tokio::select! {
-                        _ = tokio::spawn(accept).into_future() => {}
-                        _ = rx => {}
-                    }
-                });
-                rt.shutdown_timeout(Duration::from_secs(1));
-            })?;
+        let server = Server::start("bootvault-proxy", 2, move |listener| async move {
+            let accept = async move {
+                while let Ok((conn, _)) = listener.accept().await {
+                    let s = Arc::clone(&s);
+                    tokio::spawn(async move {
+                        let _ = serve(conn, upstream, s).await;
+                    });
+                }
+            };
+            let _ = tokio::spawn(accept).await;
+        })?;
         Ok(Proxy {
-            addr,
+            addr: server.addr(),
             shared,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            _server: server,
         })
     }
 
@@ -116,17 +92,6 @@ impl Proxy {
     /// Connections accepted so far.
     pub fn connections(&self) -> u32 {
         self.shared.connections.load(Relaxed)
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

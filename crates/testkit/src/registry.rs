@@ -4,17 +4,15 @@
 //! anonymous, htpasswd Basic (`htpasswd -Bbn` from apache2-utils), or the Bearer token flow
 //! with a small token server here that signs RS256 JWTs with `openssl`.
 
+use crate::serve::Server;
 use base64::Engine as _;
-use std::future::IntoFuture as _;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 
 /// The registry binary of Debian's `docker-registry` package.
 pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
@@ -228,8 +226,8 @@ struct TokenServer {
     addr: SocketAddr,
     cert: PathBuf,
     shared: Arc<TokenShared>,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    /// Stops and joins the token server when dropped.
+    _server: Server,
 }
 
 impl TokenServer {
@@ -258,54 +256,20 @@ impl TokenServer {
             x5c,
             issued: AtomicU32::new(0),
         });
-        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()?;
-        let listener = {
-            let _guard = rt.enter();
-            tokio::net::TcpListener::from_std(listener)?
-        };
         let app = axum::Router::new()
             .route("/token", axum::routing::get(issue))
             .with_state(Arc::clone(&shared));
-        let (tx, rx) = oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("bootvault-token".into())
-            .spawn(move || {
-                rt.block_on(async move {
-                    tokio::select! {
-                        _ = axum::serve(listener, app).into_future() => {}
-                        _ = rx => {}
-                    }
-                });
-                rt.shutdown_timeout(Duration::from_secs(1));
-            })?;
+        let server = Server::axum("bootvault-token", 1, app)?;
         Ok(TokenServer {
-            addr,
+            addr: server.addr(),
             cert,
             shared,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            _server: server,
         })
     }
 
     fn realm(&self) -> String {
         format!("http://{}/token", self.addr)
-    }
-}
-
-impl Drop for TokenServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
