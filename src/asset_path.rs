@@ -23,16 +23,16 @@ use std::path::Path;
 /// let p = AssetPath::new("boot/vmlinux")?;
 /// assert_eq!(p, "boot/vmlinux");
 /// assert!(AssetPath::new("../etc/passwd").is_err());
-/// # Ok::<(), String>(())
+/// # Ok::<(), bootvault::Error>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
 #[serde(try_from = "String")]
 pub struct AssetPath(String);
 
 impl AssetPath {
-    /// Checks `path` with [`validate_path`]; the error is its message (the path and what is
-    /// wrong with it).
-    pub fn new(path: &str) -> Result<AssetPath, String> {
+    /// Checks `path` with [`validate_path`]; the error is its
+    /// [`Error::InvalidPath`](crate::Error::InvalidPath) (the path and what is wrong with it).
+    pub fn new(path: &str) -> crate::error::Result<AssetPath> {
         validate_path(path)?;
         Ok(AssetPath(path.to_string()))
     }
@@ -49,23 +49,23 @@ impl AssetPath {
 }
 
 impl TryFrom<String> for AssetPath {
-    type Error = String;
-    fn try_from(path: String) -> Result<AssetPath, String> {
+    type Error = crate::error::Error;
+    fn try_from(path: String) -> crate::error::Result<AssetPath> {
         validate_path(&path)?;
         Ok(AssetPath(path))
     }
 }
 
 impl TryFrom<&str> for AssetPath {
-    type Error = String;
-    fn try_from(path: &str) -> Result<AssetPath, String> {
+    type Error = crate::error::Error;
+    fn try_from(path: &str) -> crate::error::Result<AssetPath> {
         AssetPath::new(path)
     }
 }
 
 impl std::str::FromStr for AssetPath {
-    type Err = String;
-    fn from_str(path: &str) -> Result<AssetPath, String> {
+    type Err = crate::error::Error;
+    fn from_str(path: &str) -> crate::error::Result<AssetPath> {
         AssetPath::new(path)
     }
 }
@@ -165,35 +165,41 @@ impl PartialEq<AssetPath> for String {
 /// Checks an asset path: relative, `/`-separated, no `..`, `.` or empty component, no
 /// backslash or NUL, and not inside the default state directory. [`AssetPath::new`] is this
 /// check, keeping the path.
-pub fn validate_path(path: &str) -> std::result::Result<(), String> {
+pub fn validate_path(path: &str) -> crate::error::Result<()> {
+    let why = |why: String| {
+        Err(crate::error::Error::InvalidPath {
+            path: path.to_string(),
+            why,
+        })
+    };
     if path.is_empty() {
-        return Err("must not be empty".into());
+        return why("must not be empty".into());
     }
     if path.starts_with('/') {
-        return Err(format!("{path:?}: must be relative (no leading '/')"));
+        return why("must be relative (no leading '/')".into());
     }
     if path.contains('\\') {
-        return Err(format!("{path:?}: backslash is not allowed; use '/'"));
+        return why("backslash is not allowed; use '/'".into());
     }
     if path.contains('\0') {
-        return Err(format!("{path:?}: NUL is not allowed"));
+        return why("NUL is not allowed".into());
     }
     for comp in path.split('/') {
         match comp {
-            "" => return Err(format!("{path:?}: empty component")),
-            "." => return Err(format!("{path:?}: '.' component")),
-            ".." => return Err(format!("{path:?}: '..' component")),
+            "" => return why("empty component".into()),
+            "." => return why("'.' component".into()),
+            ".." => return why("'..' component".into()),
             _ => {}
         }
     }
     if let Some(comp) = path.split('/').find(|c| c.starts_with(".bootvault-")) {
-        return Err(format!(
-            "{path:?}: {comp:?}: names starting with .bootvault- are bootvault's temp files"
+        return why(format!(
+            "{comp:?}: names starting with .bootvault- are bootvault's temp files"
         ));
     }
     if path.split('/').next() == Some(crate::STATE_DIR_NAME) {
-        return Err(format!(
-            "{path:?}: {} is reserved for bootvault's state",
+        return why(format!(
+            "{} is reserved for bootvault's state",
             crate::STATE_DIR_NAME
         ));
     }
@@ -217,6 +223,7 @@ mod tests {
                 assert_eq!(serde_json::from_str::<AssetPath>(&json).unwrap(), p);
             }
             (Err(a), Err(b)) => {
+                let (a, b) = (a.to_string(), b.to_string());
                 assert_eq!(a, b, "{s:?}");
                 let json = serde_json::to_string(s).unwrap();
                 let err = serde_json::from_str::<AssetPath>(&json).unwrap_err();

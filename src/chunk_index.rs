@@ -69,31 +69,7 @@ pub const SUB_BLOCK: u32 = 4096;
 /// default sizes (a bigger one is a mistake or an attack, not a boot image).
 pub const MAX_INDEX_BYTES: u64 = 64 << 20;
 
-/// Why bytes are not a valid chunk index.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum IndexError {
-    /// Too short for the header.
-    #[error("chunk index truncated: {0} bytes, header needs {HEADER_LEN}")]
-    Truncated(usize),
-    /// The magic is not `BVCINDEX`.
-    #[error("not a bootvault chunk index (bad magic)")]
-    Magic,
-    /// A version this code does not read.
-    #[error("chunk index version {0} is not supported (this bootvault reads {VERSION})")]
-    Version(u16),
-    /// The header is inconsistent (sizes, count, total).
-    #[error("chunk index header: {0}")]
-    Header(&'static str),
-    /// A chunk entry is invalid.
-    #[error("chunk index entry {index}: {why}")]
-    Entry {
-        /// The entry number.
-        index: u64,
-        /// What is wrong.
-        why: &'static str,
-    },
-}
+pub use crate::error::IndexError;
 
 /// Where a manifest says an asset's chunk index is: as trusted as the manifest (its digest is
 /// part of what a signature covers), so a fetched index is used only when it hashes to `sha256`.
@@ -335,9 +311,17 @@ impl ChunkIndex {
     }
 
     /// Parses the binary form, checking every bound before allocating (see the module docs).
-    pub fn decode(bytes: &[u8]) -> Result<ChunkIndex, IndexError> {
+    pub fn decode(bytes: &[u8]) -> crate::error::Result<ChunkIndex> {
+        Ok(ChunkIndex::parse(bytes)?)
+    }
+
+    /// [`ChunkIndex::decode`], with the typed kind of failure.
+    fn parse(bytes: &[u8]) -> Result<ChunkIndex, IndexError> {
         if bytes.len() < HEADER_LEN {
-            return Err(IndexError::Truncated(bytes.len()));
+            return Err(IndexError::Truncated {
+                len: bytes.len(),
+                needs: HEADER_LEN,
+            });
         }
         let (head, body) = bytes.split_at(HEADER_LEN);
         if &head[..8] != MAGIC {
@@ -348,7 +332,10 @@ impl ChunkIndex {
         let u64_at = |i: usize| u64::from_le_bytes(head[i..i + 8].try_into().unwrap_or([0; 8]));
         let version = u16_at(8);
         if version != VERSION {
-            return Err(IndexError::Version(version));
+            return Err(IndexError::Version {
+                found: version,
+                reads: VERSION,
+            });
         }
         if u16_at(10) != 0 {
             return Err(IndexError::Header("reserved field is not zero"));
@@ -521,19 +508,22 @@ mod tests {
         let idx = ChunkIndex::from_reader_with(&sample(100_000, 1)[..], MIN_CHUNK, AVG_CHUNK, MAX_CHUNK, SUB_BLOCK).unwrap().index;
         let good = idx.encode();
         assert_eq!(ChunkIndex::decode(&good).unwrap(), idx);
-        assert_eq!(ChunkIndex::decode(&good[..10]), Err(IndexError::Truncated(10)));
+        assert_eq!(
+            ChunkIndex::parse(&good[..10]),
+            Err(IndexError::Truncated { len: 10, needs: HEADER_LEN })
+        );
         let mut bad = good.clone();
         bad[0] = b'X';
-        assert_eq!(ChunkIndex::decode(&bad), Err(IndexError::Magic));
+        assert_eq!(ChunkIndex::parse(&bad), Err(IndexError::Magic));
         let mut bad = good.clone();
         bad[36..44].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert!(matches!(ChunkIndex::decode(&bad), Err(IndexError::Header(_))));
+        assert!(matches!(ChunkIndex::parse(&bad), Err(IndexError::Header(_))));
         let mut bad = good.clone();
         bad[28] ^= 1;
-        assert!(matches!(ChunkIndex::decode(&bad), Err(IndexError::Header(_))));
+        assert!(matches!(ChunkIndex::parse(&bad), Err(IndexError::Header(_))));
         let mut bad = good.clone();
         bad[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&0u32.to_le_bytes());
-        assert!(matches!(ChunkIndex::decode(&bad), Err(IndexError::Entry { index: 0, .. })));
+        assert!(matches!(ChunkIndex::parse(&bad), Err(IndexError::Entry { index: 0, .. })));
     }
 
     #[test]

@@ -11,7 +11,8 @@ use std::io::Read;
 /// Read buffer for hashing: large enough to amortise syscalls, small enough for the L2 cache.
 pub const HASH_BUF: usize = 256 * 1024;
 
-/// Text that is not a SHA-256 digest ([`Sha256Digest::from_hex`]).
+/// Text that is not a SHA-256 digest ([`Sha256Digest::from_hex`]); carried by
+/// [`Error::Digest`](crate::Error::Digest).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DigestError {
@@ -39,30 +40,31 @@ pub enum DigestError {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 pub struct Sha256Digest(pub [u8; 32]);
 
-impl Sha256Digest {
-    /// Parses 64 hex digits (either case).
-    pub fn from_hex(s: &str) -> Result<Self, DigestError> {
-        if s.len() != 64 {
-            return Err(DigestError::Length {
-                text: s.to_string(),
-                len: s.len(),
-            });
-        }
-        let mut out = [0u8; 32];
-        if hex::decode_to_slice(s, &mut out).is_err() {
-            let (at, ch) = s
-                .char_indices()
-                .find(|(_, c)| !c.is_ascii_hexdigit())
-                .unwrap_or((0, '?'));
-            return Err(DigestError::NotHex {
-                text: s.to_string(),
-                at,
-                ch,
-            });
-        }
-        Ok(Sha256Digest(out))
+/// Parses 64 hex digits (either case): the check behind [`Sha256Digest::from_hex`] (which is
+/// beside `Error`, since this module sits below it), with the typed kind of failure.
+pub(crate) fn parse_hex(s: &str) -> Result<Sha256Digest, DigestError> {
+    if s.len() != 64 {
+        return Err(DigestError::Length {
+            text: s.to_string(),
+            len: s.len(),
+        });
     }
+    let mut out = [0u8; 32];
+    if hex::decode_to_slice(s, &mut out).is_err() {
+        let (at, ch) = s
+            .char_indices()
+            .find(|(_, c)| !c.is_ascii_hexdigit())
+            .unwrap_or((0, '?'));
+        return Err(DigestError::NotHex {
+            text: s.to_string(),
+            at,
+            ch,
+        });
+    }
+    Ok(Sha256Digest(out))
+}
 
+impl Sha256Digest {
     /// Lower-case hex.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
@@ -196,11 +198,18 @@ mod tests {
             hex
         );
         let short = Sha256Digest::from_hex("abc").unwrap_err();
-        assert_eq!(short, DigestError::Length { text: "abc".into(), len: 3 });
+        assert!(
+            matches!(&short, crate::Error::Digest { source }
+                if *source == DigestError::Length { text: "abc".into(), len: 3 }),
+            "{short:?}"
+        );
         assert_eq!(short.to_string(), "\"abc\": expected 64 hex digits, got 3 characters");
         let bad = format!("{}g{}", &hex[..10], &hex[11..]);
         let err = Sha256Digest::from_hex(&bad).unwrap_err();
-        assert!(matches!(err, DigestError::NotHex { at: 10, ch: 'g', .. }), "{err:?}");
+        assert!(
+            matches!(err, crate::Error::Digest { source: DigestError::NotHex { at: 10, ch: 'g', .. } }),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("not hex: invalid character 'g' at position 10"), "{err}");
     }
 

@@ -1,6 +1,14 @@
 //! Error types of the library. Every variant names the asset, path or URL it is about.
+//!
+//! Every public fallible function returns [`Result`], so `?` carries any failure into one
+//! [`Error`] (only the plain I/O helpers return `std::io::Result`). The subsystems with several kinds of failure (registry, signatures, rollback
+//! marks, digests, chunk indexes) keep a typed kind enum, carried by one `Error` variant
+//! ([`Error::Registry`], [`Error::Signature`], [`Error::Rollback`], [`Error::Digest`],
+//! [`Error::Index`]) whose text and `source()` are the kind's own. The kinds live here, at
+//! the bottom of the layering, so that `Error` can name them; their modules re-export them
+//! (`oci::OciError`, `sign::SignError`, `rollback::RollbackError`).
 
-use crate::digest::Sha256Digest;
+use crate::digest::{DigestError, Sha256Digest};
 use std::path::PathBuf;
 
 /// Result alias for the library.
@@ -185,6 +193,265 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// An asset path is not one [`crate::validate_path`] accepts (the text is the path and
+    /// what is wrong with it).
+    #[error("{}", quoted(.path, .why))]
+    InvalidPath {
+        /// The path as given.
+        path: String,
+        /// What is wrong with it.
+        why: String,
+    },
+
+    /// An asset name is not one [`crate::validate_name`] accepts (the text is the name and
+    /// what is wrong with it).
+    #[error("{}", quoted(.name, .why))]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        why: String,
+    },
+
+    /// Text that is not a SHA-256 digest; match [`DigestError`] for the kind.
+    #[error(transparent)]
+    Digest {
+        /// What is wrong with the text.
+        #[from]
+        source: DigestError,
+    },
+
+    /// A registry operation or a remote manifest failed; match [`OciError`] for the kind
+    /// (a bad reference and "not a set" are bad input, the others failures to fetch).
+    #[error(transparent)]
+    Registry {
+        /// What failed.
+        #[from]
+        source: OciError,
+    },
+
+    /// A key could not be used, or a manifest's signature is missing or refused; match
+    /// [`SignError`] for the kind.
+    #[error(transparent)]
+    Signature {
+        /// What failed.
+        #[from]
+        source: SignError,
+    },
+
+    /// A signed manifest is older than the one accepted before, or the rollback marks could
+    /// not be read or written; match [`RollbackError`] for the kind.
+    #[error(transparent)]
+    Rollback {
+        /// What failed.
+        #[from]
+        source: RollbackError,
+    },
+
+    /// Bytes that are not a valid chunk index; match [`IndexError`] for the kind.
+    #[error(transparent)]
+    Index {
+        /// What is wrong with them.
+        #[from]
+        source: IndexError,
+    },
+}
+
+/// Errors of registry operations (publish, manifest resolution). Blob downloads report through
+/// the fetcher's per-URL attempts instead. Carried by [`Error::Registry`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OciError {
+    /// The reference is not `oci://HOST[:PORT]/REPO[:TAG|@sha256:DIGEST]`.
+    #[error("invalid registry reference {reference:?}: {why}")]
+    Reference {
+        /// The reference as given.
+        reference: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A request to the registry failed or was refused.
+    #[error("{}: {}", crate::redact::text(.what), crate::redact::text(.why))]
+    Registry {
+        /// The request (or the manifest being resolved).
+        what: String,
+        /// What the registry answered, or why it could not be reached.
+        why: String,
+    },
+    /// A file to publish does not match its manifest entry; nothing of it was uploaded.
+    #[error("asset {name}: {path} does not match the manifest: {why}; not uploaded")]
+    Mismatch {
+        /// The asset.
+        name: String,
+        /// The file that was to be uploaded.
+        path: PathBuf,
+        /// Digest or size, found and expected.
+        why: String,
+    },
+    /// The file of an asset to publish is missing or unreadable; nothing was uploaded.
+    #[error("asset {name}: {path}: {source}; nothing uploaded")]
+    AssetFile {
+        /// The asset.
+        name: String,
+        /// The file that was to be uploaded.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The registry answered, but holds no bootvault set under the reference: no such tag (or
+    /// repository), or an artifact of another kind (its config media type is not
+    /// `application/vnd.bootvault.set.v1+json`). Bad input, as a wrong reference is, not a failure to fetch.
+    #[error("{}: {}", crate::redact::text(.what), crate::redact::text(.why))]
+    NotASet {
+        /// The manifest being resolved.
+        what: String,
+        /// What each registry or mirror answered.
+        why: String,
+    },
+    /// A local file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why a key could not be used or a manifest's signature was refused. Carried by
+/// [`Error::Signature`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignError {
+    /// The text of a public key ([`TrustedKey::parse`]) is not a minisign key.
+    #[error("key: {why}")]
+    KeyText {
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A key file could not be read or is not a minisign key.
+    #[error("key {path}: {why}")]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The manifest carries no signature.
+    #[error("manifest {}: not signed ({why})", crate::redact::url(.origin))]
+    Missing {
+        /// The manifest reference or URL.
+        origin: String,
+        /// Why a signature was required.
+        why: String,
+    },
+    /// The signature is malformed, by an untrusted key, or does not match the bytes.
+    #[error("manifest {}: signature refused: {why}", crate::redact::url(.origin))]
+    Invalid {
+        /// The manifest reference or URL.
+        origin: String,
+        /// Malformed, untrusted key, or not matching the bytes.
+        why: String,
+    },
+    /// Signing failed.
+    #[error("cannot sign {origin}: {why}")]
+    Sign {
+        /// The manifest being signed.
+        origin: String,
+        /// What failed (key, password).
+        why: String,
+    },
+}
+
+/// Why a manifest was refused as a rollback, or the marks could not be read or written.
+/// Carried by [`Error::Rollback`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RollbackError {
+    /// The offered manifest is older than (or cannot be ordered after) the one accepted.
+    #[error(
+        "manifest {origin}: version {offered} is older than version {accepted} that this store \
+         already accepted from {key} ({times}); refusing a rollback (pass --allow-downgrade to \
+         accept it)"
+    )]
+    Downgrade {
+        /// The manifest reference or URL.
+        origin: String,
+        /// The source the mark is kept for.
+        key: String,
+        /// Version offered.
+        offered: String,
+        /// Version accepted before.
+        accepted: String,
+        /// Both signature times, as text.
+        times: String,
+    },
+    /// The marks file could not be read or written.
+    #[error("{path}: {why}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        why: String,
+    },
+}
+
+/// Why bytes are not a valid chunk index. Carried by [`Error::Index`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IndexError {
+    /// Too short for the header.
+    #[error("chunk index truncated: {len} bytes, header needs {needs}")]
+    Truncated {
+        /// The length of the bytes.
+        len: usize,
+        /// The length of the header.
+        needs: usize,
+    },
+    /// The magic is not `BVCINDEX`.
+    #[error("not a bootvault chunk index (bad magic)")]
+    Magic,
+    /// A version this code does not read.
+    #[error("chunk index version {found} is not supported (this bootvault reads {reads})")]
+    Version {
+        /// The version in the header.
+        found: u16,
+        /// The version this code reads.
+        reads: u16,
+    },
+    /// The header is inconsistent (sizes, count, total).
+    #[error("chunk index header: {0}")]
+    Header(&'static str),
+    /// A chunk entry is invalid.
+    #[error("chunk index entry {index}: {why}")]
+    Entry {
+        /// The entry number.
+        index: u64,
+        /// What is wrong.
+        why: &'static str,
+    },
+}
+
+/// The text of [`Error::InvalidPath`] and [`Error::InvalidName`]: the quoted input, then what
+/// is wrong with it (just that for an empty input).
+fn quoted(input: &str, why: &str) -> String {
+    if input.is_empty() {
+        why.to_string()
+    } else {
+        format!("{input:?}: {why}")
+    }
+}
+
+impl crate::digest::Sha256Digest {
+    /// Parses 64 hex digits (either case); anything else is an [`Error::Digest`].
+    //
+    // Here rather than in `digest`: `error` names `Sha256Digest` (in `Mismatch`), so `digest`
+    // sits below it and cannot name `Error`.
+    pub fn from_hex(s: &str) -> Result<Self> {
+        Ok(crate::digest::parse_hex(s)?)
+    }
 }
 
 /// One source tried by a download, and why it failed.
@@ -272,7 +539,8 @@ impl Error {
         }
     }
 
-    /// The kind of failure in one word, for JSON (`missing`, `mismatch`, `fetch`, `io`, ...).
+    /// The kind of failure in one word, for JSON (`missing`, `mismatch`, `fetch`, `io`,
+    /// `registry`, `signature`, ...).
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Manifest { .. } => "manifest",
@@ -288,6 +556,13 @@ impl Error {
             Error::Internal { .. } | Error::Worker { .. } => "internal",
             Error::Ledger { .. } => "ledger",
             Error::Legacy { .. } => "legacy",
+            Error::InvalidPath { .. } => "invalid-path",
+            Error::InvalidName { .. } => "invalid-name",
+            Error::Digest { .. } => "digest",
+            Error::Registry { .. } => "registry",
+            Error::Signature { .. } => "signature",
+            Error::Rollback { .. } => "rollback",
+            Error::Index { .. } => "index",
         }
     }
 }
@@ -306,6 +581,68 @@ impl<T> IoContext<T> for std::io::Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_failure_is_one_error_whose_kind_a_caller_can_match() {
+        let e = crate::validate_path("a/../x").unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidPath { path, .. } if path == "a/../x"),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string(), "\"a/../x\": '..' component");
+        assert_eq!(e.kind(), "invalid-path");
+        let e = crate::validate_path("").unwrap_err();
+        assert_eq!(e.to_string(), "must not be empty");
+        let e = crate::validate_name("a b").unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidName { name, .. } if name == "a b"),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "\"a b\": character ' ' is not allowed (use [A-Za-z0-9._+-])"
+        );
+        let e = crate::Sha256Digest::from_hex("abc").unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                Error::Digest {
+                    source: DigestError::Length { len: 3, .. }
+                }
+            ),
+            "{e:?}"
+        );
+        let e = crate::oci::Reference::parse("docker://x").unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                Error::Registry {
+                    source: OciError::Reference { .. }
+                }
+            ),
+            "{e:?}"
+        );
+        let e = crate::sign::TrustedKey::parse("").unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                Error::Signature {
+                    source: SignError::KeyText { .. }
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string(), "key: no key in the file");
+        // A kind's text and its source chain are its own.
+        let e = Error::from(OciError::AssetFile {
+            name: "k".into(),
+            path: "f".into(),
+            source: std::io::Error::other("gone"),
+        });
+        assert_eq!(e.to_string(), "asset k: f: gone; nothing uploaded");
+        let source = std::error::Error::source(&e).map(|s| s.to_string());
+        assert_eq!(source.as_deref(), Some("gone"));
+    }
 
     #[test]
     fn a_downloader_failure_is_named_for_the_asset_it_stopped() {

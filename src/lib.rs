@@ -124,7 +124,7 @@ pub use cancel::CancelToken;
 pub use chunk_index::IndexRef;
 pub use delta::write_index;
 pub use digest::{DigestError, Sha256Digest};
-pub use error::{Error, FetchAttempt, Result};
+pub use error::{Error, FetchAttempt, IndexError, Result};
 pub use fetch::FetchOptions;
 pub use inspect::{Explanation, GcReport, Inspection, Usage, VerifyState};
 pub use ledger::migrations::legacy::{FILE_NAME as LEGACY_FILE_NAME, ImportReport};

@@ -625,17 +625,21 @@ pub fn revalidate(manifest: &Manifest) -> Result<()> {
 }
 
 /// Checks an asset name: `[A-Za-z0-9._+-]+`.
-pub fn validate_name(name: &str) -> std::result::Result<(), String> {
+pub fn validate_name(name: &str) -> Result<()> {
+    let why = |why: String| {
+        Err(Error::InvalidName {
+            name: name.to_string(),
+            why,
+        })
+    };
     if name.is_empty() {
-        return Err("must not be empty".into());
+        return why("must not be empty".into());
     }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-')))
     {
-        return Err(format!(
-            "{name:?}: character {c:?} is not allowed (use [A-Za-z0-9._+-])"
-        ));
+        return why(format!("character {c:?} is not allowed (use [A-Za-z0-9._+-])"));
     }
     Ok(())
 }

@@ -47,68 +47,7 @@ const MANIFEST_TRIES: u32 = 3;
 /// Largest OCI manifest, bootvault manifest or signature read into memory.
 pub const MAX_DOCUMENT: u64 = 8 * 1024 * 1024;
 
-/// Errors of registry operations (publish, manifest resolution). Blob downloads report through
-/// the fetcher's per-URL attempts instead.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum OciError {
-    /// The reference is not `oci://HOST[:PORT]/REPO[:TAG|@sha256:DIGEST]`.
-    #[error("invalid registry reference {reference:?}: {why}")]
-    Reference {
-        /// The reference as given.
-        reference: String,
-        /// What is wrong with it.
-        why: String,
-    },
-    /// A request to the registry failed or was refused.
-    #[error("{}: {}", crate::redact::text(.what), crate::redact::text(.why))]
-    Registry {
-        /// The request (or the manifest being resolved).
-        what: String,
-        /// What the registry answered, or why it could not be reached.
-        why: String,
-    },
-    /// A file to publish does not match its manifest entry; nothing of it was uploaded.
-    #[error("asset {name}: {path} does not match the manifest: {why}; not uploaded")]
-    Mismatch {
-        /// The asset.
-        name: String,
-        /// The file that was to be uploaded.
-        path: PathBuf,
-        /// Digest or size, found and expected.
-        why: String,
-    },
-    /// The file of an asset to publish is missing or unreadable; nothing was uploaded.
-    #[error("asset {name}: {path}: {source}; nothing uploaded")]
-    AssetFile {
-        /// The asset.
-        name: String,
-        /// The file that was to be uploaded.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The registry answered, but holds no bootvault set under the reference: no such tag (or
-    /// repository), or an artifact of another kind (its config media type is not
-    /// `application/vnd.bootvault.set.v1+json`). Bad input, as a wrong reference is, not a failure to fetch.
-    #[error("{}: {}", crate::redact::text(.what), crate::redact::text(.why))]
-    NotASet {
-        /// The manifest being resolved.
-        what: String,
-        /// What each registry or mirror answered.
-        why: String,
-    },
-    /// A local file could not be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-}
+pub use crate::error::OciError;
 
 fn reg_err(what: impl Into<String>, why: impl Into<String>) -> OciError {
     OciError::Registry {
@@ -127,10 +66,13 @@ fn late(what: &str, d: std::time::Duration) -> String {
 
 impl Reference {
     /// Parses a reference; the `oci://` prefix is required.
-    pub fn parse(s: &str) -> Result<Reference, OciError> {
-        crate::reference::parse(s).map_err(|why| OciError::Reference {
-            reference: s.to_string(),
-            why,
+    pub fn parse(s: &str) -> crate::Result<Reference> {
+        crate::reference::parse(s).map_err(|why| {
+            OciError::Reference {
+                reference: s.to_string(),
+                why,
+            }
+            .into()
         })
     }
 }
@@ -1036,27 +978,6 @@ async fn fetch_manifest_url_tries(
     }
 }
 
-/// Why a remote manifest could not be loaded.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum LoadError {
-    /// It could not be fetched (network, registry, HTTP status, size bound).
-    #[error(transparent)]
-    Fetch(#[from] OciError),
-    /// A trusted key is configured and the signature is missing or refused.
-    #[error(transparent)]
-    Signature(#[from] crate::sign::SignError),
-    /// It is not a valid manifest.
-    #[error(transparent)]
-    Manifest(#[from] crate::Error),
-    /// It is not text.
-    #[error("invalid manifest {origin}: not UTF-8")]
-    NotText {
-        /// The manifest reference or URL.
-        origin: String,
-    },
-}
-
 /// A manifest loaded from the network, and the key that vouched for it.
 #[derive(Clone, Debug)]
 pub struct Loaded {
@@ -1081,7 +1002,7 @@ pub fn load_manifest(
     opts: &crate::FetchOptions,
     trusted: &[crate::sign::TrustedKey],
     parse: &dyn Fn(&str, &str) -> crate::Result<crate::Manifest>,
-) -> Result<Loaded, LoadError> {
+) -> crate::Result<Loaded> {
     let remote = if spec.starts_with("oci://") {
         fetch_manifest(opts, &Reference::parse(spec)?)?
     } else {
@@ -1101,8 +1022,9 @@ pub fn load_manifest(
         // The trusted comment is covered by the signature just checked.
         signed_at = crate::rollback::signed_at(sig);
     }
-    let text = std::str::from_utf8(&remote.bytes).map_err(|_| LoadError::NotText {
+    let text = std::str::from_utf8(&remote.bytes).map_err(|_| crate::Error::Manifest {
         origin: spec.into(),
+        message: "not UTF-8".into(),
     })?;
     let mut manifest = parse(text, spec)?;
     // The assets of a registry artifact were published beside it: pull them from there first.
@@ -1170,7 +1092,7 @@ pub fn publish(
     signature: Option<&str>,
     blobs: &[PublishBlob],
     progress: PublishProgress<'_>,
-) -> Result<PublishReport, OciError> {
+) -> crate::Result<PublishReport> {
     let tag = r.tag.clone().ok_or_else(|| OciError::Reference {
         reference: r.to_string(),
         why: "publish needs a tag (oci://HOST/REPO:TAG)".into(),
@@ -1189,7 +1111,8 @@ pub fn publish(
                 name: b.name.clone(),
                 path: b.file.clone(),
                 why: format!("sha256 is {digest}, the manifest says {}", b.sha256),
-            });
+            }
+            .into());
         }
         if let Some(want) = b.size
             && want != size
@@ -1198,7 +1121,8 @@ pub fn publish(
                 name: b.name.clone(),
                 path: b.file.clone(),
                 why: format!("{size} bytes, the manifest says {want}"),
-            });
+            }
+            .into());
         }
         sizes.push(size);
     }
@@ -1206,7 +1130,7 @@ pub fn publish(
     let reg = Registry::from_options(&opts.oci);
     let host = r.registry.as_str();
     let repo = r.repository.as_str();
-    block_on(&format!("publish {r}"), async {
+    let report = block_on(&format!("publish {r}"), async {
         let mut report = PublishReport {
             uploaded: Vec::new(),
             skipped: Vec::new(),
@@ -1321,7 +1245,8 @@ pub fn publish(
             }
         }
         Err(reg_err(&what, "still unauthorized after a fresh token"))
-    })
+    })?;
+    Ok(report)
 }
 
 async fn head_blob(

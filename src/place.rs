@@ -48,7 +48,8 @@ pub fn resolve(root: &Path, rel: &str, name: &str) -> Result<PathBuf> {
 /// Placement checks the path itself, whatever validated it before: a path with `..`, `.`, an
 /// empty or absolute component never reaches a file operation.
 fn refuse_unsafe(root: &Path, rel: &str, name: &str) -> Result<()> {
-    crate::asset_path::validate_path(rel).map_err(|why| unsafe_path(name, &root.join(rel), why))
+    crate::asset_path::validate_path(rel)
+        .map_err(|why| unsafe_path(name, &root.join(rel), why.to_string()))
 }
 
 /// Removes a placement's temp file (`.bootvault-<pid>-<random>.tmp`, a name no asset may

@@ -19,7 +19,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The file of marks in the state dir.
 pub const FILE_NAME: &str = crate::state::ROLLBACK;
@@ -37,37 +37,7 @@ pub struct Offered {
     pub signed_by: String,
 }
 
-/// Why a manifest was refused as a rollback, or the marks could not be read or written.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RollbackError {
-    /// The offered manifest is older than (or cannot be ordered after) the one accepted.
-    #[error(
-        "manifest {origin}: version {offered} is older than version {accepted} that this store \
-         already accepted from {key} ({times}); refusing a rollback (pass --allow-downgrade to \
-         accept it)"
-    )]
-    Downgrade {
-        /// The manifest reference or URL.
-        origin: String,
-        /// The source the mark is kept for.
-        key: String,
-        /// Version offered.
-        offered: String,
-        /// Version accepted before.
-        accepted: String,
-        /// Both signature times, as text.
-        times: String,
-    },
-    /// The marks file could not be read or written.
-    #[error("{path}: {why}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// What failed.
-        why: String,
-    },
-}
+pub use crate::error::RollbackError;
 
 /// The source a signed manifest's mark is kept for: the repository of a registry reference
 /// (tag stripped: a retag cannot reset it), the URL of a manifest URL (without user info);
@@ -145,8 +115,14 @@ pub fn check(
     key: &str,
     offered: &Offered,
     allow_downgrade: bool,
-) -> Result<(), RollbackError> {
-    check_marks(&read_marks(state)?, origin, key, offered, allow_downgrade)
+) -> crate::error::Result<()> {
+    Ok(check_marks(
+        &read_marks(state)?,
+        origin,
+        key,
+        offered,
+        allow_downgrade,
+    )?)
 }
 
 /// [`check`], then makes `offered` the mark of `key` when it moves the mark (newer, or an
@@ -157,7 +133,7 @@ pub fn check_and_remember(
     key: &str,
     offered: &Offered,
     allow_downgrade: bool,
-) -> Result<(), RollbackError> {
+) -> crate::error::Result<()> {
     check(state, origin, key, offered, allow_downgrade)?;
     let Some(at) = offered.signed_at else {
         return Ok(());
@@ -184,7 +160,7 @@ pub fn check_and_remember(
         match rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive) {
             Ok(()) => break,
             Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(io_err(&lock_path, std::io::Error::from(e))),
+            Err(e) => return Err(io_err(&lock_path, std::io::Error::from(e)).into()),
         }
     }
     // Under the lock: another process may have moved the mark meanwhile.

@@ -7,51 +7,9 @@
 //! (a little-endian u64, no leading zeros).
 
 use base64::Engine as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// Why a key could not be used or a manifest's signature was refused.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SignError {
-    /// The text of a public key ([`TrustedKey::parse`]) is not a minisign key.
-    #[error("key: {why}")]
-    KeyText {
-        /// What is wrong with it.
-        why: String,
-    },
-    /// A key file could not be read or is not a minisign key.
-    #[error("key {path}: {why}")]
-    Key {
-        /// The key file.
-        path: PathBuf,
-        /// What is wrong with it.
-        why: String,
-    },
-    /// The manifest carries no signature.
-    #[error("manifest {}: not signed ({why})", crate::redact::url(.origin))]
-    Missing {
-        /// The manifest reference or URL.
-        origin: String,
-        /// Why a signature was required.
-        why: String,
-    },
-    /// The signature is malformed, by an untrusted key, or does not match the bytes.
-    #[error("manifest {}: signature refused: {why}", crate::redact::url(.origin))]
-    Invalid {
-        /// The manifest reference or URL.
-        origin: String,
-        /// Malformed, untrusted key, or not matching the bytes.
-        why: String,
-    },
-    /// Signing failed.
-    #[error("cannot sign {origin}: {why}")]
-    Sign {
-        /// The manifest being signed.
-        origin: String,
-        /// What failed (key, password).
-        why: String,
-    },
-}
+pub use crate::error::SignError;
 
 /// Largest key file read (a minisign key is about 100 bytes of text).
 pub const MAX_KEY_FILE: u64 = 64 * 1024;
@@ -77,22 +35,26 @@ fn key_id(b64_line: &str) -> Option<String> {
 impl TrustedKey {
     /// Reads a `minisign.pub` file (comment line, then the base64 key), or a file holding only
     /// the base64 key.
-    pub fn from_file(path: &Path) -> Result<TrustedKey, SignError> {
+    pub fn from_file(path: &Path) -> crate::error::Result<TrustedKey> {
         let text = crate::manifest::read_text(path, MAX_KEY_FILE).map_err(|e| SignError::Key {
             path: path.into(),
             why: e.to_string(),
         })?;
-        TrustedKey::parse(&text).map_err(|e| match e {
+        Ok(TrustedKey::parse_text(&text).map_err(|e| match e {
             SignError::KeyText { why } => SignError::Key {
                 path: path.into(),
                 why,
             },
             other => other,
-        })
+        })?)
     }
 
     /// Parses the text of a public key (with or without its comment line).
-    pub fn parse(text: &str) -> Result<TrustedKey, SignError> {
+    pub fn parse(text: &str) -> crate::error::Result<TrustedKey> {
+        Ok(TrustedKey::parse_text(text)?)
+    }
+
+    fn parse_text(text: &str) -> Result<TrustedKey, SignError> {
         let bad = |why: String| SignError::KeyText { why };
         let line = text
             .lines()
@@ -123,7 +85,7 @@ pub fn verify(
     signature: &str,
     keys: &[TrustedKey],
     origin: &str,
-) -> Result<String, SignError> {
+) -> crate::error::Result<String> {
     let invalid = |why: String| SignError::Invalid {
         origin: origin.into(),
         why,
@@ -153,7 +115,7 @@ pub fn sign(
     secret_key: &str,
     password: Option<String>,
     origin: &str,
-) -> Result<String, SignError> {
+) -> crate::error::Result<String> {
     let err = |why: String| SignError::Sign {
         origin: origin.into(),
         why,
@@ -176,10 +138,10 @@ pub fn sign(
             let sk = minisign::SecretKey::from_bytes(&raw)
                 .map_err(|e| err(format!("not a minisign secret key: {e}")))?;
             if sk.is_encrypted() {
-                return Err(err(
+                return Err(crate::error::Error::from(err(
                     "the secret key is encrypted: give its password (BOOTVAULT_KEY_PASSWORD)"
                         .into(),
-                ));
+                )));
             }
             sk
         }

@@ -37,10 +37,23 @@ pub const EXIT_USAGE: u8 = 2;
 /// input (the manifest, a legacy file, ROOT or the state dir) is a usage error; every other
 /// error (an asset, the network, the ledger) is a failure.
 pub fn exit_code(e: &bootvault::Error) -> u8 {
+    use bootvault::Error;
+    use bootvault::oci::OciError;
+    use bootvault::rollback::RollbackError;
     match e {
-        bootvault::Error::Manifest { .. }
-        | bootvault::Error::Legacy { .. }
-        | bootvault::Error::Store { .. } => EXIT_USAGE,
+        Error::Manifest { .. } | Error::Legacy { .. } | Error::Store { .. } => EXIT_USAGE,
+        // Bad input: a bad reference, no set under it, a missing or refused signature, a
+        // manifest older than the one accepted, a bad path, name or digest.
+        Error::Registry {
+            source: OciError::Reference { .. } | OciError::NotASet { .. },
+        }
+        | Error::Signature { .. }
+        | Error::Rollback {
+            source: RollbackError::Downgrade { .. },
+        }
+        | Error::InvalidPath { .. }
+        | Error::InvalidName { .. }
+        | Error::Digest { .. } => EXIT_USAGE,
         _ => EXIT_FAILED,
     }
 }

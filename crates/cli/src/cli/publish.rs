@@ -159,10 +159,7 @@ pub fn run(a: PublishArgs) -> CmdResult {
         &progress,
     )
     .map_err(|e| Failure {
-        code: match e {
-            bootvault::oci::OciError::Reference { .. } => super::EXIT_USAGE,
-            _ => super::EXIT_FAILED,
-        },
+        code: super::exit_code(&e),
         message: e.to_string(),
     })?;
     if let Some(bar) = bar {

@@ -1,6 +1,6 @@
 //! Manifests from URLs and registries, registry options, and the signature check.
 
-use super::{EXIT_FAILED, EXIT_USAGE, Failure, ManifestArgs};
+use super::{EXIT_FAILED, Failure, ManifestArgs};
 use bootvault::Manifest;
 use bootvault::oci::OciOptions;
 use bootvault::sign::TrustedKey;
@@ -138,9 +138,11 @@ impl Signed {
         ) {
             Ok(()) => Ok(()),
             // A refused manifest is bad input; a marks file that cannot be used is a failure.
-            Err(e @ bootvault::rollback::RollbackError::Downgrade { .. }) => {
-                Err(Failure::usage(e.to_string()))
-            }
+            Err(
+                e @ bootvault::Error::Rollback {
+                    source: bootvault::rollback::RollbackError::Downgrade { .. },
+                },
+            ) => Err(Failure::usage(e.to_string())),
             Err(e) if remember => {
                 tracing::warn!("rollback mark not recorded: {e}");
                 Ok(())
@@ -177,7 +179,7 @@ pub fn load(
     let parse = |text: &str, origin: &str| margs.parse(text, origin);
     let loaded =
         bootvault::oci::load_manifest(spec, fetch, &keys, &parse).map_err(|e| Failure {
-            code: load_exit_code(&e),
+            code: super::exit_code(&e),
             message: e.to_string(),
         })?;
     if let Some(id) = &loaded.signed_by {
@@ -199,17 +201,4 @@ pub fn load(
         _ => None,
     };
     Ok((loaded.manifest, p, signed))
-}
-
-/// The exit code of a failed remote manifest load: bad input (a bad reference, not a set, a
-/// missing or refused signature, an invalid manifest) is a usage error; a failure to fetch is
-/// a failure.
-fn load_exit_code(e: &bootvault::oci::LoadError) -> u8 {
-    use bootvault::oci::{LoadError, OciError};
-    match e {
-        LoadError::Fetch(OciError::Reference { .. } | OciError::NotASet { .. }) => EXIT_USAGE,
-        LoadError::Signature(_) | LoadError::NotText { .. } => EXIT_USAGE,
-        LoadError::Manifest(e) => super::exit_code(e),
-        _ => EXIT_FAILED,
-    }
 }
