@@ -5,6 +5,10 @@
 //!
 //! Needs the release binary: `cargo build --release -p bootvault-cli && cargo bench --bench
 //! process` (or `BOOTVAULT_BIN=/path/to/bootvault`).
+//!
+//! Also, in process (`cargo bench --bench process -- manifest_parse`, the binary built all
+//! the same): parsing the native manifest of 20 and of 10,000 assets, the typed fast path of
+//! `Manifest::parse` side by side with the `Value` walk it falls back to.
 
 use bootvault::Policy;
 use bootvault_testkit::demo::{self, DemoAsset};
@@ -76,5 +80,48 @@ fn bench_process(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_process);
+/// The native manifest text of `n` assets, as a warm prepare reads it.
+fn manifest_text(n: usize) -> String {
+    let set: Vec<DemoAsset> = (0..n)
+        .map(|i| DemoAsset {
+            name: format!("bin{i:05}"),
+            path: format!("d{:03}/f{i:05}", i / 100),
+            bytes: format!("{i}").into_bytes().into(),
+            verify: Policy::Cached,
+            mode: None,
+        })
+        .collect();
+    demo::manifest(&set, "process", |_| None)
+        .to_json()
+        .to_string()
+}
+
+fn bench_parse(c: &mut Criterion) {
+    use bootvault::manifest::{parse_fast, parse_slow};
+    use bootvault::{Manifest, ParseOptions};
+    let opts = ParseOptions::default();
+    for n in [20, 10_000] {
+        let text = manifest_text(n);
+        let slow = parse_slow(&text, "m.json", &opts).expect("valid");
+        assert_eq!(
+            parse_fast(&text, &opts).as_ref(),
+            Some(&slow),
+            "fast path taken"
+        );
+        let mut g = c.benchmark_group(format!("manifest_parse_{n}"));
+        g.throughput(criterion::Throughput::Elements(n as u64));
+        g.bench_function("parse", |b| {
+            b.iter(|| Manifest::parse(&text, "m.json", &opts).unwrap())
+        });
+        g.bench_function("fast_path", |b| {
+            b.iter(|| parse_fast(&text, &opts).unwrap())
+        });
+        g.bench_function("slow_path_value_walk", |b| {
+            b.iter(|| parse_slow(&text, "m.json", &opts).unwrap())
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, bench_process, bench_parse);
 criterion_main!(benches);

@@ -238,13 +238,13 @@ impl Manifest {
 
     /// Parses either format; `origin` names the source in errors.
     pub fn parse(text: &str, origin: &str, opts: &ParseOptions) -> Result<Manifest> {
-        let cx = Ctx { origin };
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| cx.err(format!("not valid JSON: {e}")))?;
-        let obj = value
-            .as_object()
-            .ok_or_else(|| cx.err("the top level must be a JSON object"))?;
-        parse_native(&cx, obj, opts)
+        // The typed fast path accepts only what the slow path accepts, with the same result;
+        // anything else (an error, or an input it is unsure of) goes to the slow path, which
+        // decides and words the error.
+        if let Some(manifest) = parse_fast(text, opts) {
+            return Ok(manifest);
+        }
+        parse_slow(text, origin, opts)
     }
 
     /// Finds an asset by name, or else by path.
@@ -291,6 +291,224 @@ impl Manifest {
         }
         top.insert("assets".into(), Value::Array(assets));
         Value::Object(top)
+    }
+}
+
+/// The native parser over a `serde_json::Value` tree: the definition of the format, and the
+/// one that words every error (naming the asset and the field). [`Manifest::parse`] runs it
+/// when [`parse_fast`] gives up.
+pub fn parse_slow(text: &str, origin: &str, opts: &ParseOptions) -> Result<Manifest> {
+    let cx = Ctx { origin };
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| cx.err(format!("not valid JSON: {e}")))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| cx.err("the top level must be a JSON object"))?;
+    parse_native(&cx, obj, opts)
+}
+
+/// The native parser straight into typed structs (no `Value` tree, strings borrowed from the
+/// text where they have no escapes): an accelerator for [`parse_slow`], never a second
+/// definition of the format. It returns `Some` only for an input [`parse_slow`] accepts, and
+/// then the very manifest [`parse_slow`] returns; `None` for anything else (invalid, or a
+/// shape it leaves to the slow path: a duplicate key, a non-string `base_url` under an
+/// override), which [`Manifest::parse`] hands to [`parse_slow`]. Every value goes through the
+/// slow path's own helpers (`validate_name`, `AssetPath::new`, `Sha256Digest::from_hex`,
+/// `resolve_url`, `parse_mode`, `check_unique`).
+pub fn parse_fast(text: &str, opts: &ParseOptions) -> Option<Manifest> {
+    let raw: fast::MapOnly<fast::RawManifest> = serde_json::from_str(text).ok()?;
+    let raw = raw.0;
+    if raw.version.0.trim().is_empty() {
+        return None;
+    }
+    let base_url = match &opts.base_url {
+        Some(over) => Some(over.clone()),
+        None => raw.base_url.map(|b| b.0.into_owned()),
+    };
+    let base = match &base_url {
+        Some(b) => Some(parse_base(b).ok()?),
+        None => None,
+    };
+    let base = base.as_ref();
+    let mut assets = Vec::with_capacity(raw.assets.len());
+    for a in raw.assets {
+        let a = a.0;
+        validate_name(&a.name.0).ok()?;
+        let path = AssetPath::new(a.path.as_ref().unwrap_or(&a.name).0.as_ref()).ok()?;
+        let sha256 = Sha256Digest::from_hex(&a.sha256.0).ok()?;
+        let urls = match a.urls {
+            None => Vec::new(),
+            Some(list) => list
+                .iter()
+                .map(|u| resolve_url(&u.0, base).ok())
+                .collect::<Option<Vec<String>>>()?,
+        };
+        let verify = match a.verify {
+            None => Policy::Cached,
+            Some(s) => Policy::parse(&s.0)?,
+        };
+        let mode = match a.mode {
+            None => None,
+            Some(s) => Some(parse_mode(&s.0).ok()?),
+        };
+        let index = match a.index {
+            None => None,
+            Some(ix) => {
+                let ix = ix.0;
+                if ix.urls.is_empty() {
+                    return None;
+                }
+                let urls = ix
+                    .urls
+                    .iter()
+                    .map(|u| resolve_url(&u.0, base).ok())
+                    .collect::<Option<Vec<String>>>()?;
+                let sha256 = Sha256Digest::from_hex(&ix.sha256.0).ok()?;
+                Some(crate::chunk_index::IndexRef { urls, sha256 })
+            }
+        };
+        assets.push(Asset {
+            name: a.name.0.into_owned(),
+            path,
+            sha256,
+            size: a.size.map(|s| s.0),
+            urls,
+            verify,
+            mode,
+            index,
+        });
+    }
+    let manifest = Manifest {
+        version: raw.version.0.into_owned(),
+        base_url,
+        assets,
+        kernel_cmdline: None,
+    };
+    check_unique(&Ctx { origin: "" }, &manifest).ok()?;
+    Some(manifest)
+}
+
+/// The typed shapes of [`parse_fast`]. Their traps, each closed so that they accept no more
+/// than the `Value` walk: serde derive takes a JSON array for a struct (here only maps, by
+/// [`MapOnly`]); unknown fields are refused (`deny_unknown_fields`, as `check_fields` does);
+/// a duplicate key is an error of the derive (the `Value` walk keeps the last one: left to
+/// it); a size is a non-negative integer as `Value::as_u64` reads one ([`Size`]); `null` and
+/// absence mean the same for every optional field, as in the walk.
+mod fast {
+    use serde::Deserialize;
+    use serde::de::{self, Deserializer, MapAccess, Visitor};
+    use std::borrow::Cow;
+    use std::marker::PhantomData;
+
+    /// A JSON string, borrowed from the text when it has no escapes; nothing else.
+    pub(super) struct Text<'a>(pub(super) Cow<'a, str>);
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<'a>(PhantomData<&'a ()>);
+            impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+                type Value = Text<'a>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Text<'a>, E> {
+                    Ok(Text(Cow::Borrowed(s)))
+                }
+                fn visit_str<E: de::Error>(self, s: &str) -> Result<Text<'a>, E> {
+                    Ok(Text(Cow::Owned(s.to_owned())))
+                }
+                fn visit_string<E: de::Error>(self, s: String) -> Result<Text<'a>, E> {
+                    Ok(Text(Cow::Owned(s)))
+                }
+            }
+            d.deserialize_str(V(PhantomData))
+        }
+    }
+
+    /// A size: an integer that `Value::as_u64` reads (a JSON number without fraction or
+    /// exponent, from 0 to `u64::MAX`); no float (`1.0`), no string.
+    pub(super) struct Size(pub(super) u64);
+
+    impl<'de> Deserialize<'de> for Size {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Size;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a non-negative integer")
+                }
+                fn visit_u64<E: de::Error>(self, n: u64) -> Result<Size, E> {
+                    Ok(Size(n))
+                }
+                fn visit_i64<E: de::Error>(self, n: i64) -> Result<Size, E> {
+                    // As `Value` stores it: a non-negative i64 is a `PosInt`.
+                    u64::try_from(n)
+                        .map(Size)
+                        .map_err(|_| E::custom("negative"))
+                }
+            }
+            d.deserialize_u64(V)
+        }
+    }
+
+    /// A struct read from a JSON object only (serde derive alone also takes an array).
+    pub(super) struct MapOnly<T>(pub(super) T);
+
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for MapOnly<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<T>(PhantomData<T>);
+            impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+                type Value = MapOnly<T>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<MapOnly<T>, A::Error> {
+                    T::deserialize(de::value::MapAccessDeserializer::new(map)).map(MapOnly)
+                }
+            }
+            d.deserialize_map(V(PhantomData))
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct RawManifest<'a> {
+        #[serde(borrow)]
+        pub(super) version: Text<'a>,
+        #[serde(borrow, default)]
+        pub(super) base_url: Option<Text<'a>>,
+        #[serde(borrow)]
+        pub(super) assets: Vec<MapOnly<RawAsset<'a>>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct RawAsset<'a> {
+        #[serde(borrow)]
+        pub(super) name: Text<'a>,
+        #[serde(borrow, default)]
+        pub(super) path: Option<Text<'a>>,
+        #[serde(borrow)]
+        pub(super) sha256: Text<'a>,
+        #[serde(default)]
+        pub(super) size: Option<Size>,
+        #[serde(borrow, default)]
+        pub(super) urls: Option<Vec<Text<'a>>>,
+        #[serde(borrow, default)]
+        pub(super) verify: Option<Text<'a>>,
+        #[serde(borrow, default)]
+        pub(super) mode: Option<Text<'a>>,
+        #[serde(borrow, default)]
+        pub(super) index: Option<MapOnly<RawIndex<'a>>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct RawIndex<'a> {
+        #[serde(borrow)]
+        pub(super) urls: Vec<Text<'a>>,
+        #[serde(borrow)]
+        pub(super) sha256: Text<'a>,
     }
 }
 
@@ -517,8 +735,10 @@ fn check_across<'a>(
     mut each: impl FnMut(&'a Asset) -> Result<()>,
     clash: impl Fn(&'a Asset, Clash<'a>) -> Error,
 ) -> Result<()> {
-    let mut names = std::collections::HashSet::new();
-    let mut paths = std::collections::HashSet::new();
+    // Sized up front: growing a set re-hashes every member so far (a third of the cost at
+    // 10,000 assets).
+    let mut names = std::collections::HashSet::with_capacity(assets.len());
+    let mut paths = std::collections::HashSet::with_capacity(assets.len());
     for a in assets {
         each(a)?;
         if !names.insert(a.name.as_str()) {

@@ -223,3 +223,111 @@ proptest! {
         assert_invalid_field("kernel", "path", json!(path));
     }
 }
+
+/// The typed fast path of `Manifest::parse` takes the common forms (escapes, nulls, relative
+/// URLs, an index, an override), with the manifest the slow path returns; the traps of serde
+/// derive (an array for an object, a duplicate key, a float size, unknown fields) it leaves to
+/// the slow path, which decides: the duplicate key is accepted (the last value), the others
+/// refused with the slow path's error. tests/proptest.rs holds the differential test.
+#[test]
+fn fast_path_takes_the_common_forms_and_leaves_the_traps_to_the_slow_path() {
+    use bootvault::manifest::{parse_fast, parse_slow};
+    let hex = sha(b"k");
+    let common = format!(
+        r#"{{"version": "v\u0031", "base_url": "http://h/base", "assets": [
+            {{"name": "k", "path": "boot/k", "sha256": "{up}", "size": 4096,
+              "urls": ["k", "oci://registry.example/boot/k"], "verify": "c\u0061ched",
+              "mode": "0o644", "index": {{"urls": ["k.index"], "sha256": "{hex}"}}}},
+            {{"name": "r", "path": null, "sha256": "{hex}", "size": null, "urls": null,
+              "verify": null, "mode": null, "index": null}}]}}"#,
+        up = hex.to_uppercase()
+    );
+    for opts in [
+        ParseOptions::default(),
+        ParseOptions::default().base_url(Some("file:///srv/".into())),
+    ] {
+        let fast = parse_fast(&common, &opts).expect("the fast path takes it");
+        assert_eq!(fast, parse_slow(&common, "m.json", &opts).unwrap());
+        assert_eq!(fast, Manifest::parse(&common, "m.json", &opts).unwrap());
+    }
+    let fast = parse_fast(&common, &ParseOptions::default()).unwrap();
+    assert_eq!(fast.assets[0].urls[0], "http://h/base/k");
+    assert_eq!(fast.assets[1].path, "r");
+
+    let asset = format!(r#"{{"name": "a", "sha256": "{hex}"}}"#);
+    let traps = [
+        // serde's sequence form of a struct, for an asset and for the whole manifest
+        (
+            format!(r#"{{"version": "v1", "assets": [["a", null, "{hex}"]]}}"#),
+            false,
+        ),
+        (format!(r#"["v1", null, [{asset}]]"#), false),
+        (
+            format!(
+                r#"{{"version": "v1", "assets": [{{"name": "a", "sha256": "{hex}", "index": [["u"], "{hex}"]}}]}}"#
+            ),
+            false,
+        ),
+        // a duplicate key: the slow path keeps the last value
+        (
+            format!(r#"{{"version": "v0", "version": "v1", "assets": [{asset}]}}"#),
+            true,
+        ),
+        (
+            format!(
+                r#"{{"version": "v1", "assets": [{{"name": "a", "name": "b", "sha256": "{hex}"}}]}}"#
+            ),
+            true,
+        ),
+        (
+            format!(
+                r#"{{"version": "v1", "assets": [{{"name": "a", "sha256": "{hex}", "size": 1.0}}]}}"#
+            ),
+            false,
+        ),
+        (
+            format!(
+                r#"{{"version": "v1", "assets": [{{"name": "a", "sha256": "{hex}", "size": -1}}]}}"#
+            ),
+            false,
+        ),
+        (
+            format!(
+                r#"{{"version": "v1", "assets": [{{"name": "a", "sha256": "{hex}", "size": "1"}}]}}"#
+            ),
+            false,
+        ),
+        (
+            format!(
+                r#"{{"version": "v1", "assets": [{{"name": "a", "sha256": "{hex}", "mode": 420}}]}}"#
+            ),
+            false,
+        ),
+        (
+            format!(
+                r#"{{"version": "v1", "assets": [{{"name": "a", "sha256": "{hex}", "kind": 1}}]}}"#
+            ),
+            false,
+        ),
+        (
+            format!(r#"{{"version": "v1", "cmdline": "", "assets": [{asset}]}}"#),
+            false,
+        ),
+        (format!(r#"{{"version": " ", "assets": [{asset}]}}"#), false),
+        (
+            format!(r#"{{"version": "v1", "assets": [{asset}, {asset}]}}"#),
+            false,
+        ),
+    ];
+    for (text, valid) in traps {
+        let opts = ParseOptions::default();
+        assert!(parse_fast(&text, &opts).is_none(), "fast path took {text}");
+        let slow = parse_slow(&text, "m.json", &opts);
+        assert_eq!(slow.is_ok(), valid, "{text}: {slow:?}");
+        match (Manifest::parse(&text, "m.json", &opts), slow) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b),
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+            (a, b) => panic!("{text}: parse {a:?}, slow path {b:?}"),
+        }
+    }
+}
