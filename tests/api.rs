@@ -793,6 +793,17 @@ fn blocking_calls_inside_an_async_task_are_refused_and_work_from_spawn_blocking(
             .unwrap();
         assert_eq!(got, b"hello");
     }
+    // `block_in_place` (multi-thread runtimes only) is a host's other documented way to call
+    // blocking code from a task: it must work too, not be refused as an async context.
+    let (s, u) = (store.clone(), url.clone());
+    let got =
+        multi
+            .block_on(multi.spawn(async move {
+                tokio::task::block_in_place(|| s.fetch_document(&u, 1 << 10))
+            }))
+            .unwrap()
+            .unwrap();
+    assert_eq!(got, b"hello");
     // And on a plain thread, as before.
     assert_eq!(store.fetch_document(&url, 1 << 10).unwrap(), b"hello");
 }
