@@ -202,8 +202,9 @@ pub fn report_brief(report: &Report) -> String {
             "{:<w$} {:<11} {:>14} {:>14} {:>10}\n",
             "ASSET", "OUTCOME", "HASHED", "DOWNLOADED", "TIME"
         ));
+        let zero = Zero::new();
         for a in &listed {
-            push_row(&mut s, a, w);
+            push_row(&mut s, a, w, &zero);
         }
     }
     // Counts per outcome, in the order outcomes are first met.
@@ -232,17 +233,62 @@ pub fn report_brief(report: &Report) -> String {
 }
 
 /// Appends one asset's row (formatted in place, no string per row).
-fn push_row(s: &mut String, a: &bootvault::AssetReport, w: usize) {
-    use std::fmt::Write;
-    let _ = writeln!(
-        s,
-        "{:<w$} {:<11} {:>14} {:>14} {:>10}",
-        a.name,
-        a.outcome().map(|o| o.as_str()).unwrap_or("FAILED"),
-        human_bytes(a.bytes_hashed),
-        human_bytes(a.bytes_downloaded),
-        super::ui::human_duration(a.elapsed),
-    );
+/// One row of [`report_table`]. Written by hand rather than through `format!` width specifiers
+/// (the formatting machinery was a tenth of a warm prepare's instructions), and a row with
+/// nothing hashed, downloaded or timed (every `cached` one) reuses the zero texts.
+fn push_row(s: &mut String, a: &bootvault::AssetReport, w: usize, zero: &Zero) {
+    fn text(n: u64, zero: &str) -> std::borrow::Cow<'_, str> {
+        if n == 0 {
+            std::borrow::Cow::Borrowed(zero)
+        } else {
+            std::borrow::Cow::Owned(human_bytes(n))
+        }
+    }
+    pad_right(s, &a.name, w);
+    s.push(' ');
+    pad_right(s, a.outcome().map(|o| o.as_str()).unwrap_or("FAILED"), 11);
+    s.push(' ');
+    pad_left(s, &text(a.bytes_hashed, &zero.bytes), 14);
+    s.push(' ');
+    pad_left(s, &text(a.bytes_downloaded, &zero.bytes), 14);
+    s.push(' ');
+    if a.elapsed.is_zero() {
+        pad_left(s, &zero.time, 10);
+    } else {
+        pad_left(s, &super::ui::human_duration(a.elapsed), 10);
+    }
+    s.push('\n');
+}
+
+/// The texts of a zero size and a zero duration, made once per table.
+struct Zero {
+    bytes: String,
+    time: String,
+}
+
+impl Zero {
+    fn new() -> Zero {
+        Zero {
+            bytes: human_bytes(0),
+            time: super::ui::human_duration(Duration::ZERO),
+        }
+    }
+}
+
+/// `{:<width$}`: `text`, then spaces up to `width` characters (as `format!` counts them).
+fn pad_right(s: &mut String, text: &str, width: usize) {
+    s.push_str(text);
+    for _ in text.chars().count()..width {
+        s.push(' ');
+    }
+}
+
+/// `{:>width$}`: spaces up to `width` characters, then `text`.
+fn pad_left(s: &mut String, text: &str, width: usize) {
+    for _ in text.chars().count()..width {
+        s.push(' ');
+    }
+    s.push_str(text);
 }
 
 /// The contract's `prepare --json` object (the library's `Report` serialization).
@@ -263,8 +309,10 @@ pub fn report_table(report: &Report) -> String {
         "{:<w$} {:<11} {:>14} {:>14} {:>10}\n",
         "ASSET", "OUTCOME", "HASHED", "DOWNLOADED", "TIME"
     );
+    let zero = Zero::new();
+    s.reserve(report.assets.len() * (w + 54));
     for a in &report.assets {
-        push_row(&mut s, a, w);
+        push_row(&mut s, a, w, &zero);
     }
     for a in &report.assets {
         if let Some(why) = &a.patch_fallback {
@@ -285,4 +333,32 @@ pub fn report_table(report: &Report) -> String {
         report.elapsed.as_secs_f64() * 1e3
     ));
     s
+}
+
+#[cfg(test)]
+mod table_tests {
+    use super::{pad_left, pad_right};
+
+    /// The hand-written padding is exactly `format!`'s, multi-byte characters included.
+    #[test]
+    fn padding_matches_format_widths() {
+        for text in [
+            "",
+            "a",
+            "kernel",
+            "µs",
+            "0 µs",
+            "ünïcödé-name",
+            "a-name-longer-than-24-chars!",
+        ] {
+            for width in [0, 1, 4, 10, 11, 14, 24, 30] {
+                let mut r = String::new();
+                pad_right(&mut r, text, width);
+                assert_eq!(r, format!("{text:<width$}"), "{text:?} {width}");
+                let mut l = String::new();
+                pad_left(&mut l, text, width);
+                assert_eq!(l, format!("{text:>width$}"), "{text:?} {width}");
+            }
+        }
+    }
 }
