@@ -8,8 +8,7 @@
 //! Needs the release binary: `cargo build --release -p bootvault-cli && cargo bench --bench
 //! concurrent` (or `BOOTVAULT_BIN=/path/to/bootvault`).
 
-use bootvault::Policy;
-use bootvault_testkit::demo::{self, DemoAsset};
+use bootvault_testkit::demo;
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -36,19 +35,7 @@ fn bench_concurrent(c: &mut Criterion) {
         .prefix("bootvault-bench-concurrent-")
         .tempdir()
         .expect("temp ROOT");
-    let set: Vec<DemoAsset> = (0..20)
-        .map(|i| DemoAsset {
-            name: format!("bin{i:02}"),
-            path: format!("bin/bin{i:02}"),
-            bytes: demo::pseudo_random(700 + i, 4096 + i as usize).into(),
-            verify: Policy::Cached,
-            mode: None,
-        })
-        .collect();
-    demo::write_all(root.path(), &set).expect("write the set");
-    let manifest = demo::manifest(&set, "concurrent", |_| None);
-    let mfile = root.path().join("manifest.json");
-    std::fs::write(&mfile, manifest.to_json().to_string()).expect("write manifest");
+    let mfile = demo::write_small_set(root.path(), 20, 700, "concurrent").expect("write the set");
     let bin = bin();
     let spawn = || {
         Command::new(&bin)

@@ -41,19 +41,7 @@ fn bench_process(c: &mut Criterion) {
         .prefix("bootvault-bench-process-")
         .tempdir()
         .expect("temp ROOT");
-    let set: Vec<DemoAsset> = (0..20)
-        .map(|i| DemoAsset {
-            name: format!("bin{i:02}"),
-            path: format!("bin/bin{i:02}"),
-            bytes: demo::pseudo_random(300 + i, 4096 + i as usize).into(),
-            verify: Policy::Cached,
-            mode: None,
-        })
-        .collect();
-    demo::write_all(root.path(), &set).expect("write the set");
-    let manifest = demo::manifest(&set, "process", |_| None);
-    let mfile = root.path().join("manifest.json");
-    std::fs::write(&mfile, manifest.to_json().to_string()).expect("write manifest");
+    let mfile = demo::write_small_set(root.path(), 20, 300, "process").expect("write the set");
     let bin = bin();
     let prepare = || {
         let mut c = Command::new(&bin);

@@ -325,7 +325,7 @@ pub enum OciError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SignError {
-    /// The text of a public key ([`TrustedKey::parse`]) is not a minisign key.
+    /// The text of a public key ([`crate::sign::TrustedKey::parse`]) is not a minisign key.
     #[error("key: {why}")]
     KeyText {
         /// What is wrong with it.

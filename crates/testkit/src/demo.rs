@@ -117,6 +117,33 @@ pub fn manifest(
     Manifest::new(version, assets.collect()).expect("a demo set is a valid manifest")
 }
 
+/// A local store of `n` small binaries (`bin/binNN`, about 4 KiB each, `verify: cached`)
+/// written under `root`, with its manifest written to `root/manifest.json`, whose path is
+/// returned: the set the whole-process warm benches prepare.
+pub fn write_small_set(
+    root: &std::path::Path,
+    n: u64,
+    seed: u64,
+    version: &str,
+) -> std::io::Result<std::path::PathBuf> {
+    let set: Vec<DemoAsset> = (0..n)
+        .map(|i| DemoAsset {
+            name: format!("bin{i:02}"),
+            path: format!("bin/bin{i:02}"),
+            bytes: pseudo_random(seed + i, 4096 + i as usize).into(),
+            verify: Policy::Cached,
+            mode: None,
+        })
+        .collect();
+    write_all(root, &set)?;
+    let file = root.join("manifest.json");
+    std::fs::write(
+        &file,
+        manifest(&set, version, |_| None).to_json().to_string(),
+    )?;
+    Ok(file)
+}
+
 /// Writes `set` under `root` (for local, pre-populated stores).
 pub fn write_all(root: &std::path::Path, set: &[DemoAsset]) -> std::io::Result<()> {
     for a in set {
