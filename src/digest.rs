@@ -103,11 +103,20 @@ pub fn hash_reader(
     buf_size: usize,
     mut progress: impl FnMut(u64),
 ) -> std::io::Result<(Sha256Digest, u64)> {
-    let mut hasher = Sha256::new();
     let mut buf = vec![0u8; buf_size.max(4096)];
+    hash_with(&mut reader, &mut buf, &mut progress)
+}
+
+/// The one read-and-hash loop: everything `reader` yields, through `buf`.
+fn hash_with(
+    reader: &mut impl Read,
+    buf: &mut [u8],
+    progress: &mut impl FnMut(u64),
+) -> std::io::Result<(Sha256Digest, u64)> {
+    let mut hasher = Sha256::new();
     let mut total = 0u64;
     loop {
-        let n = match reader.read(&mut buf) {
+        let n = match reader.read(buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -166,23 +175,8 @@ pub fn hash_file(
     mut progress: impl FnMut(u64),
 ) -> std::io::Result<(Sha256Digest, u64)> {
     advise_sequential(file);
-    with_buf(|buf| {
-        let mut hasher = Sha256::new();
-        let mut total = 0u64;
-        let mut reader = file;
-        loop {
-            let n = match reader.read(buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            hasher.update(&buf[..n]);
-            total += n as u64;
-            progress(total);
-        }
-        Ok((Sha256Digest::from_hasher(hasher), total))
-    })
+    let mut reader = file;
+    with_buf(|buf| hash_with(&mut reader, buf, &mut progress))
 }
 
 #[cfg(test)]
