@@ -90,7 +90,7 @@ struct Partial {
 
 impl Partial {
     fn meta_path(&self) -> PathBuf {
-        meta_of(&self.path)
+        StateDir::checkpoint_of(&self.path)
     }
 
     fn reset(&mut self) -> Result<()> {
@@ -176,9 +176,6 @@ fn hash_tail(file: &mut File, hasher: &mut Sha256) -> std::io::Result<u64> {
     })
 }
 
-fn meta_of(partial: &Path) -> PathBuf {
-    StateDir::checkpoint_of(partial)
-}
 
 /// Removes the partials of `key` left by processes that are gone (the asset is ready: nobody
 /// will resume them). Called with the asset's lock held.
@@ -219,7 +216,7 @@ fn open_partial(state: &StateDir, key: &str, expected: &Sha256Digest) -> Result<
                 continue;
             }
             let path = entry.path();
-            let cp = std::fs::read(meta_of(&path))
+            let cp = std::fs::read(StateDir::checkpoint_of(&path))
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Checkpoint>(&b).ok())
                 .filter(|cp| cp.sha256 == expected.to_hex());
@@ -227,7 +224,7 @@ fn open_partial(state: &StateDir, key: &str, expected: &Sha256Digest) -> Result<
                 (Some(cp), None) => adopted = Some((path, cp)),
                 _ => {
                     let _ = std::fs::remove_file(&path);
-                    let _ = std::fs::remove_file(meta_of(&path));
+                    let _ = std::fs::remove_file(StateDir::checkpoint_of(&path));
                 }
             }
         }
@@ -235,7 +232,7 @@ fn open_partial(state: &StateDir, key: &str, expected: &Sha256Digest) -> Result<
     if let Some((path, cp)) = adopted {
         if path != ours {
             std::fs::rename(&path, &ours).at(&ours, "adopt partial")?;
-            let _ = std::fs::rename(meta_of(&path), meta_of(&ours));
+            let _ = std::fs::rename(StateDir::checkpoint_of(&path), StateDir::checkpoint_of(&ours));
         }
         let state = hex::decode(&cp.state).ok().and_then(|b| {
             let arr = SerializedState::<Sha256>::try_from(b.as_slice()).ok()?;
@@ -283,7 +280,7 @@ fn open_partial(state: &StateDir, key: &str, expected: &Sha256Digest) -> Result<
         &ours,
     )
     .at(&ours, "create partial")?;
-    let _ = std::fs::remove_file(meta_of(&ours));
+    let _ = std::fs::remove_file(StateDir::checkpoint_of(&ours));
     Ok(Partial {
         path: ours,
         file,
